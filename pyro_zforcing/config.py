@@ -1,0 +1,128 @@
+"""Frozen configuration dataclasses, saved inside every checkpoint.
+
+A checkpoint alone rebuilds its model: ``ModelConfig`` fixes the networks, ``DataConfig``
+fixes how the data was read, ``TrainConfig`` fixes the objective and optimiser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+EMISSIONS = ("gaussian", "bernoulli", "categorical")
+AUX_INPUTS = ("hz", "z")
+AUX_LOSSES = ("gaussian", "l2")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and options of the Z-Forcing networks.
+
+    ``input_dim`` is the frame size (gaussian/bernoulli) or the vocabulary size (categorical).
+    Defaults follow the authors' code where it is explicit (log-variance clamp 8, leaky slope
+    1/3, aux from [h_{t-1}, z_t]); sizes are small enough for the embedded default dataset.
+    """
+
+    input_dim: int
+    emission: str = "bernoulli"
+    emb_dim: int = 64
+    rnn_dim: int = 128
+    z_dim: int = 16
+    mlp_dim: int = 128
+    aux_input: str = "hz"
+    aux_loss: str = "gaussian"
+    logvar_clamp: float = 8.0
+
+    def __post_init__(self):
+        if self.input_dim < 1:
+            raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
+        if self.emission not in EMISSIONS:
+            raise ValueError(f"emission must be one of {EMISSIONS}, got {self.emission!r}")
+        if self.aux_input not in AUX_INPUTS:
+            raise ValueError(f"aux_input must be one of {AUX_INPUTS}, got {self.aux_input!r}")
+        if self.aux_loss not in AUX_LOSSES:
+            raise ValueError(f"aux_loss must be one of {AUX_LOSSES}, got {self.aux_loss!r}")
+        for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.logvar_clamp <= 0:
+            raise ValueError(f"logvar_clamp must be > 0, got {self.logvar_clamp}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to read and how (see ``pyro_zforcing.data`` for each dataset's protocol).
+
+    ``options`` holds dataset-specific settings (frame size, chunk length, vocabulary size...);
+    each loader validates the keys it accepts and documents its defaults.
+    """
+
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    seed: int = 0
+    skip_bad_files: bool = False
+    cache_dir: Optional[str] = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Objective, optimiser and loop settings.
+
+    KL annealing: the latent site's weight starts at ``kl_start`` and grows by ``kl_step`` per
+    update up to 1 (``kl_start=1`` disables it). Aux annealing: beta moves from ``aux_start``
+    to ``aux_end`` by ``aux_step`` per update (``aux_step=0`` keeps ``aux_start``).
+    ``clip_norm`` clips the global gradient norm as the authors do (``clip_grad_norm_``),
+    not Pyro's per-element ``ClippedAdam`` clamp.
+    """
+
+    guide: str = "backward"
+    batch_size: int = 32
+    lr: float = 1e-3
+    adam_eps: float = 1e-5
+    clip_norm: float = 100.0
+    epochs: int = 20
+    max_steps: Optional[int] = None
+    kl_start: float = 1.0
+    kl_step: float = 0.0
+    aux_start: float = 1.0
+    aux_end: float = 1.0
+    aux_step: float = 0.0
+    bwd_weight: float = 0.0
+    lr_decay: float = 0.5
+    lr_patience: int = 2
+    early_stop_patience: int = 5
+    log_every: int = 20
+    seed: int = 0
+    device: str = "cpu"
+    validate: bool = False
+
+    def __post_init__(self):
+        positive = ("batch_size", "lr", "adam_eps", "clip_norm", "epochs", "log_every")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if not 0.0 <= self.kl_start <= 1.0:
+            raise ValueError(f"kl_start must be in [0, 1], got {self.kl_start}")
+        for name in ("kl_step", "aux_start", "aux_end", "aux_step", "bwd_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+
+
+def to_dict(config: Any) -> dict:
+    """A JSON-ready dict of a config dataclass."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls, values: dict):
+    """Rebuild ``cls`` from :func:`to_dict` output, rejecting unknown keys by name."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
+    return cls(**values)

@@ -1,0 +1,148 @@
+"""The batch structure every dataset yields, and what a dataset tells the model about itself.
+
+Layout everywhere: batch first. A batch holds ``x: (B, T, D)`` float frames (gaussian or
+bernoulli emission) or ``x: (B, T)`` int64 token ids (categorical emission), a boolean
+``mask: (B, T)`` that is True on real steps, and ``lengths: (B,)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+
+class DataError(ValueError):
+    """A dataset could not be read: the message names the path and what was expected."""
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a dataset is, so the model can be configured from it.
+
+    ``emission`` is ``"gaussian"``, ``"bernoulli"`` or ``"categorical"``; ``dim`` is the
+    frame size (pixels or samples per step) or the vocabulary size. ``unit`` names what a
+    reported per-unit bound is divided by (``"pixel"``, ``"sample"``, ``"word"``) and
+    ``units_per_step`` how many of them one step holds. ``mean``/``std`` undo the
+    normalisation of real-valued data; ``vocab`` maps token ids to words.
+    """
+
+    name: str
+    emission: str
+    dim: int
+    unit: str
+    units_per_step: int = 1
+    sample_rate: Optional[int] = None
+    mean: Optional[float] = None
+    std: Optional[float] = None
+    vocab: Optional[tuple] = None
+    image_shape: Optional[tuple] = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "emission": self.emission, "dim": self.dim, "unit": self.unit,
+            "units_per_step": self.units_per_step, "sample_rate": self.sample_rate,
+            "mean": self.mean, "std": self.std,
+            "vocab": list(self.vocab) if self.vocab is not None else None,
+            "image_shape": list(self.image_shape) if self.image_shape is not None else None,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DataInfo":
+        values = dict(values)
+        for key in ("vocab", "image_shape"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+@dataclass
+class SequenceSplits:
+    """Train/valid/test lists of variable-length sequences, each (T_i, D) float32 or (T_i,) int64."""
+
+    info: DataInfo
+    train: List[np.ndarray]
+    valid: List[np.ndarray]
+    test: List[np.ndarray]
+    skipped: List[str] = field(default_factory=list)
+
+    def split(self, name: str) -> List[np.ndarray]:
+        if name not in ("train", "valid", "test"):
+            raise ValueError(f"split must be 'train', 'valid' or 'test', got {name!r}")
+        return getattr(self, name)
+
+
+@dataclass
+class Batch:
+    """A padded batch: ``x`` (B, T, D) or (B, T) for tokens, ``mask`` (B, T) bool, ``lengths`` (B,)."""
+
+    x: torch.Tensor
+    mask: torch.Tensor
+    lengths: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def num_steps(self) -> int:
+        return self.x.shape[1]
+
+    def to(self, device, dtype: Optional[torch.dtype] = None) -> "Batch":
+        x = self.x.to(device)
+        if dtype is not None and x.is_floating_point():
+            x = x.to(dtype)
+        return replace(self, x=x, mask=self.mask.to(device), lengths=self.lengths.to(device))
+
+    def repeat(self, k: int) -> "Batch":
+        """K copies of every sequence, particle-major: row ``i * B + b`` is copy i of sequence b."""
+        reps = (k,) + (1,) * (self.x.dim() - 1)
+        return Batch(self.x.repeat(reps), self.mask.repeat(k, 1), self.lengths.repeat(k))
+
+
+def collate_sequences(sequences: Sequence[np.ndarray]) -> Batch:
+    """Pad a list of (T_i, D) float or (T_i,) int sequences into a :class:`Batch`."""
+    if len(sequences) == 0:
+        raise ValueError("cannot collate an empty list of sequences")
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    if int(lengths.min()) < 1:
+        raise ValueError("every sequence must have at least one step")
+    first = np.asarray(sequences[0])
+    steps = int(lengths.max())
+    shape = (len(sequences), steps) + first.shape[1:]
+    if np.issubdtype(first.dtype, np.integer):
+        x = torch.zeros(shape, dtype=torch.long)
+    else:
+        x = torch.zeros(shape, dtype=torch.float32)
+    for i, seq in enumerate(sequences):
+        x[i, : len(seq)] = torch.as_tensor(np.asarray(seq))
+    mask = torch.arange(steps)[None, :] < lengths[:, None]
+    return Batch(x, mask, lengths)
+
+
+class SequenceDataset(torch.utils.data.Dataset):
+    """A list of sequences as a map-style dataset (items are numpy arrays)."""
+
+    def __init__(self, sequences: Sequence[np.ndarray]):
+        self.sequences = list(sequences)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.sequences[index]
+
+
+def make_loader(sequences, *, batch_size: int, shuffle: bool, seed: int = 0,
+                sampler=None) -> torch.utils.data.DataLoader:
+    """A DataLoader of padded :class:`Batch` es; shuffling uses its own seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        SequenceDataset(sequences), batch_size=batch_size,
+        shuffle=shuffle and sampler is None, sampler=sampler,
+        collate_fn=collate_sequences, generator=generator,
+    )

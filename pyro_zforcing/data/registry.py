@@ -1,0 +1,28 @@
+"""Datasets by name: ``load_dataset(DataConfig)`` returns :class:`SequenceSplits`."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from .base import DataError, SequenceSplits
+from .digits import load_digits
+
+DATASETS: Dict[str, Callable] = {
+    "digits": load_digits,
+}
+
+
+def register_dataset(name: str, loader: Callable) -> None:
+    """Add a loader ``loader(DataConfig) -> SequenceSplits`` under ``name``."""
+    if name in DATASETS:
+        raise ValueError(f"dataset {name!r} is already registered")
+    DATASETS[name] = loader
+
+
+def load_dataset(config) -> SequenceSplits:
+    """Read the dataset ``config.dataset`` names; unknown names list the known ones."""
+    try:
+        loader = DATASETS[config.dataset]
+    except KeyError:
+        raise DataError(f"unknown dataset {config.dataset!r}; known: {', '.join(sorted(DATASETS))}") from None
+    return loader(config)
