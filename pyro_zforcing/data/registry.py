@@ -6,9 +6,13 @@ from typing import Callable, Dict
 
 from .base import DataError, SequenceSplits
 from .digits import load_digits
+from .speech import load_audio_folder, load_blizzard, load_timit
 
 DATASETS: Dict[str, Callable] = {
     "digits": load_digits,
+    "timit": load_timit,
+    "blizzard": load_blizzard,
+    "audio": load_audio_folder,
 }
 
 
