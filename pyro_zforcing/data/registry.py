@@ -6,6 +6,7 @@ from typing import Callable, Dict
 
 from .base import DataError, SequenceSplits
 from .digits import load_digits
+from .mnist import load_mnist
 from .speech import load_audio_folder, load_blizzard, load_timit
 
 DATASETS: Dict[str, Callable] = {
@@ -13,6 +14,7 @@ DATASETS: Dict[str, Callable] = {
     "timit": load_timit,
     "blizzard": load_blizzard,
     "audio": load_audio_folder,
+    "mnist": load_mnist,
 }
 
 
