@@ -8,6 +8,7 @@ from .base import DataError, SequenceSplits
 from .digits import load_digits
 from .mnist import load_mnist
 from .speech import load_audio_folder, load_blizzard, load_timit
+from .text import load_imdb, load_text
 
 DATASETS: Dict[str, Callable] = {
     "digits": load_digits,
@@ -15,6 +16,8 @@ DATASETS: Dict[str, Callable] = {
     "blizzard": load_blizzard,
     "audio": load_audio_folder,
     "mnist": load_mnist,
+    "text": load_text,
+    "imdb": load_imdb,
 }
 
 
