@@ -215,13 +215,27 @@ def load_timit(config) -> SequenceSplits:
 
 # ----------------------------------------------------------------------- folders
 
-def _load_folder(config, *, dataset: str, defaults: dict, description: str, source: str,
-                 layout: str) -> SequenceSplits:
-    options = _speech_options(dataset, config, defaults)
-    root = corpus_path(config, dataset=dataset, description=description, source=source, layout=layout)
+_FOLDERS = {
+    "blizzard": dict(
+        defaults=BLIZZARD_OPTIONS, layout=BLIZZARD_LAYOUT,
+        description="the Blizzard Challenge 2013 English audiobook data (licensed)",
+        source="the Blizzard Challenge 2013 release (Lessac Technologies, via the Blizzard "
+               "Challenge organisers, https://www.cstr.ed.ac.uk/projects/blizzard/)"),
+    "audio": dict(
+        defaults=AUDIO_OPTIONS, layout=AUDIO_LAYOUT, description="a folder of your own audio files",
+        source="any recordings you have (e.g. Debian's asterisk-core-sounds-en-wav in "
+               "/usr/share/asterisk/sounds/en_US_f_Allison)"),
+}
+
+
+def _load_folder(config, dataset: str) -> SequenceSplits:
+    spec = _FOLDERS[dataset]
+    options = _speech_options(dataset, config, spec["defaults"])
+    root = corpus_path(config, dataset=dataset, description=spec["description"],
+                       source=spec["source"], layout=spec["layout"])
     paths = walk_files(root, is_audio_file)
     if not paths:
-        raise wrong_layout(dataset, root, layout, "no audio files found")
+        raise wrong_layout(dataset, root, spec["layout"], "no audio files found")
     train, valid, test = split_items(paths, valid_fraction=options["valid_fraction"],
                                      test_fraction=options["test_fraction"], seed=config.seed,
                                      dataset=dataset)
@@ -232,17 +246,9 @@ def _load_folder(config, *, dataset: str, defaults: dict, description: str, sour
 
 def load_blizzard(config) -> SequenceSplits:
     """Blizzard 2013 audio, 16 kHz, 200-sample frames, 40-frame sequences everywhere."""
-    return _load_folder(
-        config, dataset="blizzard", defaults=BLIZZARD_OPTIONS, layout=BLIZZARD_LAYOUT,
-        description="the Blizzard Challenge 2013 English audiobook data (licensed)",
-        source="the Blizzard Challenge 2013 release (Lessac Technologies, via the Blizzard "
-               "Challenge organisers, https://www.cstr.ed.ac.uk/projects/blizzard/)")
+    return _load_folder(config, "blizzard")
 
 
 def load_audio_folder(config) -> SequenceSplits:
     """Any folder of mono audio files, resampled to ``sample_rate``, framed like TIMIT."""
-    return _load_folder(
-        config, dataset="audio", defaults=AUDIO_OPTIONS, layout=AUDIO_LAYOUT,
-        description="a folder of your own audio files",
-        source="any recordings you have (e.g. Debian's asterisk-core-sounds-en-wav in "
-               "/usr/share/asterisk/sounds/en_US_f_Allison)")
+    return _load_folder(config, "audio")
