@@ -44,6 +44,11 @@ dialect sentences SA1/SA2 every speaker reads, as Chung et al. and Fraccaro et a
 6,300 utterances. Blizzard and audio folders are split by file with the seeded
 :func:`.common.split_items`. An audio folder keeps short-file remainders by default because
 arbitrary folders (e.g. prompts of a phone system) hold many files shorter than one chunk.
+
+Memory: prepared audio is float32 at ``sample_rate`` (64 kB per second at 16 kHz), held in
+memory and in the cache; all of TIMIT (about 5.4 hours) is about 1.2 GB. The full Blizzard
+2013 release (about 300 hours, ~69 GB prepared) does not fit: point ``--data-dir`` at the
+subset you train on (Chung et al. used a subset too).
 """
 
 from __future__ import annotations
