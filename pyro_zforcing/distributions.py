@@ -1,0 +1,102 @@
+"""A sequence-level latent distribution: the whole trajectory z_{1:T} is one Pyro site.
+
+One site per sequence instead of one per step keeps Pyro's bookkeeping out of the time
+loop (DESIGN.md "Speed"). The conditional prior and every guide are the same kind of object:
+an autoregressive diagonal Gaussian driven by the model's forward RNN,
+
+    q(z_{1:T}) = prod_t N(z_t; loc_t, scale_t),  (loc_t, scale_t) = head(h_{t-1}, c_t),
+    h_t = LSTM_f([e(u_t), W z_t], h_{t-1}),
+
+where ``c_t`` is a per-step context (b_t for the paper's guide, nothing for the prior).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import torch
+from pyro.distributions import Normal, TorchDistribution, constraints
+
+Head = Callable[..., Tuple[torch.Tensor, torch.Tensor]]
+
+
+class LatentTrajectory(TorchDistribution):
+    """z_{1:T} of a padded batch: batch shape ``(B,)``, event shape ``(T, Z)``.
+
+    ``states(z)`` must return h_{0:T} ``(B, T+1, H)`` for a given trajectory (the model's
+    forward RNN, cached); ``stepper`` advances h while sampling. ``log_prob`` sums only the
+    steps where ``mask`` is True. A sample drawn here is scored from the parameters computed
+    while drawing it; any other value is scored by running the forward RNN over it.
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = True
+
+    def __init__(self, *, head: Head, context: Optional[torch.Tensor], mask: torch.Tensor,
+                 z_dim: int, states: Callable[[torch.Tensor], torch.Tensor],
+                 stepper: Callable, remember: Callable[[torch.Tensor, torch.Tensor], None]):
+        self.head = head
+        self.context = context
+        self.mask = mask
+        self.states = states
+        self.stepper = stepper
+        self.remember = remember
+        self._drawn = None
+        batch_size, steps = mask.shape
+        super().__init__(torch.Size([batch_size]), torch.Size([steps, z_dim]), validate_args=False)
+
+    def _params(self, h_prev: torch.Tensor, t: Optional[int] = None):
+        if self.context is None:
+            return self.head(h_prev)
+        context = self.context if t is None else self.context[:, t]
+        return self.head(h_prev, context)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        if sample_shape != torch.Size():
+            raise NotImplementedError(
+                "LatentTrajectory draws one trajectory per sequence; for K particles, "
+                "repeat the batch (Batch.repeat) instead of passing a sample shape")
+        batch_size, steps = self.mask.shape
+        advance, state = self.stepper()
+        eps = torch.randn((batch_size, steps) + self.event_shape[1:],
+                          dtype=state[0].dtype, device=state[0].device)
+        zs, locs, scales, hs = [], [], [], [state[0]]
+        for t in range(steps):
+            loc, scale = self._params(state[0], t)
+            z_t = loc + scale * eps[:, t]
+            state = advance(t, z_t, state)
+            zs.append(z_t)
+            locs.append(loc)
+            scales.append(scale)
+            hs.append(state[0])
+        z = torch.stack(zs, dim=1)
+        self.remember(z, torch.stack(hs, dim=1))
+        self._drawn = (z, torch.stack(locs, dim=1), torch.stack(scales, dim=1))
+        return z
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def loc_scale(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale) of every step ``(B, T, Z)`` along the trajectory ``z``."""
+        if self._drawn is not None and self._drawn[0] is z:
+            return self._drawn[1], self._drawn[2]
+        h = self.states(z)
+        return self._params(h[:, :-1])
+
+    def step_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z_t; loc_t, scale_t) per step ``(B, T)``, zero on padded steps."""
+        loc, scale = self.loc_scale(z)
+        return Normal(loc, scale).log_prob(z).sum(-1) * self.mask
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return self.step_log_prob(z).sum(-1)
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != self.batch_shape:
+            raise NotImplementedError(
+                f"LatentTrajectory cannot be expanded from {tuple(self.batch_shape)} to "
+                f"{tuple(batch_shape)}; repeat the batch instead")
+        return self

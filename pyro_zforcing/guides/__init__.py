@@ -1,0 +1,21 @@
+"""Guides by name: ``GUIDES[name](model)`` returns a guide with the model's signature."""
+
+from typing import Callable, Dict
+
+from .backward import BackwardGuide
+from .base import TrajectoryGuide
+
+GUIDES: Dict[str, Callable] = {
+    "backward": BackwardGuide,
+}
+
+
+def make_guide(name: str, model) -> TrajectoryGuide:
+    """The guide registered as ``name`` for ``model``; unknown names list the known ones."""
+    try:
+        return GUIDES[name](model)
+    except KeyError:
+        raise ValueError(f"unknown guide {name!r}; known: {', '.join(sorted(GUIDES))}") from None
+
+
+__all__ = ["GUIDES", "TrajectoryGuide", "BackwardGuide", "make_guide"]

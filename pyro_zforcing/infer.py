@@ -1,0 +1,144 @@
+"""The training objective and per-sequence bounds.
+
+Training minimises, per sequence on average,
+
+    -( E_q[ log p(y | h) ] - w_kl * E_q[ log q(z | y) - log p(z | u) ] + beta * aux + w_bwd * bwd )
+
+with ``pyro.infer.Trace_ELBO``: the aux and backward factors are ``pyro.factor`` sites of the
+model, the KL weight scales the latent site in both model and guide. Reported numbers come
+from :func:`sequence_terms` and :func:`iwae_bound`, which run the model with the training-only
+factors switched off, per sequence (Pyro's ``Importance`` would sum over the batch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import pyro
+import pyro.poutine as poutine
+import torch
+import torch.nn as nn
+from pyro.infer import Trace_ELBO
+from pyro.poutine.messenger import Messenger
+
+from .data.base import Batch
+from .models.zforcing import AUX_SITE, BWD_SITE, LATENT_SITE, OBS_SITE
+
+
+class ScaleSite(Messenger):
+    """Multiplies the log-density of the named site by ``weight`` (KL annealing)."""
+
+    def __init__(self, name: str, weight: float):
+        super().__init__()
+        self.name = name
+        self.weight = weight
+
+    def _process_message(self, msg):
+        if msg["name"] == self.name:
+            msg["scale"] = msg["scale"] * self.weight
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The objective's weights at one update: KL, aux (beta) and backward-LM."""
+
+    kl: float = 1.0
+    aux: float = 0.0
+    bwd: float = 0.0
+
+
+def anneal(start: float, end: float, step: float, updates: int) -> float:
+    """``start`` moved toward ``end`` by ``step`` per update, never past ``end``."""
+    if step <= 0 or start == end:
+        return start
+    if end > start:
+        return min(end, start + step * updates)
+    return max(end, start - step * updates)
+
+
+def weights_at(train_config, updates: int) -> Weights:
+    """The annealed weights after ``updates`` optimiser steps."""
+    return Weights(
+        kl=anneal(train_config.kl_start, 1.0, train_config.kl_step, updates),
+        aux=anneal(train_config.aux_start, train_config.aux_end, train_config.aux_step, updates),
+        bwd=train_config.bwd_weight,
+    )
+
+
+class Objective(nn.Module):
+    """-(ELBO + aux) per sequence, averaged over the batch, as a differentiable torch loss.
+
+    Holds the model and guide as submodules (so ``parameters()`` and ``state_dict()`` cover
+    both once) and evaluates ``Trace_ELBO().differentiable_loss``; wrap it in
+    DistributedDataParallel for multi-process training.
+    """
+
+    def __init__(self, model: nn.Module, guide: nn.Module):
+        super().__init__()
+        self.model = model
+        self.guide = guide
+        self.elbo = Trace_ELBO()
+
+    def forward(self, batch: Batch, weights: Weights = Weights()) -> torch.Tensor:
+        model, guide = self.model, self.guide
+        per_sequence = 1.0 / batch.batch_size
+        model = poutine.scale(model, scale=per_sequence)
+        guide = poutine.scale(guide, scale=per_sequence)
+        if weights.kl != 1.0:
+            model = ScaleSite(LATENT_SITE, weights.kl)(model)
+            guide = ScaleSite(LATENT_SITE, weights.kl)(guide)
+        return self.elbo.differentiable_loss(model, guide, batch, aux_weight=weights.aux, bwd_weight=weights.bwd)
+
+
+def trace_pair(model, guide, batch: Batch, weights: Weights = Weights()):
+    """Guide trace and the model trace replayed on it, with per-site ``log_prob`` (B,) computed."""
+    guide_trace = poutine.trace(guide).get_trace(batch, aux_weight=weights.aux, bwd_weight=weights.bwd)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+        batch, aux_weight=weights.aux, bwd_weight=weights.bwd)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+    return guide_trace, model_trace
+
+
+def sequence_terms(model, guide, batch: Batch, weights: Weights = Weights(kl=1.0, aux=0.0)) -> Dict[str, torch.Tensor]:
+    """One-sample per-sequence terms ``(B,)``: rec = log p(y | h), kl = log q(z) - log p(z),
+    elbo = rec - kl, and ``aux``/``bwd`` (the factors' unweighted values, 0 when off)."""
+    guide_trace, model_trace = trace_pair(model, guide, batch, weights)
+    log_q = guide_trace.nodes[LATENT_SITE]["log_prob"]
+    log_p = model_trace.nodes[LATENT_SITE]["log_prob"]
+    rec = model_trace.nodes[OBS_SITE]["log_prob"]
+    terms = {"rec": rec, "kl": log_q - log_p, "elbo": rec + log_p - log_q}
+    for name, weight in ((AUX_SITE, weights.aux), (BWD_SITE, weights.bwd)):
+        node = model_trace.nodes.get(name)
+        terms[name] = node["log_prob"] / weight if node is not None else torch.zeros_like(rec)
+    return terms
+
+
+def log_weights(model, guide, batch: Batch) -> torch.Tensor:
+    """Importance log-weights log p(y, z) - log q(z | y) per sequence ``(B,)``, one z each,
+    with the training-only factors off."""
+    terms = sequence_terms(model, guide, batch)
+    return terms["elbo"]
+
+
+@torch.no_grad()
+def iwae_bound(model, guide, batch: Batch, *, num_samples: int = 25, chunk: Optional[int] = None) -> torch.Tensor:
+    """log (1/K) sum_k p(y, z_k) / q(z_k | y) per sequence ``(B,)``, z_k ~ q independently.
+
+    The K particles are copies of the batch (``Batch.repeat``), traced in chunks of ``chunk``
+    particles and merged with a streaming logsumexp, so K need not fit in memory at once.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    chunk = num_samples if chunk is None else max(1, min(chunk, num_samples))
+    total = None
+    done = 0
+    while done < num_samples:
+        k = min(chunk, num_samples - done)
+        log_w = log_weights(model, guide, batch.repeat(k)).view(k, batch.batch_size)
+        part = torch.logsumexp(log_w, dim=0)
+        total = part if total is None else torch.logaddexp(total, part)
+        done += k
+    return total - math.log(num_samples)

@@ -1,0 +1,331 @@
+"""The training loop: epochs, validation, LR halving, early stopping, checkpoints, metrics.
+
+The loop knows the model only through :class:`~pyro_zforcing.infer.Objective`. Batches of an
+epoch come from a permutation seeded by (seed, epoch), so a run resumed from a checkpoint
+sees exactly the batches, noise and weights the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import config_payload, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import DataConfig, ModelConfig, TrainConfig
+from .data import Batch, SequenceSplits, collate_sequences, load_dataset
+from .data.base import DataInfo
+from .guides import make_guide
+from .infer import Objective, Weights, sequence_terms, weights_at
+from .models import ZForcing
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch at once."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) as a checked device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device: unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"--device: unsupported device {name!r} (use cpu, cuda, cuda:N or auto)")
+    return device
+
+
+def model_config_for(info: DataInfo, **sizes) -> ModelConfig:
+    """A :class:`ModelConfig` whose emission and input size come from the dataset."""
+    return ModelConfig(input_dim=info.dim, emission=info.emission, **sizes)
+
+
+def build_objective(model_config: ModelConfig, guide_name: str) -> Objective:
+    """The model, the named guide, and the loss that trains both."""
+    model = ZForcing(model_config)
+    return Objective(model, make_guide(guide_name, model))
+
+
+def epoch_batches(num_items: int, batch_size: int, *, seed: int, epoch: int,
+                  rank: int = 0, world_size: int = 1) -> List[List[int]]:
+    """Index batches of one epoch: a permutation seeded by (seed, epoch), this rank's share."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(num_items, generator=generator).tolist()
+    usable = num_items - num_items % world_size
+    shard = order[rank:usable:world_size]
+    return [shard[i:i + batch_size] for i in range(0, len(shard), batch_size)]
+
+
+def eval_batches(sequences, batch_size: int) -> Iterator[Batch]:
+    """Sequences in order, padded in batches (sorted runs keep padding small)."""
+    for i in range(0, len(sequences), batch_size):
+        yield collate_sequences(sequences[i:i + batch_size])
+
+
+def units_of(batch: Batch, info: DataInfo) -> torch.Tensor:
+    """How many reported units (pixels, samples, words) each sequence holds ``(B,)``."""
+    return batch.lengths.to(torch.float64) * info.units_per_step
+
+
+@torch.no_grad()
+def evaluate_elbo(objective: Objective, sequences, info: DataInfo, *, batch_size: int,
+                  device: torch.device, dtype: torch.dtype) -> Dict[str, float]:
+    """Mean one-sample ELBO, reconstruction and KL per sequence, and the ELBO per unit."""
+    totals = {"elbo": 0.0, "rec": 0.0, "kl": 0.0}
+    units = 0.0
+    count = 0
+    for batch in eval_batches(sequences, batch_size):
+        batch = batch.to(device, dtype)
+        terms = sequence_terms(objective.model, objective.guide, batch)
+        for key in totals:
+            totals[key] += float(terms[key].sum())
+        units += float(units_of(batch, info).sum())
+        count += batch.batch_size
+    result = {key: value / count for key, value in totals.items()}
+    result["elbo_per_unit"] = totals["elbo"] / units
+    return result
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0
+    step: int = 0
+    step_in_epoch: int = 0
+    best_score: float = -math.inf
+    bad_epochs: int = 0
+    finished: bool = False
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per logged step (``kind: "step"``) or epoch."""
+
+    def __init__(self, path: Path, *, keep_until_step: Optional[int] = None):
+        self.path = path
+        if keep_until_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= keep_until_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: Dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class Trainer:
+    """Trains an :class:`Objective` on the splits of a dataset, writing into ``out_dir``."""
+
+    def __init__(self, *, objective: Objective, splits: SequenceSplits, model_config: ModelConfig,
+                 data_config: DataConfig, train_config: TrainConfig, out_dir: Path,
+                 quiet: bool = False, rank: int = 0, world_size: int = 1, loss_module=None):
+        self.objective = objective
+        self.loss_module = loss_module if loss_module is not None else objective
+        self.splits = splits
+        self.model_config = model_config
+        self.data_config = data_config
+        self.config = train_config
+        self.out_dir = Path(out_dir)
+        self.quiet = quiet
+        self.rank = rank
+        self.world_size = world_size
+        self.device = resolve_device(train_config.device)
+        self.dtype = next(objective.parameters()).dtype
+        objective.to(self.device)
+        self.optimizer = torch.optim.Adam(objective.parameters(), lr=train_config.lr, eps=train_config.adam_eps)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=train_config.lr_decay, patience=train_config.lr_patience)
+        self.progress = Progress()
+        self.checkpoint_dir = self.out_dir / "checkpoints"
+
+    # ----- construction -----
+
+    @classmethod
+    def create(cls, *, data_config: DataConfig, train_config: TrainConfig, out_dir, model_sizes=None,
+               quiet: bool = False, splits: Optional[SequenceSplits] = None) -> "Trainer":
+        """A fresh run: read the data, size the model from it, write ``config.json``."""
+        splits = splits if splits is not None else load_dataset(data_config)
+        model_config = model_config_for(splits.info, **(model_sizes or {}))
+        set_seed(train_config.seed)
+        objective = build_objective(model_config, train_config.guide)
+        trainer = cls(objective=objective, splits=splits, model_config=model_config, data_config=data_config,
+                      train_config=train_config, out_dir=Path(out_dir), quiet=quiet)
+        trainer.out_dir.mkdir(parents=True, exist_ok=True)
+        (trainer.out_dir / "config.json").write_text(json.dumps(trainer._configs(), indent=2) + "\n")
+        trainer.metrics = MetricsLog(trainer.out_dir / "metrics.jsonl", keep_until_step=-1)
+        return trainer
+
+    @classmethod
+    def resume(cls, run_dir, *, quiet: bool = False, splits: Optional[SequenceSplits] = None,
+               **overrides) -> "Trainer":
+        """Continue the run in ``run_dir`` from ``checkpoints/last.pt``; ``overrides`` may raise
+        ``epochs`` or ``max_steps`` (or move ``device``) and change nothing else."""
+        allowed = {"epochs", "max_steps", "device"}
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise ValueError(f"--resume can only change {sorted(allowed)}, not {unknown}")
+        run_dir = Path(run_dir)
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        train_config = replace(state["train_config"], **overrides)
+        splits = splits if splits is not None else load_dataset(state["data_config"])
+        objective = build_objective(state["model_config"], train_config.guide)
+        objective.load_state_dict(state["objective"])
+        trainer = cls(objective=objective, splits=splits, model_config=state["model_config"],
+                      data_config=state["data_config"], train_config=train_config, out_dir=run_dir, quiet=quiet)
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scheduler.load_state_dict(state["scheduler"])
+        trainer.progress = Progress(**state["progress"])
+        trainer.progress.finished = False
+        set_rng_state(state["rng"])
+        trainer.metrics = MetricsLog(run_dir / "metrics.jsonl", keep_until_step=trainer.progress.step)
+        log.info("resumed %s at epoch %d, step %d", run_dir, trainer.progress.epoch, trainer.progress.step)
+        return trainer
+
+    def _configs(self) -> Dict:
+        return config_payload(self.model_config, self.data_config, self.config, self.splits.info)
+
+    # ----- checkpoints -----
+
+    def save(self, name: str) -> None:
+        if self.rank != 0:
+            return
+        payload = {
+            **self._configs(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "progress": vars(self.progress).copy(),
+            "rng": rng_state(),
+        }
+        save_checkpoint(self.checkpoint_dir / f"{name}.pt", payload)
+
+    # ----- the loop -----
+
+    def _out_of_steps(self) -> bool:
+        return self.config.max_steps is not None and self.progress.step >= self.config.max_steps
+
+    def fit(self) -> Dict:
+        """Train until ``epochs``, ``max_steps`` or early stopping; returns the final summary."""
+        config, progress = self.config, self.progress
+        train = self.splits.train
+        start = time.time()
+        per_epoch = len(epoch_batches(len(train), config.batch_size, seed=config.seed, epoch=0,
+                                      rank=self.rank, world_size=self.world_size))
+        total = config.epochs * per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * per_epoch)
+        bar = tqdm(total=total, initial=min(progress.step, total), unit="step", desc="train",
+                   disable=self.quiet or not sys.stderr.isatty() or self.rank != 0, dynamic_ncols=True)
+        try:
+            while progress.epoch < config.epochs and not self._out_of_steps():
+                batches = epoch_batches(len(train), config.batch_size, seed=config.seed, epoch=progress.epoch,
+                                        rank=self.rank, world_size=self.world_size)
+                for indices in batches[progress.step_in_epoch:]:
+                    if self._out_of_steps():
+                        break
+                    record = self._train_step(collate_sequences([train[i] for i in indices]), start)
+                    bar.update(1)
+                    if record is not None:
+                        bar.set_postfix(loss=f"{record['loss']:.2f}", elbo=f"{record['elbo']:.2f}",
+                                        epoch=progress.epoch)
+                if self._out_of_steps() and progress.step_in_epoch < len(batches):
+                    break
+                if self._end_epoch(start):
+                    break
+        finally:
+            bar.close()
+        self.save("last")
+        summary = {"epoch": progress.epoch, "step": progress.step, "best_valid_elbo": progress.best_score,
+                   "time_s": time.time() - start}
+        log.info("training stopped at epoch %d, step %d; best valid ELBO %.3f nats/sequence",
+                 progress.epoch, progress.step, progress.best_score)
+        return summary
+
+    def _train_step(self, batch: Batch, start: float) -> Optional[Dict]:
+        """One update; returns the metrics record on logging steps (the only host syncs)."""
+        progress = self.progress
+        weights = weights_at(self.config, progress.step)
+        batch = batch.to(self.device, self.dtype)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_module(batch, weights)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss is {loss.detach().item()} at step {progress.step + 1} (epoch {progress.epoch}); "
+                f"stopped, the last good checkpoint in {self.checkpoint_dir} is kept")
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.config.clip_norm)
+        self.optimizer.step()
+        progress.step += 1
+        progress.step_in_epoch += 1
+        if progress.step % self.config.log_every == 0 or progress.step == 1:
+            return self._log_step(batch, weights, loss.detach(), grad_norm, start)
+        return None
+
+    @torch.no_grad()
+    def _log_step(self, batch: Batch, weights: Weights, loss, grad_norm, start: float) -> Dict:
+        terms = sequence_terms(self.objective.model, self.objective.guide, batch,
+                               replace(weights, kl=1.0))
+        units = units_of(batch, self.splits.info)
+        record = {"kind": "step", "step": self.progress.step, "epoch": self.progress.epoch,
+                  "loss": float(loss), "elbo": float(terms["elbo"].mean()),
+                  "elbo_per_unit": float(terms["elbo"].sum() / units.sum()),
+                  "rec": float(terms["rec"].mean()), "kl": float(terms["kl"].mean()),
+                  "aux": float(terms["aux"].mean()), "bwd": float(terms["bwd"].mean()),
+                  "kl_weight": weights.kl, "aux_weight": weights.aux, "grad_norm": float(grad_norm),
+                  "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.time() - start}
+        if self.rank == 0:
+            self.metrics.write(record)
+        return record
+
+    def _end_epoch(self, start: float) -> bool:
+        """Validate, adapt the LR, checkpoint; True when early stopping ends training."""
+        progress, config = self.progress, self.config
+        valid = evaluate_elbo(self.objective, self.splits.valid, self.splits.info,
+                              batch_size=4 * config.batch_size, device=self.device, dtype=self.dtype)
+        progress.epoch += 1
+        progress.step_in_epoch = 0
+        improved = valid["elbo"] > progress.best_score
+        if improved:
+            progress.best_score = valid["elbo"]
+            progress.bad_epochs = 0
+        else:
+            progress.bad_epochs += 1
+        self.scheduler.step(valid["elbo"])
+        record = {"kind": "epoch", "step": progress.step, "epoch": progress.epoch,
+                  **{f"valid_{key}": value for key, value in valid.items()},
+                  "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.time() - start}
+        if self.rank == 0:
+            self.metrics.write(record)
+        log.info("epoch %d: valid ELBO %.3f nats/sequence (%.4f per %s), KL %.3f",
+                 progress.epoch, valid["elbo"], valid["elbo_per_unit"], self.splits.info.unit, valid["kl"])
+        stop = progress.bad_epochs >= config.early_stop_patience
+        if stop:
+            log.info("early stopping: no improvement for %d epochs", progress.bad_epochs)
+        if improved:
+            self.save("best")
+        self.save("last")
+        return stop

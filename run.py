@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""Command line of pyro-zforcing. argparse lives here only; the work is in the library.
+
+    python run.py [train] [flags]        train (the default command; digits by default)
+    python run.py --help                 every flag with its default
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from pyro_zforcing.checkpoint import CheckpointError
+from pyro_zforcing.config import AUX_INPUTS, AUX_LOSSES, DataConfig, ModelConfig, TrainConfig
+from pyro_zforcing.data import DATASETS, DataError
+from pyro_zforcing.guides import GUIDES
+from pyro_zforcing.train import Trainer, TrainingDiverged
+
+MODEL_DEFAULTS = ModelConfig(input_dim=1)
+TRAIN_DEFAULTS = TrainConfig()
+
+
+def parse_option(text: str):
+    """``KEY=VALUE`` with VALUE read as int, float, true/false, or a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default="digits", choices=sorted(DATASETS),
+                       help="dataset to train on (default: %(default)s, embedded)")
+    group.add_argument("--data-dir", default=None, help="where the dataset's files are (default: none)")
+    group.add_argument("--data-option", dest="data_options", action="append", default=[], type=parse_option,
+                       metavar="KEY=VALUE", help="a dataset-specific option, repeatable (see README)")
+    group.add_argument("--skip-bad-files", action="store_true",
+                       help="skip unreadable files and list them at the end instead of stopping")
+    group.add_argument("--cache-dir", default=None, help="preprocessing cache (default: beside the data)")
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    m, t = MODEL_DEFAULTS, TRAIN_DEFAULTS
+    model = parser.add_argument_group("model")
+    model.add_argument("--emb-dim", type=positive_int, default=m.emb_dim, help="input embedding size (default: %(default)s)")
+    model.add_argument("--rnn-dim", type=positive_int, default=m.rnn_dim, help="LSTM state size (default: %(default)s)")
+    model.add_argument("--z-dim", type=positive_int, default=m.z_dim, help="latent size per step (default: %(default)s)")
+    model.add_argument("--mlp-dim", type=positive_int, default=m.mlp_dim, help="hidden size of the MLP heads (default: %(default)s)")
+    model.add_argument("--aux-input", choices=AUX_INPUTS, default=m.aux_input,
+                       help="aux cost reconstructs b_t from [h_{t-1}, z_t] (hz, authors' code) or z_t (z, paper text) (default: %(default)s)")
+    model.add_argument("--aux-loss", choices=AUX_LOSSES, default=m.aux_loss,
+                       help="aux cost as a Gaussian log-density or a negative squared error (default: %(default)s)")
+
+    obj = parser.add_argument_group("objective")
+    obj.add_argument("--guide", choices=sorted(GUIDES), default=t.guide, help="inference network (default: %(default)s)")
+    obj.add_argument("--aux-weight", type=float, default=None,
+                     help="constant aux weight beta, 0 disables the aux cost (sets --aux-start and --aux-end)")
+    obj.add_argument("--aux-start", type=float, default=t.aux_start, help="initial aux weight (default: %(default)s)")
+    obj.add_argument("--aux-end", type=float, default=t.aux_end, help="final aux weight (default: %(default)s)")
+    obj.add_argument("--aux-step", type=float, default=t.aux_step, help="aux weight change per update (default: %(default)s)")
+    obj.add_argument("--kl-start", type=float, default=t.kl_start, help="initial KL weight, 1 disables annealing (default: %(default)s)")
+    obj.add_argument("--kl-step", type=float, default=t.kl_step, help="KL weight increase per update (default: %(default)s)")
+    obj.add_argument("--bwd-weight", type=float, default=t.bwd_weight,
+                     help="weight of the backward language-model cost on b (default: %(default)s)")
+
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--batch-size", type=positive_int, default=t.batch_size, help="sequences per update (default: %(default)s)")
+    opt.add_argument("--lr", type=float, default=t.lr, help="Adam learning rate (default: %(default)s)")
+    opt.add_argument("--clip-norm", type=float, default=t.clip_norm, help="global gradient-norm clip (default: %(default)s)")
+    opt.add_argument("--epochs", type=positive_int, default=t.epochs, help="passes over the training set (default: %(default)s)")
+    opt.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many updates (default: no limit)")
+    opt.add_argument("--patience", type=positive_int, default=t.early_stop_patience,
+                     help="epochs without validation improvement before stopping (default: %(default)s)")
+    opt.add_argument("--log-every", type=positive_int, default=t.log_every, help="updates between metric records (default: %(default)s)")
+    opt.add_argument("--seed", type=int, default=t.seed, help="seed for everything (default: %(default)s)")
+    opt.add_argument("--device", default=t.device, help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    opt.add_argument("--validate", action="store_true", help="turn on Pyro's argument and shape validation (about 10%% slower)")
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-<timestamp>)")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its last checkpoint (--epochs/--max-steps/--device may change)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py [train]", description="Train Z-Forcing with SVI (Trace_ELBO + aux factor).")
+    add_data_flags(parser)
+    add_train_flags(parser)
+    add_run_flags(parser)
+    return parser
+
+
+def data_config_from(args) -> DataConfig:
+    return DataConfig(dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+                      skip_bad_files=args.skip_bad_files, cache_dir=args.cache_dir,
+                      options=dict(args.data_options))
+
+
+def train_config_from(args) -> TrainConfig:
+    aux_start, aux_end = args.aux_start, args.aux_end
+    if args.aux_weight is not None:
+        aux_start = aux_end = args.aux_weight
+    return TrainConfig(guide=args.guide, batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
+                       epochs=args.epochs, max_steps=args.max_steps, kl_start=args.kl_start, kl_step=args.kl_step,
+                       aux_start=aux_start, aux_end=aux_end, aux_step=args.aux_step, bwd_weight=args.bwd_weight,
+                       early_stop_patience=args.patience, log_every=args.log_every, seed=args.seed,
+                       device=args.device, validate=args.validate)
+
+
+def model_sizes_from(args) -> Dict:
+    return {"emb_dim": args.emb_dim, "rnn_dim": args.rnn_dim, "z_dim": args.z_dim, "mlp_dim": args.mlp_dim,
+            "aux_input": args.aux_input, "aux_loss": args.aux_loss}
+
+
+def default_out_dir(dataset: str) -> Path:
+    return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def command_train(argv: List[str]) -> int:
+    args = train_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    if args.resume:
+        overrides = {"epochs": args.epochs, "max_steps": args.max_steps, "device": args.device}
+        trainer = Trainer.resume(args.resume, quiet=args.quiet, **overrides)
+    else:
+        out = Path(args.out) if args.out else default_out_dir(args.dataset)
+        trainer = Trainer.create(data_config=data_config_from(args), train_config=train_config_from(args),
+                                 out_dir=out, model_sizes=model_sizes_from(args), quiet=args.quiet)
+    if trainer.config.validate:
+        import pyro
+        pyro.enable_validation(True)
+    summary = trainer.fit()
+    logging.getLogger("run").info("run directory: %s (%.1f s)", trainer.out_dir, summary["time_s"])
+    return 0
+
+
+def setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+HANDLERS = {"train": command_train}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in HANDLERS else "train"
+    try:
+        return HANDLERS[command](argv)
+    except (ValueError, DataError, CheckpointError, TrainingDiverged, FileNotFoundError) as error:
+        print(f"run.py {command}: error: {error}", file=sys.stderr)
+        return 2 if not isinstance(error, TrainingDiverged) else 1
+    except KeyboardInterrupt:
+        print(f"run.py {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
