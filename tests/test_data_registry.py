@@ -35,11 +35,11 @@ def test_unknown_option_is_rejected_before_reading_anything(name, tmp_path):
         load_dataset(DataConfig(dataset=name, data_dir=str(tmp_path), options={"bogus": 1}))
 
 
-def test_cache_falls_back_to_the_user_cache_dir_when_the_data_dir_is_not_writable(tmp_path, monkeypatch):
+def test_default_cache_is_the_user_cache_dir_never_the_data_dir(tmp_path, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
-    (data / ".zforcing-cache").write_text("a file where the cache folder would go")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_folder(DataConfig(data_dir=str(data)), data) == tmp_path / "xdg" / "pyro-zforcing"
+    assert list(data.iterdir()) == []
     explicit = tmp_path / "mine"
     assert cache_folder(DataConfig(data_dir=str(data), cache_dir=str(explicit)), data) == explicit

@@ -8,11 +8,12 @@ version differs is rebuilt and overwritten, so editing, adding or removing a sou
 invalidates it. Files are written to a temporary file in the cache folder and moved into
 place with ``os.replace``, so a crash never leaves a half-written cache.
 
-Where: ``DataConfig.cache_dir`` if given, else ``<data_dir>/.zforcing-cache`` (the folder
-holding the file, for a single text file), else, when that is not writable,
-``$XDG_CACHE_HOME/pyro-zforcing`` (``~/.cache/pyro-zforcing``). If no folder is writable the
-data are prepared without caching and a warning is logged. Stale entries of other option sets
-are never deleted automatically; removing the folder is always safe.
+Where: ``DataConfig.cache_dir`` if given, else ``$XDG_CACHE_HOME/pyro-zforcing``
+(``~/.cache/pyro-zforcing``): never inside the corpus folder, which is often a read-only or
+shared copy. The cache key includes the source location, so one folder serves every corpus.
+If the folder is not writable the data are prepared without caching and a warning is logged.
+Stale entries of other option sets are never deleted automatically; removing the folder is
+always safe.
 """
 
 from __future__ import annotations
@@ -68,11 +69,8 @@ def cache_folder(config, root: Path) -> Optional[Path]:
         if folder is None:
             logger.warning("cache_dir %s is not writable; preparing without a cache", config.cache_dir)
         return folder
-    base = root if root.is_dir() else root.parent
-    folder = _writable_dir(base / ".zforcing-cache")
-    if folder is None:
-        user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pyro-zforcing"
-        folder = _writable_dir(user)
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pyro-zforcing"
+    folder = _writable_dir(user)
     if folder is None:
         logger.warning("no writable cache folder for %s; preparing without a cache", root)
     return folder
