@@ -240,6 +240,8 @@ class Trainer:
         total = config.epochs * per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * per_epoch)
         bar = tqdm(total=total, initial=min(progress.step, total), unit="step", desc="train",
                    disable=self.quiet or not sys.stderr.isatty() or self.rank != 0, dynamic_ncols=True)
+        if progress.step == 0:
+            self._validate(start)  # the bound before training, epoch 0
         try:
             while progress.epoch < config.epochs and not self._out_of_steps():
                 batches = epoch_batches(len(train), config.batch_size, seed=config.seed, epoch=progress.epoch,
@@ -301,20 +303,11 @@ class Trainer:
             self.metrics.write(record)
         return record
 
-    def _end_epoch(self, start: float) -> bool:
-        """Validate, adapt the LR, checkpoint; True when early stopping ends training."""
-        progress, config = self.progress, self.config
+    def _validate(self, start: float) -> Dict[str, float]:
+        """The validation bound now, written to the metrics as an epoch record."""
+        progress = self.progress
         valid = evaluate_elbo(self.objective, self.splits.valid, self.splits.info,
-                              batch_size=4 * config.batch_size, device=self.device, dtype=self.dtype)
-        progress.epoch += 1
-        progress.step_in_epoch = 0
-        improved = valid["elbo"] > progress.best_score
-        if improved:
-            progress.best_score = valid["elbo"]
-            progress.bad_epochs = 0
-        else:
-            progress.bad_epochs += 1
-        self.scheduler.step(valid["elbo"])
+                              batch_size=4 * self.config.batch_size, device=self.device, dtype=self.dtype)
         record = {"kind": "epoch", "step": progress.step, "epoch": progress.epoch,
                   **{f"valid_{key}": value for key, value in valid.items()},
                   "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.time() - start}
@@ -322,6 +315,21 @@ class Trainer:
             self.metrics.write(record)
         log.info("epoch %d: valid ELBO %.3f nats/sequence (%.4f per %s), KL %.3f",
                  progress.epoch, valid["elbo"], valid["elbo_per_unit"], self.splits.info.unit, valid["kl"])
+        return valid
+
+    def _end_epoch(self, start: float) -> bool:
+        """Validate, adapt the LR, checkpoint; True when early stopping ends training."""
+        progress, config = self.progress, self.config
+        progress.epoch += 1
+        progress.step_in_epoch = 0
+        valid = self._validate(start)
+        improved = valid["elbo"] > progress.best_score
+        if improved:
+            progress.best_score = valid["elbo"]
+            progress.bad_epochs = 0
+        else:
+            progress.bad_epochs += 1
+        self.scheduler.step(valid["elbo"])
         stop = progress.bad_epochs >= config.early_stop_patience
         if stop:
             log.info("early stopping: no improvement for %d epochs", progress.bad_epochs)
