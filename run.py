@@ -157,12 +157,77 @@ def command_train(argv: List[str]) -> int:
     return 0
 
 
+def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint file (RUN_DIR/checkpoints/best.pt)")
+    parser.add_argument("--data-dir", default=None, help="where the data lives now, if it moved since training")
+    parser.add_argument("--cache-dir", default=None, help="preprocessing cache, if it moved since training")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled latents (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="output directory (default: the checkpoint's run directory)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py evaluate", description="Per-sequence ELBO, IWAE(K), KL and reconstruction of a split "
+        "(aux factor excluded), in nats per sequence, per step and per unit; writes eval.json, eval.md and plots.")
+    add_checkpoint_flags(parser)
+    parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="(default: %(default)s)")
+    parser.add_argument("--iwae-samples", type=positive_int, default=25, help="importance samples K (default: %(default)s)")
+    parser.add_argument("--iwae-chunk", type=positive_int, default=None,
+                        help="particles traced at once, to bound memory (default: all K)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="sequences per batch (default: %(default)s)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the KL-per-step and gap figures")
+    return parser
+
+
+def command_evaluate(argv: List[str]) -> int:
+    from pyro_zforcing.evaluate import evaluate_split, load_trained, markdown_table, run_dir_of, write_report
+    from pyro_zforcing.train import resolve_device, set_seed
+
+    args = evaluate_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    device = resolve_device(args.device)
+    objective, splits, _ = load_trained(args.checkpoint, device=device, data_dir=args.data_dir,
+                                        cache_dir=args.cache_dir)
+    set_seed(args.seed)
+    result = evaluate_split(objective, splits.split(args.split), splits.info, num_samples=args.iwae_samples,
+                            batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet)
+    result.meta = {"checkpoint": str(args.checkpoint), "split": args.split, "seed": args.seed,
+                   "device": str(device)}
+    out = Path(args.out) if args.out else run_dir_of(args.checkpoint)
+    report = write_report(result, out)
+    if not args.no_plots:
+        from pyro_zforcing.plots import eval_figures
+        eval_figures(report, out)
+    print(markdown_table(report), end="")
+    logging.getLogger("run").info("wrote %s and %s", out / "eval.json", out / "eval.md")
+    return 0
+
+
+def plot_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py plot", description="(Re)draw a run's figures as PNG in the run directory.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with metrics.jsonl, eval.json)")
+    parser.add_argument("--quiet", action="store_true", help="warnings only")
+    return parser
+
+
+def command_plot(argv: List[str]) -> int:
+    from pyro_zforcing.plots import plot_run
+
+    args = plot_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    for path in plot_run(args.run_dir):
+        print(path)
+    return 0
+
+
 def setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-HANDLERS = {"train": command_train}
+HANDLERS = {"train": command_train, "evaluate": command_evaluate, "plot": command_plot}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -20,6 +20,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 import torch.nn as nn
+from pyro.distributions import Normal
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
@@ -116,29 +117,66 @@ def sequence_terms(model, guide, batch: Batch, weights: Weights = Weights(kl=1.0
     return terms
 
 
-def log_weights(model, guide, batch: Batch) -> torch.Tensor:
-    """Importance log-weights log p(y, z) - log q(z | y) per sequence ``(B,)``, one z each,
-    with the training-only factors off."""
-    terms = sequence_terms(model, guide, batch)
-    return terms["elbo"]
+def step_kl(guide_trace, model_trace) -> torch.Tensor:
+    """Analytic KL(q(z_t | .) || p(z_t | h_{t-1})) per step ``(B, T)`` along the traced trajectory,
+    summed over latent dimensions and zero on padded steps (needs both sites' ``loc_scale``)."""
+    guide_site, model_site = guide_trace.nodes[LATENT_SITE], model_trace.nodes[LATENT_SITE]
+    z = guide_site["value"]
+    q_loc, q_scale = guide_site["fn"].loc_scale(z)
+    p_loc, p_scale = model_site["fn"].loc_scale(z)
+    kl = torch.distributions.kl_divergence(Normal(q_loc, q_scale), Normal(p_loc, p_scale)).sum(-1)
+    return kl * model_site["fn"].mask
+
+
+def has_step_params(guide_trace, model_trace) -> bool:
+    """Whether both latent sites expose per-step ``loc_scale`` (sequence-level Gaussians do)."""
+    return all(hasattr(trace.nodes[LATENT_SITE]["fn"], "loc_scale") for trace in (guide_trace, model_trace))
 
 
 @torch.no_grad()
-def iwae_bound(model, guide, batch: Batch, *, num_samples: int = 25, chunk: Optional[int] = None) -> torch.Tensor:
-    """log (1/K) sum_k p(y, z_k) / q(z_k | y) per sequence ``(B,)``, z_k ~ q independently.
+def importance_terms(model, guide, batch: Batch, *, num_samples: int = 25, chunk: Optional[int] = None,
+                     kl_per_step: bool = False) -> Dict[str, torch.Tensor]:
+    """Per-sequence bounds ``(B,)`` from K importance samples z_k ~ q(z | y), training factors off:
+
+    - ``iwae``: log (1/K) sum_k p(y, z_k) / q(z_k | y), the IWAE bound;
+    - ``elbo``, ``rec``, ``kl``: the K-sample averages of log w_k, log p(y | z_k) and
+      log q(z_k | y) - log p(z_k) (so ``elbo = rec - kl``);
+    - with ``kl_per_step``, ``kl_steps`` ``(B, T)``: the analytic per-step KL averaged over the K
+      (absent when the guide's or prior's distribution has no per-step ``loc_scale``).
 
     The K particles are copies of the batch (``Batch.repeat``), traced in chunks of ``chunk``
-    particles and merged with a streaming logsumexp, so K need not fit in memory at once.
+    particles; the log-weights are the traces' per-sequence ``log_prob`` (never summed over the
+    batch, as ``pyro.infer.Importance`` would) merged with a streaming logsumexp, so K need not
+    fit in memory at once.
     """
     if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        raise ValueError(f"--iwae-samples must be >= 1, got {num_samples}")
     chunk = num_samples if chunk is None else max(1, min(chunk, num_samples))
-    total = None
+    size = batch.batch_size
+    log_sum = None
+    sums: Dict[str, torch.Tensor] = {}
     done = 0
     while done < num_samples:
         k = min(chunk, num_samples - done)
-        log_w = log_weights(model, guide, batch.repeat(k)).view(k, batch.batch_size)
+        guide_trace, model_trace = trace_pair(model, guide, batch.repeat(k))
+        log_q = guide_trace.nodes[LATENT_SITE]["log_prob"].view(k, size)
+        log_p = model_trace.nodes[LATENT_SITE]["log_prob"].view(k, size)
+        rec = model_trace.nodes[OBS_SITE]["log_prob"].view(k, size)
+        log_w = rec + log_p - log_q
         part = torch.logsumexp(log_w, dim=0)
-        total = part if total is None else torch.logaddexp(total, part)
+        log_sum = part if log_sum is None else torch.logaddexp(log_sum, part)
+        parts = {"elbo": log_w, "rec": rec, "kl": log_q - log_p}
+        if kl_per_step and has_step_params(guide_trace, model_trace):
+            parts["kl_steps"] = step_kl(guide_trace, model_trace).view(k, size, -1)
+        for key, value in parts.items():
+            total = value.sum(0)
+            sums[key] = total if key not in sums else sums[key] + total
         done += k
-    return total - math.log(num_samples)
+    terms = {key: value / num_samples for key, value in sums.items()}
+    terms["iwae"] = log_sum - math.log(num_samples)
+    return terms
+
+
+def iwae_bound(model, guide, batch: Batch, *, num_samples: int = 25, chunk: Optional[int] = None) -> torch.Tensor:
+    """log (1/K) sum_k p(y, z_k) / q(z_k | y) per sequence ``(B,)`` (see :func:`importance_terms`)."""
+    return importance_terms(model, guide, batch, num_samples=num_samples, chunk=chunk)["iwae"]

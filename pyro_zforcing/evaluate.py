@@ -1,0 +1,255 @@
+"""Bounds over a data split: per-sequence ELBO, IWAE(K), KL and reconstruction, in the paper's units.
+
+:func:`evaluate_split` runs :func:`~pyro_zforcing.infer.importance_terms` over a split in
+batches (whole sequences, never windows) and returns per-sequence arrays plus averages:
+
+- nats per sequence (an image for MNIST/digits, an utterance or chunk for speech, a sentence
+  for text), the number the paper's tables report for TIMIT, Blizzard and MNIST;
+- nats per step (a frame of speech, a row or pixel of an image) and per unit (``info.unit``:
+  sample, pixel, word), averaged as total nats / total units over the split;
+- for text, perplexity per word exp(-bound per word), with <eos> counted as a word.
+
+Every bound excludes the training-only aux and backward factors. :func:`write_report` writes
+``eval.json`` and a markdown table (``eval.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint
+from .data import load_dataset
+from .data.base import DataInfo, SequenceSplits
+from .infer import Objective, importance_terms
+from .train import build_objective, eval_batches, resolve_device
+
+log = logging.getLogger(__name__)
+
+TERMS = ("elbo", "iwae", "kl", "rec")
+LABELS = {"elbo": "ELBO", "kl": "KL(q || p)", "rec": "reconstruction log p(x | z)"}
+
+
+@dataclass
+class SplitResult:
+    """Per-sequence bounds of one split (numpy arrays of length N) and how they were obtained."""
+
+    elbo: np.ndarray
+    iwae: np.ndarray
+    kl: np.ndarray
+    rec: np.ndarray
+    lengths: np.ndarray
+    units: np.ndarray
+    kl_steps: List[np.ndarray]  # analytic KL per step of each sequence; empty if unavailable
+    num_samples: int
+    info: DataInfo
+    time_s: float = 0.0
+    meta: Dict = field(default_factory=dict)
+
+    @property
+    def gap(self) -> np.ndarray:
+        """IWAE - ELBO per sequence (>= 0 in expectation)."""
+        return self.iwae - self.elbo
+
+    def per_sequence_mean(self) -> Dict[str, float]:
+        return {key: float(getattr(self, key).mean()) for key in TERMS + ("gap",)}
+
+    def per_sequence_stderr(self) -> Dict[str, float]:
+        n = len(self.elbo)
+        return {key: float(getattr(self, key).std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+                for key in TERMS + ("gap",)}
+
+    def per_step(self) -> Dict[str, float]:
+        steps = float(self.lengths.sum())
+        return {key: float(getattr(self, key).sum() / steps) for key in TERMS}
+
+    def per_unit(self) -> Dict[str, float]:
+        units = float(self.units.sum())
+        return {key: float(getattr(self, key).sum() / units) for key in TERMS}
+
+    def perplexity(self) -> Optional[Dict[str, float]]:
+        """exp(-bound per word) for the ELBO and IWAE bounds (text only, else None)."""
+        if self.info.unit != "word":
+            return None
+        per_unit = self.per_unit()
+        return {key: float(math.exp(-per_unit[key])) for key in ("elbo", "iwae")}
+
+    def kl_per_step_summary(self) -> Optional[Dict[str, List[float]]]:
+        """Mean, standard deviation (ddof 0) and count over sequences of the analytic KL at each step."""
+        if not self.kl_steps:
+            return None
+        steps = max(len(k) for k in self.kl_steps)
+        padded = np.full((len(self.kl_steps), steps), np.nan)
+        for i, k in enumerate(self.kl_steps):
+            padded[i, :len(k)] = k
+        count = np.sum(~np.isnan(padded), axis=0)
+        mean, std = np.nanmean(padded, axis=0), np.nanstd(padded, axis=0)
+        return {"mean": mean.tolist(), "std": std.tolist(), "count": count.tolist()}
+
+    def to_dict(self) -> Dict:
+        info = self.info
+        return {
+            **self.meta,
+            "dataset": info.name,
+            "num_sequences": int(len(self.elbo)),
+            "iwae_samples": self.num_samples,
+            "time_s": self.time_s,
+            "units": {"sequence": sequence_unit(info), "step": step_unit(info), "unit": info.unit,
+                      "units_per_step": info.units_per_step},
+            "per_sequence_mean": self.per_sequence_mean(),
+            "per_sequence_stderr": self.per_sequence_stderr(),
+            "per_step": self.per_step(),
+            "per_unit": self.per_unit(),
+            "perplexity": self.perplexity(),
+            "kl_per_step": self.kl_per_step_summary(),
+            "per_sequence": {**{key: getattr(self, key).tolist() for key in TERMS},
+                             "kl_analytic": [float(k.sum()) for k in self.kl_steps] or None,
+                             "lengths": self.lengths.tolist()},
+        }
+
+
+def sequence_unit(info: DataInfo) -> str:
+    return info.extra.get("sequence_unit", "sequence")
+
+
+def step_unit(info: DataInfo) -> str:
+    if info.units_per_step == 1:
+        return info.unit
+    return "frame" if info.unit == "sample" else "step"
+
+
+def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: DataInfo, *,
+                   num_samples: int = 25, batch_size: int = 32, chunk: Optional[int] = None,
+                   device="cpu", dtype: Optional[torch.dtype] = None, quiet: bool = True) -> SplitResult:
+    """Bounds of every sequence of ``sequences`` (each ``(T_i, D)`` or ``(T_i,)`` tokens).
+
+    ``num_samples`` importance samples per sequence (K of IWAE; the ELBO, KL and reconstruction
+    are the K-sample averages); ``chunk`` particles are traced at once (default all K).
+    """
+    if len(sequences) == 0:
+        raise ValueError("cannot evaluate an empty split")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    dtype = dtype if dtype is not None else next(objective.parameters()).dtype
+    objective = objective.to(device)
+    was_training = objective.training
+    objective.eval()
+    out: Dict[str, List[np.ndarray]] = {key: [] for key in TERMS + ("kl_steps",)}
+    start = time.time()
+    bar = tqdm(total=len(sequences), unit="seq", desc=f"evaluate K={num_samples}",
+               disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+    try:
+        for batch in eval_batches(sequences, batch_size):
+            batch = batch.to(device, dtype)
+            terms = importance_terms(objective.model, objective.guide, batch, num_samples=num_samples,
+                                     chunk=chunk, kl_per_step=True)
+            for key in TERMS:
+                out[key].append(terms[key].double().cpu().numpy())
+            if "kl_steps" in terms:
+                kl_steps = terms["kl_steps"].double().cpu().numpy()
+                out["kl_steps"].extend(kl_steps[i, :n] for i, n in enumerate(batch.lengths.tolist()))
+            bar.update(batch.batch_size)
+    finally:
+        bar.close()
+        objective.train(was_training)
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    return SplitResult(**{key: np.concatenate(out[key]) for key in TERMS}, lengths=lengths,
+                       units=lengths * info.units_per_step, kl_steps=out["kl_steps"],
+                       num_samples=num_samples, info=info, time_s=time.time() - start)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def load_trained(checkpoint, *, device="cpu", data_dir: Optional[str] = None,
+                 cache_dir: Optional[str] = None, need_data: bool = True):
+    """(objective in eval mode, splits or None, checkpoint state) rebuilt from a checkpoint file.
+
+    ``data_dir``/``cache_dir`` override where the data lives if it moved since training.
+    """
+    from dataclasses import replace
+
+    state = load_checkpoint(checkpoint)
+    objective = build_objective(state["model_config"], state["train_config"].guide)
+    objective.load_state_dict(state["objective"])
+    objective.to(resolve_device(device) if isinstance(device, str) else device).eval()
+    data_config = state["data_config"]
+    if data_dir is not None:
+        data_config = replace(data_config, data_dir=data_dir)
+    if cache_dir is not None:
+        data_config = replace(data_config, cache_dir=cache_dir)
+    splits: Optional[SequenceSplits] = load_dataset(data_config) if need_data else None
+    if splits is not None:
+        check_same_data(state["data_info"], splits.info, checkpoint)
+    return objective, splits, state
+
+
+def check_same_data(trained: DataInfo, loaded: DataInfo, checkpoint) -> None:
+    """The data read now must be what the model was trained on (size, emission, normalisation)."""
+    for key in ("emission", "dim", "units_per_step"):
+        if getattr(trained, key) != getattr(loaded, key):
+            raise ValueError(f"{checkpoint}: the model was trained with {key}={getattr(trained, key)!r} "
+                             f"but the data read now has {key}={getattr(loaded, key)!r}")
+    for key in ("mean", "std"):
+        a, b = getattr(trained, key), getattr(loaded, key)
+        if a is not None and b is not None and not math.isclose(a, b, rel_tol=1e-4):
+            log.warning("%s: training normalisation %s=%g differs from the data read now (%g)", checkpoint, key, a, b)
+
+
+def run_dir_of(checkpoint) -> Path:
+    """The run directory a checkpoint belongs to (``RUN/checkpoints/x.pt`` -> ``RUN``)."""
+    path = Path(checkpoint).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+# ----------------------------------------------------------------------------- reports
+
+def markdown_table(report: Dict) -> str:
+    """The averages of ``report`` (an ``eval.json`` dict) as a markdown table in nats."""
+    units = report["units"]
+    k = report["iwae_samples"]
+    columns = [(f"nats / {units['sequence']}", report["per_sequence_mean"])]
+    if units["units_per_step"] != 1:
+        columns.append((f"nats / {units['step']}", report["per_step"]))
+    columns.append((f"nats / {units['unit']}", report["per_unit"]))
+    perplexity = report.get("perplexity")
+    header = ["bound"] + [name for name, _ in columns] + (["perplexity"] if perplexity else [])
+    lines = [
+        f"{report['dataset']} {report.get('split', '')} split: {report['num_sequences']} sequences, "
+        f"K = {k} importance samples, {report['time_s']:.1f} s"
+        + (f" ({report['checkpoint']})" if "checkpoint" in report else ""),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    stderr = report["per_sequence_stderr"]
+    for key, label in (("elbo", "ELBO"), ("iwae", f"IWAE (K={k})"), ("kl", "KL"), ("rec", "reconstruction")):
+        first = f"{columns[0][1][key]:.3f} ± {stderr[key]:.3f}"
+        cells = [first] + [f"{values[key]:.4f}" for _, values in columns[1:]]
+        if perplexity:
+            cells.append(f"{perplexity[key]:.2f}" if key in perplexity else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    gap = report["per_sequence_mean"]["gap"]
+    lines += ["", f"ELBO-IWAE gap: {gap:.3f} ± {stderr['gap']:.3f} nats / {units['sequence']}; "
+              "± is the standard error of the mean over sequences. Bounds exclude the aux factor."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: SplitResult, out_dir, *, name: str = "eval") -> Dict:
+    """Write ``<name>.json`` and ``<name>.md`` into ``out_dir``; returns the report dict."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = result.to_dict()
+    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out_dir / f"{name}.md").write_text(markdown_table(report))
+    return report

@@ -1,0 +1,163 @@
+"""Seaborn figures of a run, written as PNG into the run directory (matplotlib Agg backend).
+
+- ``learning_curves.png`` from ``metrics.jsonl``: train/valid ELBO, KL, the aux score, and the
+  KL and aux annealing weights against updates;
+- ``kl_per_step.png`` from ``eval.json``: analytic KL(q || p) at each step, mean and spread
+  over the evaluated sequences;
+- ``iwae_gap_vs_kl.png`` from ``eval.json``: IWAE - ELBO against KL per sequence (the paper
+  observes the gap grows with the KL).
+
+:func:`plot_run` regenerates every figure whose source file exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+LEARNING_CURVES = "learning_curves.png"
+KL_PER_STEP = "kl_per_step.png"
+GAP_VS_KL = "iwae_gap_vs_kl.png"
+
+
+def read_metrics(path) -> List[Dict]:
+    """The records of a ``metrics.jsonl`` file (a truncated last line is ignored)."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: skipping an unreadable line", path)
+    return records
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _series(records: List[Dict], kind: str, key: str):
+    rows = [(r["step"], r[key]) for r in records if r.get("kind") == kind and r.get(key) is not None]
+    return (np.array([s for s, _ in rows]), np.array([v for _, v in rows], dtype=float)) if rows else (None, None)
+
+
+def learning_curves(records: List[Dict], path, *, sequence_unit: str = "sequence") -> Path:
+    """2x2 panels against updates: ELBO, KL, aux score (nats / sequence), annealing weights."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
+    panels = [(axes[0, 0], "elbo", "ELBO"), (axes[0, 1], "kl", "KL(q || p)"), (axes[1, 0], "aux", "aux score log p(b | z)")]
+    for ax, key, title in panels:
+        steps, values = _series(records, "step", key)
+        if steps is not None:
+            sns.lineplot(x=steps, y=values, ax=ax, label="train (one batch)", linewidth=1, alpha=0.8)
+        steps, values = _series(records, "epoch", f"valid_{key}")
+        if steps is not None:
+            sns.lineplot(x=steps, y=values, ax=ax, label="valid", marker="o", linewidth=1.5)
+        ax.set_title(title)
+        ax.set_ylabel(f"nats / {sequence_unit}")
+        if ax.get_legend() is not None:
+            ax.legend(loc="best", fontsize="small")
+    ax = axes[1, 1]
+    steps, kl_weight = _series(records, "step", "kl_weight")
+    _, aux_weight = _series(records, "step", "aux_weight")
+    if steps is not None:
+        ax.plot(steps, kl_weight, color="C0", label="KL weight")
+        ax.set_ylabel("KL weight", color="C0")
+        ax.set_ylim(0, 1.05)
+        twin = ax.twinx()
+        twin.plot(steps, aux_weight, color="C3", label="aux weight")
+        twin.set_ylabel("aux weight beta", color="C3")
+        twin.grid(False)
+        twin.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    ax.set_title("annealing weights")
+    for ax in axes[1]:
+        ax.set_xlabel("update")
+    return _save(fig, Path(path))
+
+
+def kl_per_step(report: Dict, path) -> Path:
+    """Mean analytic KL per step with a +-1 standard deviation band over sequences."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    summary = report["kl_per_step"]
+    mean, std = np.array(summary["mean"]), np.array(summary["std"])
+    steps = np.arange(1, len(mean) + 1)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sns.lineplot(x=steps, y=mean, ax=ax, label="mean over sequences")
+    ax.fill_between(steps, np.maximum(mean - std, 0), mean + std, alpha=0.25, label="± 1 std")
+    units = report["units"]
+    each = f", {units['units_per_step']} {units['unit']}s each" if units["units_per_step"] != 1 else ""
+    ax.set_xlabel(f"time step ({units['step']}{each})")
+    ax.set_ylabel("KL(q(z_t) || p(z_t | h_{t-1})) [nats]")
+    ax.set_title(f"{report['dataset']} {report.get('split', '')}: KL per step, "
+                 f"{report['num_sequences']} sequences, {report['iwae_samples']} samples each")
+    ax.set_xlim(1, max(2, len(mean)))
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="best", fontsize="small")
+    return _save(fig, Path(path))
+
+
+def gap_vs_kl(report: Dict, path) -> Path:
+    """Per sequence: IWAE(K) - ELBO against the analytic KL, with a least-squares line and Spearman's rho."""
+    from scipy.stats import spearmanr
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    per = report["per_sequence"]
+    analytic = per.get("kl_analytic") is not None
+    kl = np.array(per["kl_analytic"] if analytic else per["kl"])
+    gap = np.array(per["iwae"]) - np.array(per["elbo"])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    sns.regplot(x=kl, y=gap, ax=ax, scatter_kws={"s": 12, "alpha": 0.5}, line_kws={"color": "C3"}, ci=None)
+    rho = spearmanr(kl, gap).statistic if len(kl) > 2 else float("nan")
+    sequence_unit = report["units"]["sequence"]
+    how = "sum of analytic per-step KLs" if analytic else f"mean of {report['iwae_samples']} samples"
+    ax.set_xlabel(f"KL(q || p), {how} [nats / {sequence_unit}]")
+    ax.set_ylabel(f"IWAE({report['iwae_samples']}) - ELBO [nats / {sequence_unit}]")
+    ax.set_title(f"{report['dataset']} {report.get('split', '')}: bound gap vs KL "
+                 f"(Spearman rho = {rho:.2f}, n = {len(kl)})")
+    return _save(fig, Path(path))
+
+
+def eval_figures(report: Dict, out_dir) -> List[Path]:
+    """The figures drawn from an ``eval.json`` report: KL per step (when available) and the gap."""
+    out_dir = Path(out_dir)
+    written = [kl_per_step(report, out_dir / KL_PER_STEP)] if report.get("kl_per_step") else []
+    return written + [gap_vs_kl(report, out_dir / GAP_VS_KL)]
+
+
+def plot_run(run_dir, *, eval_file: Optional[str] = None) -> List[Path]:
+    """Every figure of ``run_dir`` whose source exists (``metrics.jsonl``, ``eval.json``)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    written = []
+    metrics = run_dir / "metrics.jsonl"
+    sequence_unit = "sequence"
+    config = run_dir / "config.json"
+    if config.is_file():
+        sequence_unit = json.loads(config.read_text())["data_info"]["extra"].get("sequence_unit", sequence_unit)
+    if metrics.is_file():
+        records = read_metrics(metrics)
+        if records:
+            written.append(learning_curves(records, run_dir / LEARNING_CURVES, sequence_unit=sequence_unit))
+    report_path = run_dir / (eval_file or "eval.json")
+    if report_path.is_file():
+        written += eval_figures(json.loads(report_path.read_text()), run_dir)
+    else:
+        log.info("%s not found: run `run.py evaluate` for the KL-per-step and gap figures", report_path)
+    if not written:
+        raise FileNotFoundError(f"{run_dir}: neither metrics.jsonl nor {report_path.name} to plot")
+    return written
