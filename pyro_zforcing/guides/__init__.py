@@ -4,9 +4,15 @@ from typing import Callable, Dict
 
 from .backward import BackwardGuide
 from .base import TrajectoryGuide
+from .filtering import FilteringGuide
+from .future_only import FutureOnlyGuide
+from .prior import PriorGuide
 
 GUIDES: Dict[str, Callable] = {
     "backward": BackwardGuide,
+    "filtering": FilteringGuide,
+    "future-only": FutureOnlyGuide,
+    "prior": PriorGuide,
 }
 
 
@@ -18,4 +24,5 @@ def make_guide(name: str, model) -> TrajectoryGuide:
         raise ValueError(f"unknown guide {name!r}; known: {', '.join(sorted(GUIDES))}") from None
 
 
-__all__ = ["GUIDES", "TrajectoryGuide", "BackwardGuide", "make_guide"]
+__all__ = ["GUIDES", "TrajectoryGuide", "BackwardGuide", "FilteringGuide", "FutureOnlyGuide", "PriorGuide",
+           "make_guide"]
