@@ -46,11 +46,24 @@ class LatentTrajectory(TorchDistribution):
         batch_size, steps = mask.shape
         super().__init__(torch.Size([batch_size]), torch.Size([steps, z_dim]), validate_args=False)
 
-    def _params(self, h_prev: torch.Tensor, t: Optional[int] = None):
+    def _params(self, h_prev: torch.Tensor):
+        """(loc, scale) of every step from h_{0:T-1} ``(B, T, H)``."""
         if self.context is None:
             return self.head(h_prev)
-        context = self.context if t is None else self.context[:, t]
-        return self.head(h_prev, context)
+        return self.head(h_prev, self.context)
+
+    def _step_params(self) -> Callable[[torch.Tensor, int], Tuple[torch.Tensor, torch.Tensor]]:
+        """``f(h_{t-1}, t) -> (loc_t, scale_t)`` for the sampling loop.
+
+        Per-step context slices come from one ``unbind``: ``context[:, t]`` inside the loop would
+        make autograd fill a full-size zero gradient at every step (O(T^2) work).
+        """
+        if self.context is None:
+            return lambda h_prev, t: self.head(h_prev)
+        if hasattr(self.head, "stepwise"):  # the context's share of the head, hoisted out of the loop
+            return self.head.stepwise(self.context)
+        context = self.context.unbind(1)
+        return lambda h_prev, t: self.head(h_prev, context[t])
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         if sample_shape != torch.Size():
@@ -61,10 +74,12 @@ class LatentTrajectory(TorchDistribution):
         advance, state = self.stepper()
         eps = torch.randn((batch_size, steps) + self.event_shape[1:],
                           dtype=state[0].dtype, device=state[0].device)
+        params = self._step_params()
+        eps = eps.unbind(1)
         zs, locs, scales, hs = [], [], [], [state[0]]
         for t in range(steps):
-            loc, scale = self._params(state[0], t)
-            z_t = loc + scale * eps[:, t]
+            loc, scale = params(state[0], t)
+            z_t = loc + scale * eps[t]
             state = advance(t, z_t, state)
             zs.append(z_t)
             locs.append(loc)

@@ -92,11 +92,12 @@ class ZForcing(nn.Module):
 
         def stepper():
             gates, w_z = self.fwd.input_gates(self.embedded(batch)[0])
+            gates = gates.unbind(1)  # one backward node for all steps; gates[:, t] would add T
 
             def advance(t, z_t, state):
-                return self.fwd.step(gates[:, t], w_z, z_t, state)
+                return self.fwd.step(gates[t], w_z, z_t, state)
 
-            return advance, self.fwd.initial(batch.batch_size, gates)
+            return advance, self.fwd.initial(batch.batch_size, w_z)
 
         return LatentTrajectory(
             head=head, context=context, mask=batch.mask, z_dim=self.config.z_dim,
