@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from pyro_zforcing.ablation import VARIANTS, Study, load_study_file, run_study, select_variants
 from pyro_zforcing.checkpoint import CheckpointError
 from pyro_zforcing.config import AUX_INPUTS, AUX_LOSSES, DataConfig, ModelConfig, TrainConfig
 from pyro_zforcing.data import DATASETS, DataError
@@ -157,6 +158,62 @@ def command_train(argv: List[str]) -> int:
     return 0
 
 
+def ablate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py ablate",
+        description="Train named variants (guides, objectives) with identical data, sizes and budget, "
+                    "evaluate each on the test split with IWAE, and compare them. The train flags set "
+                    "the base every variant starts from; an interrupted study resumes where it stopped.")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated variant names (default: no-aux,aux,kla); known: "
+                             + ", ".join(VARIANTS))
+    parser.add_argument("--seeds", type=positive_int, default=3,
+                        help="seeds per variant: --seed, --seed+1, ... (default: %(default)s)")
+    parser.add_argument("--study", default=None, metavar="FILE.json",
+                        help="study file: {\"variants\": {name: {setting: value}} or [names], and any flag "
+                             "of this command by its long name with underscores, as defaults}")
+    parser.add_argument("--iwae-samples", type=positive_int, default=25,
+                        help="importance samples K of the test IWAE bound (default: %(default)s)")
+    parser.add_argument("--eval-batch-size", type=positive_int, default=50,
+                        help="sequences per evaluation batch (default: %(default)s)")
+    add_data_flags(parser)
+    add_train_flags(parser)
+    parser.add_argument("--study-dir", "--out", dest="study_dir", default=None,
+                        help="study directory (default: runs/ablate-<dataset>-<timestamp>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    return parser
+
+
+def command_ablate(argv: List[str]) -> int:
+    parser = ablate_parser()
+    args = parser.parse_args(argv)
+    extra_variants, file_names = {}, None
+    if args.study:
+        values = load_study_file(args.study)
+        variants = values.pop("variants", None)
+        known = {action.dest for action in parser._actions} - {"help", "study"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{args.study}: unknown keys {unknown}")
+        if isinstance(variants, dict):
+            extra_variants, file_names = variants, list(variants)
+        elif variants is not None:
+            file_names = list(variants)
+        parser.set_defaults(**values)
+        args = parser.parse_args(argv)
+    setup_logging(args.quiet)
+    names = args.variants.split(",") if args.variants else (file_names or ["no-aux", "aux", "kla"])
+    study = Study(data=data_config_from(args), train=train_config_from(args), model=model_sizes_from(args),
+                  variants=select_variants([n.strip() for n in names], extra_variants),
+                  seeds=tuple(range(args.seed, args.seed + args.seeds)),
+                  iwae_samples=args.iwae_samples, eval_batch_size=args.eval_batch_size)
+    study_dir = Path(args.study_dir) if args.study_dir else Path("runs") / f"ablate-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_study(study, study_dir, quiet=args.quiet)
+    logging.getLogger("run").info("study directory: %s (study.csv, study.md, study.png)", study_dir)
+    print((study_dir / "study.md").read_text(), end="")
+    return 0
+
+
 def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint file (RUN_DIR/checkpoints/best.pt)")
     parser.add_argument("--data-dir", default=None, help="where the data lives now, if it moved since training")
@@ -205,6 +262,53 @@ def command_evaluate(argv: List[str]) -> int:
     return 0
 
 
+def pair_of(text: str):
+    try:
+        first, second = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two sequence indices I,J, got {text!r}") from None
+    return first, second
+
+
+def sample_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py sample", description="Samples from a trained model: unconditional, primed with real "
+        "sequences, and a latent interpolation. Speech -> WAV + PNG, pixels -> PNG grid, text -> .txt.")
+    add_checkpoint_flags(parser)
+    parser.add_argument("-n", "--num", type=positive_int, default=8, help="samples of each kind (default: %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="steps per sample (default: a whole image, 2 s of speech, 40 words)")
+    parser.add_argument("--prime-steps", type=positive_int, default=None,
+                        help="real steps that prime the conditional samples (default: half of --steps)")
+    parser.add_argument("--split", default="test", choices=("train", "valid", "test"),
+                        help="where primes and interpolation end points come from (default: %(default)s)")
+    parser.add_argument("--interpolate", type=int, default=7, metavar="N",
+                        help="points on the latent interpolation, 0 for none (default: %(default)s)")
+    parser.add_argument("--pair", type=pair_of, default=(0, 1), metavar="I,J",
+                        help="the two sequences of --split to interpolate between (default: 0,1)")
+    return parser
+
+
+def command_sample(argv: List[str]) -> int:
+    from pyro_zforcing.evaluate import load_trained, run_dir_of
+    from pyro_zforcing.samples import sample_all
+    from pyro_zforcing.train import resolve_device, set_seed
+
+    args = sample_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    device = resolve_device(args.device)
+    objective, splits, _ = load_trained(args.checkpoint, device=device, data_dir=args.data_dir,
+                                        cache_dir=args.cache_dir)
+    set_seed(args.seed)
+    out = Path(args.out) if args.out else run_dir_of(args.checkpoint) / "samples"
+    written = sample_all(objective, splits.info, splits.split(args.split), out, num=args.num, steps=args.steps,
+                         prime_steps=args.prime_steps, interpolation=args.interpolate, pair=args.pair, device=device)
+    for paths in written.values():
+        for path in paths:
+            print(path)
+    return 0
+
+
 def plot_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py plot", description="(Re)draw a run's figures as PNG in the run directory.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with metrics.jsonl, eval.json)")
@@ -227,7 +331,8 @@ def setup_logging(quiet: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-HANDLERS = {"train": command_train, "evaluate": command_evaluate, "plot": command_plot}
+HANDLERS = {"train": command_train, "ablate": command_ablate, "evaluate": command_evaluate,
+            "sample": command_sample, "plot": command_plot}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,375 @@
+"""Ablation studies: train named variants with identical data, sizes and budget, then compare.
+
+A *variant* is a name and a set of overrides of :class:`~pyro_zforcing.config.TrainConfig`
+and :class:`~pyro_zforcing.config.ModelConfig` fields (``aux_weight`` is shorthand for a
+constant beta, ``aux_start = aux_end``). :data:`VARIANTS` holds the built-in ones; a study
+file (JSON) may define more. Each (variant, seed) trains in ``<study>/<variant>-seed<k>/``
+with :class:`~pyro_zforcing.train.Trainer`, is evaluated on the test split (its best
+validation checkpoint; ELBO, IWAE(K), KL, reconstruction, aux score, active units) and writes
+``result.json`` atomically. A run with a ``result.json`` is skipped, an interrupted one
+resumes from its last checkpoint, so an interrupted study is continued by running it again.
+
+The study writes ``study.csv`` (one row per run), ``study.md`` (mean ± std over seeds per
+variant) and ``study.png`` (validation bound and KL over training per variant).
+
+Active units (after Burda et al., 2016, adapted to a conditional prior): unit u of z_t is
+*active* when Var_{(n, t)}( E_q[z_{t,u} | y_n] - E[mu^p_{t,u}] ) > 0.01, where the variance runs
+over every real (sequence, step) pair of the split, mu^p_t = prior(h_{t-1}) is the
+conditional prior's mean on the same trajectory, and both expectations are Monte Carlo
+averages over ``particles`` trajectories z ~ q. With a standard-normal prior this is Burda's
+Cov_x(E_q[z_u | x]); with a conditional prior, the prior's own mean varies from step to step
+even when q has collapsed onto p, so only what q adds to the prior counts. ``raw`` is Burda's
+statistic without the prior subtracted, for comparison (it counts collapsed units as active).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import DataConfig, ModelConfig, TrainConfig, to_dict
+from .data import load_dataset
+from .data.base import SequenceSplits
+from .infer import Objective, Weights, sequence_terms
+from .train import Trainer, eval_batches
+
+log = logging.getLogger(__name__)
+
+ACTIVE_THRESHOLD = 0.01
+RESULT_FILE = "result.json"
+
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"input_dim", "emission"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed", "max_steps", "epochs"}
+
+# name -> overrides; KL annealing starts at 0.2 and reaches 1 after 200 updates.
+VARIANTS: Dict[str, Dict] = {
+    "aux": {},
+    "no-aux": {"aux_weight": 0.0},
+    "kla": {"aux_weight": 0.0, "kl_start": 0.2, "kl_step": 0.004},
+    "aux+kla": {"kl_start": 0.2, "kl_step": 0.004},
+    "aux-1e-4": {"aux_weight": 1e-4},
+    "aux-2e-3": {"aux_weight": 2e-3},
+    "aux-1e-2": {"aux_weight": 1e-2},
+    "aux-anneal": {"aux_start": 1e-2, "aux_end": 5e-4, "aux_step": 2.5e-5},
+    "aux-z": {"aux_input": "z"},
+    "aux-l2": {"aux_loss": "l2"},
+    "filtering": {"guide": "filtering"},
+    "future-only": {"guide": "future-only"},
+    "prior": {"guide": "prior", "aux_weight": 0.0},
+}
+
+
+@dataclass(frozen=True)
+class Study:
+    """What a study trains: variants (name -> overrides), seeds, and the shared settings.
+
+    ``train``/``model`` are the base :class:`TrainConfig` and model sizes every variant starts
+    from; ``data`` is read once and shared (its seed fixes the split for every run).
+    """
+
+    data: DataConfig
+    train: TrainConfig
+    model: Dict = field(default_factory=dict)
+    variants: Dict[str, Dict] = field(default_factory=dict)
+    seeds: Sequence[int] = (0,)
+    iwae_samples: int = 25
+    eval_batch_size: int = 50
+    active_particles: int = 5
+
+    def configs(self, variant: str, seed: int):
+        """(TrainConfig, model sizes) of one run: the base with the variant's overrides."""
+        overrides = dict(self.variants[variant])
+        if "aux_weight" in overrides:
+            weight = overrides.pop("aux_weight")
+            overrides.update(aux_start=weight, aux_end=weight, aux_step=0.0)
+        train = {k: v for k, v in overrides.items() if k in TRAIN_FIELDS}
+        model = {**self.model, **{k: v for k, v in overrides.items() if k in MODEL_FIELDS}}
+        return replace(self.train, seed=seed, **train), model
+
+
+def check_variants(variants: Dict[str, Dict]) -> None:
+    """Names must be usable as folder names, overrides must name real config fields."""
+    allowed = MODEL_FIELDS | TRAIN_FIELDS | {"aux_weight"}
+    for name, overrides in variants.items():
+        if not name or "/" in name or name.startswith(".") or "," in name:
+            raise ValueError(f"variant name {name!r} is not usable as a folder name")
+        if not isinstance(overrides, dict):
+            raise ValueError(f"variant {name!r}: overrides must be a mapping, got {overrides!r}")
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise ValueError(f"variant {name!r}: unknown settings {unknown}; allowed: {sorted(allowed)}")
+
+
+def select_variants(names: Sequence[str], extra: Optional[Dict[str, Dict]] = None) -> Dict[str, Dict]:
+    """The named variants from :data:`VARIANTS` and ``extra`` (a study file's), in order."""
+    table = {**VARIANTS, **(extra or {})}
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(sorted(table))}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--variants lists a variant twice: {', '.join(names)}")
+    chosen = {n: dict(table[n]) for n in names}
+    check_variants(chosen)
+    return chosen
+
+
+def load_study_file(path) -> Dict:
+    """A JSON study file: ``{"variants": {name: overrides} or [names], "seeds": n, ...}``.
+
+    Keys other than ``variants`` are the ``ablate`` flags' names (``seeds``, ``max_steps``,
+    ``dataset``, ``rnn_dim`` ...) and act as their defaults.
+    """
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"study file not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object at the top level")
+    return values
+
+
+# ----------------------------------------------------------------------------- metrics
+
+@torch.no_grad()
+def active_units(objective: Objective, sequences, *, batch_size: int = 50, particles: int = 5,
+                 threshold: float = ACTIVE_THRESHOLD) -> Dict:
+    """Per-unit variance over (sequence, step) pairs of the posterior mean, prior mean removed.
+
+    Returns ``{"count", "variance" (Z,), "raw_count", "raw_variance" (Z,)}``; see the module
+    docstring for the definition. ``particles`` trajectories per sequence estimate the means.
+    """
+    model, guide = objective.model, objective.guide
+    dtype = next(objective.parameters()).dtype
+    device = next(objective.parameters()).device
+    deltas, means = [], []
+    for batch in eval_batches(sequences, batch_size):
+        batch = batch.to(device, dtype)
+        repeated = batch.repeat(particles)
+        q = guide.proposal(repeated)
+        z = q.rsample()
+        q_loc, _ = q.loc_scale(z)
+        p_loc, _ = model.prior_trajectory(repeated).loc_scale(z)
+        shape = (particles, batch.batch_size) + tuple(z.shape[1:])
+        q_mean = q_loc.view(shape).mean(0)
+        delta = (q_loc - p_loc).view(shape).mean(0)
+        deltas.append(delta[batch.mask].double().cpu())
+        means.append(q_mean[batch.mask].double().cpu())
+    delta, mean = torch.cat(deltas), torch.cat(means)
+    variance, raw = delta.var(0, unbiased=False), mean.var(0, unbiased=False)
+    return {"count": int((variance > threshold).sum()), "variance": variance.tolist(),
+            "raw_count": int((raw > threshold).sum()), "raw_variance": raw.tolist()}
+
+
+@torch.no_grad()
+def mean_aux(objective: Objective, sequences, *, batch_size: int = 50) -> float:
+    """Mean over sequences of the unweighted aux score sum_t log p(b_t | [h_{t-1},] z_t), z ~ q."""
+    dtype = next(objective.parameters()).dtype
+    device = next(objective.parameters()).device
+    total, count = 0.0, 0
+    for batch in eval_batches(sequences, batch_size):
+        batch = batch.to(device, dtype)
+        terms = sequence_terms(objective.model, objective.guide, batch, Weights(aux=1.0))
+        total += float(terms["aux"].sum())
+        count += batch.batch_size
+    return total / count
+
+
+def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study) -> Dict:
+    """Test-split numbers of a trained objective: bounds per sequence and per unit, aux, active units."""
+    from .evaluate import evaluate_split
+
+    objective.eval()
+    result = evaluate_split(objective, splits.test, splits.info, num_samples=study.iwae_samples,
+                            batch_size=study.eval_batch_size)
+    means, per_unit = result.per_sequence_mean(), result.per_unit()
+    steps = float(result.lengths.sum())
+    active = active_units(objective, splits.test, batch_size=study.eval_batch_size,
+                          particles=study.active_particles)
+    return {
+        "test_elbo": means["elbo"], "test_iwae": means["iwae"], "test_kl": means["kl"],
+        "test_rec": means["rec"], "test_gap": means["gap"],
+        "test_kl_per_step": float(result.kl.sum() / steps),
+        "test_elbo_per_unit": per_unit["elbo"], "test_iwae_per_unit": per_unit["iwae"],
+        "test_aux": mean_aux(objective, splits.test, batch_size=study.eval_batch_size),
+        "active_units": active["count"], "active_units_raw": active["raw_count"],
+        "active_variance": active["variance"],
+    }
+
+
+# ----------------------------------------------------------------------------- running
+
+def write_json_atomic(path: Path, values: Dict) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(json.dumps(values, indent=1) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run_name(variant: str, seed: int) -> str:
+    return f"{variant}-seed{seed}"
+
+
+def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) -> None:
+    """An existing run must have been started with the settings this study asks for."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())
+    model = {k: v for k, v in saved["model_config"].items() if k in model_sizes}
+    if saved["train_config"] != to_dict(train_config) or model != model_sizes:
+        raise ValueError(f"{run_dir}: existing run was started with other settings than this study "
+                         f"asks for; use another --study-dir or remove {run_dir}")
+
+
+def run_one(study: Study, splits: SequenceSplits, study_dir: Path, variant: str, seed: int, *,
+            quiet: bool = True) -> Dict:
+    """Train (or resume) and evaluate one run; returns its result (read back if already done)."""
+    run_dir = study_dir / run_name(variant, seed)
+    result_path = run_dir / RESULT_FILE
+    train_config, model_sizes = study.configs(variant, seed)
+    check_same_run(run_dir, train_config, model_sizes)
+    if result_path.exists():
+        log.info("%s: finished earlier, skipped", run_dir.name)
+        return json.loads(result_path.read_text())
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        trainer = Trainer.resume(run_dir, quiet=quiet, splits=splits)
+    else:
+        trainer = Trainer.create(data_config=study.data, train_config=train_config, out_dir=run_dir,
+                                 model_sizes=model_sizes, quiet=quiet, splits=splits)
+    log.info("%s: training", run_dir.name)
+    summary = trainer.fit()
+    objective = trainer.objective
+    best = run_dir / "checkpoints" / "best.pt"
+    if best.exists():
+        objective.load_state_dict(load_checkpoint(best)["objective"])
+    result = {"variant": variant, "seed": seed, "steps": summary["step"], "epochs": summary["epoch"],
+              "best_valid_elbo": summary["best_valid_elbo"], **evaluate_run(objective, splits, study)}
+    write_json_atomic(result_path, result)
+    log.info("%s: test ELBO %.3f, IWAE(%d) %.3f, KL %.3f, active units %d", run_dir.name,
+             result["test_elbo"], study.iwae_samples, result["test_iwae"], result["test_kl"],
+             result["active_units"])
+    return result
+
+
+def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[SequenceSplits] = None) -> List[Dict]:
+    """Every (variant, seed) run, then ``study.csv``, ``study.md`` and ``study.png``."""
+    study_dir = Path(study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    splits = splits if splits is not None else load_dataset(study.data)
+    spec = {"data": to_dict(study.data), "train": to_dict(study.train), "model": study.model,
+            "variants": study.variants, "seeds": list(study.seeds), "iwae_samples": study.iwae_samples}
+    write_json_atomic(study_dir / "study.json", spec)
+    results = []
+    for variant in study.variants:
+        for seed in study.seeds:
+            results.append(run_one(study, splits, study_dir, variant, seed, quiet=quiet))
+    write_outputs(study_dir, results, splits.info, iwae_samples=study.iwae_samples)
+    return results
+
+
+# ----------------------------------------------------------------------------- reports
+
+CSV_COLUMNS = ("variant", "seed", "steps", "epochs", "best_valid_elbo", "test_elbo", "test_iwae", "test_gap",
+               "test_kl", "test_kl_per_step", "test_rec", "test_aux", "test_elbo_per_unit",
+               "test_iwae_per_unit", "active_units", "active_units_raw")
+
+TABLE_COLUMNS = (("test_elbo", "ELBO"), ("test_iwae", "IWAE"), ("test_gap", "IWAE − ELBO"), ("test_kl", "KL"),
+                 ("test_kl_per_step", "KL / step"), ("test_aux", "aux score"), ("active_units", "active units"))
+
+
+def mean_std(values: Sequence[float], digits: int = 2) -> str:
+    values = np.asarray(values, dtype=float)
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown(results: List[Dict], info, *, iwae_samples: int) -> str:
+    """Mean ± standard deviation over seeds per variant, in nats per sequence."""
+    variants = list(dict.fromkeys(r["variant"] for r in results))
+    seeds = sorted({r["seed"] for r in results})
+    unit = info.extra.get("sequence_unit", "sequence")
+    header = ["variant"] + [label for _, label in TABLE_COLUMNS]
+    lines = [f"{info.name}, test split: mean ± std over {len(seeds)} seed(s); bounds in nats per {unit}, "
+             f"IWAE with K = {iwae_samples}; KL / step per time step; aux score = unweighted "
+             f"sum_t log p(b_t | .) per {unit}; active units of z_t (of z_dim; variance > {ACTIVE_THRESHOLD}, "
+             "see pyro_zforcing/ablation.py).",
+             "", "| " + " | ".join(header) + " |", "|---" + "|---:" * len(TABLE_COLUMNS) + "|"]
+    for variant in variants:
+        rows = [r for r in results if r["variant"] == variant]
+        cells = [mean_std([r[key] for r in rows], 1 if key == "active_units" else 2) for key, _ in TABLE_COLUMNS]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def training_curves(study_dir: Path, results: List[Dict]):
+    """Validation records of every run as a long pandas frame (variant, seed, step, elbo, kl)."""
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        path = study_dir / run_name(r["variant"], r["seed"]) / "metrics.jsonl"
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("kind") == "epoch":
+                rows.append({"variant": r["variant"], "seed": r["seed"], "step": record["step"],
+                             "valid ELBO": record["valid_elbo"], "valid KL": record["valid_kl"]})
+    return pd.DataFrame(rows)
+
+
+def plot_study(study_dir: Path, results: List[Dict], info, path: Path) -> Optional[Path]:
+    """Validation ELBO and KL (nats per sequence) over training steps, mean and sd band over seeds."""
+    frame = training_curves(study_dir, results)
+    if frame.empty:
+        log.warning("no validation records in %s: no figure", study_dir)
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    unit = info.extra.get("sequence_unit", "sequence")
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, column in zip(axes, ("valid ELBO", "valid KL")):
+        sns.lineplot(data=frame, x="step", y=column, hue="variant", errorbar="sd", marker="o",
+                     markersize=4, ax=ax, legend=ax is axes[1])
+        ax.set_xlabel("training step (updates)")
+        ax.set_ylabel(f"{column} (nats / {unit})")
+    axes[0].set_title(f"{info.name}: validation ELBO")
+    axes[1].set_title(f"{info.name}: validation KL(q || p)")
+    axes[1].legend(title="variant", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(study_dir: Path, results: List[Dict], info, *, iwae_samples: int) -> None:
+    with (study_dir / "study.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in results:
+            writer.writerow(r)
+    (study_dir / "study.md").write_text(markdown(results, info, iwae_samples=iwae_samples))
+    plot_study(study_dir, results, info, study_dir / "study.png")
