@@ -42,7 +42,7 @@ from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import load_dataset
 from .data.base import SequenceSplits
 from .infer import Objective, Weights, sequence_terms
-from .train import Trainer, eval_batches
+from .train import Trainer, eval_batches, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,7 @@ def run_one(study: Study, splits: SequenceSplits, study_dir: Path, variant: str,
     best = run_dir / "checkpoints" / "best.pt"
     if best.exists():
         objective.load_state_dict(load_checkpoint(best)["objective"])
+    set_seed(seed)  # the evaluation's noise does not depend on how training got here
     result = {"variant": variant, "seed": seed, "steps": summary["step"], "epochs": summary["epoch"],
               "best_valid_elbo": summary["best_valid_elbo"], **evaluate_run(objective, splits, study)}
     write_json_atomic(result_path, result)
@@ -295,6 +296,8 @@ CSV_COLUMNS = ("variant", "seed", "steps", "epochs", "best_valid_elbo", "test_el
 TABLE_COLUMNS = (("test_elbo", "ELBO"), ("test_iwae", "IWAE"), ("test_gap", "IWAE − ELBO"), ("test_kl", "KL"),
                  ("test_kl_per_step", "KL / step"), ("test_aux", "aux score"), ("active_units", "active units"))
 
+DIGITS = {"active_units": 1, "test_kl_per_step": 3}
+
 
 def mean_std(values: Sequence[float], digits: int = 2) -> str:
     values = np.asarray(values, dtype=float)
@@ -315,7 +318,7 @@ def markdown(results: List[Dict], info, *, iwae_samples: int) -> str:
              "", "| " + " | ".join(header) + " |", "|---" + "|---:" * len(TABLE_COLUMNS) + "|"]
     for variant in variants:
         rows = [r for r in results if r["variant"] == variant]
-        cells = [mean_std([r[key] for r in rows], 1 if key == "active_units" else 2) for key, _ in TABLE_COLUMNS]
+        cells = [mean_std([r[key] for r in rows], DIGITS.get(key, 2)) for key, _ in TABLE_COLUMNS]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -338,7 +341,8 @@ def training_curves(study_dir: Path, results: List[Dict]):
 
 
 def plot_study(study_dir: Path, results: List[Dict], info, path: Path) -> Optional[Path]:
-    """Validation ELBO and KL (nats per sequence) over training steps, mean and sd band over seeds."""
+    """Validation ELBO and KL (nats per sequence) over training steps, mean and sd band over seeds,
+    and the test ELBO-IWAE gap against the test KL, one point per run."""
     frame = training_curves(study_dir, results)
     if frame.empty:
         log.warning("no validation records in %s: no figure", study_dir)
@@ -346,21 +350,29 @@ def plot_study(study_dir: Path, results: List[Dict], info, path: Path) -> Option
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import pandas as pd
     import seaborn as sns
 
     unit = info.extra.get("sequence_unit", "sequence")
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    palette = dict(zip(dict.fromkeys(r["variant"] for r in results), sns.color_palette(n_colors=len(results))))
     for ax, column in zip(axes, ("valid ELBO", "valid KL")):
-        sns.lineplot(data=frame, x="step", y=column, hue="variant", errorbar="sd", marker="o",
-                     markersize=4, ax=ax, legend=ax is axes[1])
+        sns.lineplot(data=frame, x="step", y=column, hue="variant", palette=palette, errorbar="sd", marker="o",
+                     markersize=4, ax=ax, legend=False)
         ax.set_xlabel("training step (updates)")
         ax.set_ylabel(f"{column} (nats / {unit})")
-    axes[0].set_title(f"{info.name}: validation ELBO")
-    axes[1].set_title(f"{info.name}: validation KL(q || p)")
-    axes[1].legend(title="variant", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    points = pd.DataFrame([{"variant": r["variant"], "KL": r["test_kl"], "gap": r["test_gap"]} for r in results])
+    sns.scatterplot(data=points, x="KL", y="gap", hue="variant", palette=palette, s=50, ax=axes[2])
+    axes[0].set_title("validation ELBO")
+    axes[1].set_title("validation KL(q || p)")
+    axes[2].set_title("test: IWAE − ELBO against KL, per run")
+    axes[2].set_xlabel(f"test KL (nats / {unit})")
+    axes[2].set_ylabel(f"IWAE − ELBO (nats / {unit})")
+    axes[2].legend(title="variant", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.suptitle(f"{info.name}: mean ± sd over seeds")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

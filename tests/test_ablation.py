@@ -111,7 +111,7 @@ def test_markdown_table_has_one_row_per_variant(digits):
                for v in ("a", "b") for s in (0, 1)]
     table = markdown(results, digits.info, iwae_samples=25)
     rows = [line for line in table.splitlines() if line.startswith("| a") or line.startswith("| b")]
-    assert rows[0] == "| a | -1.50 ± 0.71 | -0.50 ± 0.00 | 1.00 ± 0.71 | 1.00 ± 0.00 | 0.10 ± 0.00 | -3.00 ± 0.00 | 2.5 ± 0.7 |"
+    assert rows[0] == "| a | -1.50 ± 0.71 | -0.50 ± 0.00 | 1.00 ± 0.71 | 1.00 ± 0.00 | 0.100 ± 0.000 | -3.00 ± 0.00 | 2.5 ± 0.7 |"
     assert len(rows) == 2
 
 
