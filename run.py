@@ -154,8 +154,20 @@ def command_train(argv: List[str]) -> int:
         import pyro
         pyro.enable_validation(True)
     summary = trainer.fit()
+    write_training_plots(trainer.out_dir)
     logging.getLogger("run").info("run directory: %s (%.1f s)", trainer.out_dir, summary["time_s"])
     return 0
+
+
+def write_training_plots(run_dir: Path) -> None:
+    """Learning curves (and the evaluation figures, if the run was evaluated) into ``run_dir``."""
+    from pyro_zforcing.plots import plot_run
+
+    try:
+        for path in plot_run(run_dir):
+            logging.getLogger("run").info("wrote %s", path)
+    except (OSError, ValueError, KeyError) as error:  # a figure must never fail a finished run
+        logging.getLogger("run").warning("could not draw the figures of %s: %s", run_dir, error)
 
 
 def ablate_parser() -> argparse.ArgumentParser:

@@ -29,15 +29,37 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
-from .data import load_dataset
+from .data import collate_sequences, load_dataset
 from .data.base import DataInfo, SequenceSplits
 from .infer import Objective, importance_terms
-from .train import build_objective, eval_batches, resolve_device
+from .train import build_objective, resolve_device
 
 log = logging.getLogger(__name__)
 
 TERMS = ("elbo", "iwae", "kl", "rec")
-LABELS = {"elbo": "ELBO", "kl": "KL(q || p)", "rec": "reconstruction log p(x | z)"}
+# A batch's K particle copies are kept near this many input values: whole speech utterances
+# (up to thousands of 200-sample frames) x 25 particles x 32 sequences would need tens of GB.
+MAX_ELEMENTS = 16_000_000
+
+
+def length_batches(lengths: Sequence[int], *, batch_size: int, step_size: int,
+                   max_elements: int = MAX_ELEMENTS) -> List[List[int]]:
+    """Indices of sequences in batches of similar length (longest first): at most ``batch_size``
+    sequences, and no more than ``max_elements`` padded input values unless a sequence alone is."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: List[List[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and \
+                (len(batches[-1]) + 1) * lengths[batches[-1][0]] * step_size <= max_elements:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def particle_chunk(batch, num_samples: int, max_elements: int = MAX_ELEMENTS) -> int:
+    """How many particles of ``batch`` to trace at once: all K if their copies fit ``max_elements``."""
+    return max(1, min(num_samples, max_elements // max(1, batch.x.numel())))
 
 
 @dataclass
@@ -106,6 +128,7 @@ class SplitResult:
             "time_s": self.time_s,
             "units": {"sequence": sequence_unit(info), "step": step_unit(info), "unit": info.unit,
                       "units_per_step": info.units_per_step},
+            "normalisation_std": info.std if info.emission == "gaussian" else None,
             "per_sequence_mean": self.per_sequence_mean(),
             "per_sequence_stderr": self.per_sequence_stderr(),
             "per_step": self.per_step(),
@@ -134,7 +157,8 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
     """Bounds of every sequence of ``sequences`` (each ``(T_i, D)`` or ``(T_i,)`` tokens).
 
     ``num_samples`` importance samples per sequence (K of IWAE; the ELBO, KL and reconstruction
-    are the K-sample averages); ``chunk`` particles are traced at once (default all K).
+    are the K-sample averages); ``chunk`` particles are traced at once (default: as many as
+    keep a batch's K copies near :data:`MAX_ELEMENTS` input values).
     """
     if len(sequences) == 0:
         raise ValueError("cannot evaluate an empty split")
@@ -145,27 +169,32 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
     objective = objective.to(device)
     was_training = objective.training
     objective.eval()
-    out: Dict[str, List[np.ndarray]] = {key: [] for key in TERMS + ("kl_steps",)}
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    step_size = int(np.prod(np.shape(sequences[0])[1:], dtype=np.int64))
+    batches = length_batches(lengths.tolist(), batch_size=batch_size, step_size=step_size)
+    values = {key: np.zeros(len(sequences)) for key in TERMS}
+    kl_steps: List[Optional[np.ndarray]] = [None] * len(sequences)
     start = time.time()
     bar = tqdm(total=len(sequences), unit="seq", desc=f"evaluate K={num_samples}",
                disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
     try:
-        for batch in eval_batches(sequences, batch_size):
-            batch = batch.to(device, dtype)
+        for indices in batches:
+            batch = collate_sequences([sequences[i] for i in indices]).to(device, dtype)
+            particles = chunk if chunk is not None else particle_chunk(batch, num_samples)
             terms = importance_terms(objective.model, objective.guide, batch, num_samples=num_samples,
-                                     chunk=chunk, kl_per_step=True)
+                                     chunk=particles, kl_per_step=True)
             for key in TERMS:
-                out[key].append(terms[key].double().cpu().numpy())
+                values[key][indices] = terms[key].double().cpu().numpy()
             if "kl_steps" in terms:
-                kl_steps = terms["kl_steps"].double().cpu().numpy()
-                out["kl_steps"].extend(kl_steps[i, :n] for i, n in enumerate(batch.lengths.tolist()))
-            bar.update(batch.batch_size)
+                steps = terms["kl_steps"].double().cpu().numpy()
+                for row, i in enumerate(indices):
+                    kl_steps[i] = steps[row, :lengths[i]]
+            bar.update(len(indices))
     finally:
         bar.close()
         objective.train(was_training)
-    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    return SplitResult(**{key: np.concatenate(out[key]) for key in TERMS}, lengths=lengths,
-                       units=lengths * info.units_per_step, kl_steps=out["kl_steps"],
+    return SplitResult(**values, lengths=lengths, units=lengths * info.units_per_step,
+                       kl_steps=[k for k in kl_steps if k is not None],
                        num_samples=num_samples, info=info, time_s=time.time() - start)
 
 
@@ -242,6 +271,10 @@ def markdown_table(report: Dict) -> str:
     gap = report["per_sequence_mean"]["gap"]
     lines += ["", f"ELBO-IWAE gap: {gap:.3f} ± {stderr['gap']:.3f} nats / {units['sequence']}; "
               "± is the standard error of the mean over sequences. Bounds exclude the aux factor."]
+    std = report.get("normalisation_std")
+    if std:
+        lines.append(f"Densities are of the normalised signal (x - mean) / std; for the full-scale waveform "
+                     f"add -log(std) = {-math.log(std):.4f} nats per {units['unit']}.")
     return "\n".join(lines) + "\n"
 
 

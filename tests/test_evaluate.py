@@ -12,7 +12,7 @@ import torch.nn as nn
 from benchmarks.reference import PlainZForcing
 from pyro_zforcing.data import collate_sequences
 from pyro_zforcing.data.base import DataInfo
-from pyro_zforcing.evaluate import evaluate_split, markdown_table
+from pyro_zforcing.evaluate import evaluate_split, length_batches, markdown_table, particle_chunk
 from pyro_zforcing.infer import importance_terms, iwae_bound, sequence_terms
 from pyro_zforcing.models import LATENT_SITE, OBS_SITE
 from pyro_zforcing.train import build_objective
@@ -230,13 +230,31 @@ def test_evaluate_split_batches_do_not_change_the_bounds(digits, float64):
     sequences = [s[:n] for s, n in zip(digits.test[:5], (64, 30, 50, 12, 64))]
     torch.manual_seed(9)
     together = evaluate_split(objective, sequences, digits.info, num_samples=1, batch_size=5)
-    separately = []
+    (order,) = length_batches([len(s) for s in sequences], batch_size=5, step_size=1)
+    assert order == [0, 4, 2, 1, 3]  # longest first, one batch
     torch.manual_seed(9)
-    eps = torch.randn(5, 64, 3, dtype=torch.float64)
+    eps = torch.randn(5, 64, 3, dtype=torch.float64)  # the guide's draw for the sorted batch
     plain = PlainZForcing.like(objective)
+    separately = np.zeros(5)
     with torch.no_grad():
-        for b, s in enumerate(sequences):
-            batch = collate_sequences([s]).to("cpu", torch.float64)
-            separately.append(-float(plain.loss(batch.x, batch.mask, batch.lengths, eps=eps[b:b + 1, :len(s)])))
+        for row, i in enumerate(order):
+            batch = collate_sequences([sequences[i]]).to("cpu", torch.float64)
+            noise = eps[row:row + 1, :len(sequences[i])]
+            separately[i] = -float(plain.loss(batch.x, batch.mask, batch.lengths, eps=noise))
     assert np.allclose(together.iwae, separately, atol=1e-9)
     assert together.per_step()["elbo"] == pytest.approx(together.per_unit()["elbo"])  # 1 pixel per step
+
+
+def test_length_batches_bound_the_padded_size_and_particles_fill_the_budget():
+    lengths = [3, 50, 7, 50, 20, 2, 9]
+    batches = length_batches(lengths, batch_size=3, step_size=4, max_elements=450)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3
+        padded = len(b) * max(lengths[i] for i in b) * 4
+        assert padded <= 450 or len(b) == 1
+    assert batches[0] == [1, 3]  # 3 x 50 x 4 = 600 > 450
+    batch = collate_sequences([np.zeros((10, 4), np.float32)] * 2)  # 80 values per particle
+    assert particle_chunk(batch, 25, max_elements=800) == 10
+    assert particle_chunk(batch, 5, max_elements=800) == 5
+    assert particle_chunk(batch, 25, max_elements=10) == 1

@@ -136,11 +136,16 @@ class ZForcing(nn.Module):
     # ----- generation -----
 
     @torch.no_grad()
-    def generate(self, num: int, steps: int, *, prime: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def generate(self, num: int, steps: int, *, prime: Optional[torch.Tensor] = None,
+                 z: Optional[torch.Tensor] = None, mean: bool = False) -> torch.Tensor:
         """Ancestral samples ``(num, steps, D)`` (or ``(num, steps)`` tokens) from p(y, z).
 
         With ``prime`` (``(num, P, ...)``, a batch of real prefixes) the first P steps are
-        teacher-forced with z from the prior, and the continuation is sampled.
+        teacher-forced, and the continuation is sampled. With ``z`` (``(num, S, Z)``, S <= steps)
+        the first S latents are given instead of drawn from the prior: the guide's encoding of
+        the prime, or a whole encoded or interpolated trajectory to decode. With ``mean`` each
+        step returns the emission's mean (pixel probabilities, the Gaussian mean, the most likely
+        token) and feeds back its mode, so decoding a given ``z`` is deterministic.
         """
         param = next(self.parameters())
         tokens = self.config.emission == "categorical"
@@ -148,16 +153,32 @@ class ZForcing(nn.Module):
         u = self.embed.start(num, param)[:, 0]
         outputs = []
         for t in range(steps):
-            loc, scale = self.prior(state[0])
-            z_t = loc + scale * torch.randn_like(loc)
+            if z is not None and t < z.shape[1]:
+                z_t = z[:, t]
+            else:
+                loc, scale = self.prior(state[0])
+                z_t = loc + scale * torch.randn_like(loc)
             gates, w_z = self.fwd.input_gates(u[:, None])
             state = self.fwd.step(gates[:, 0], w_z, z_t, state)
             if prime is not None and t < prime.shape[1]:
-                y_t = prime[:, t]
+                y_t = out_t = prime[:, t]
+            elif mean:
+                out_t, y_t = self.emission_mean(state[0])
             else:
-                y_t = self.emission.step_dist(state[0]).sample()
+                y_t = out_t = self.emission.step_dist(state[0]).sample()
                 if tokens:
-                    y_t = y_t.long()
-            outputs.append(y_t)
+                    y_t = out_t = y_t.long()
+            outputs.append(out_t)
             u = self.embed(y_t)
         return torch.stack(outputs, dim=1)
+
+    def emission_mean(self, h: torch.Tensor):
+        """(mean, mode) of p(y_t | h_t): pixel probabilities and pixels > 1/2, the Gaussian mean
+        twice, or the most likely token twice."""
+        step = self.emission.step_dist(h)
+        if self.config.emission == "categorical":
+            token = step.logits.argmax(-1)
+            return token, token
+        if self.config.emission == "bernoulli":
+            return step.probs, (step.probs > 0.5).to(step.probs.dtype)
+        return step.mean, step.mean

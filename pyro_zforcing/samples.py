@@ -1,0 +1,274 @@
+"""Samples you can hear and see: unconditional, primed (conditional) and latent interpolation.
+
+Outputs by data kind (``DataInfo``):
+
+- speech (gaussian emission with a sample rate): WAV files at the data's sample rate, frames
+  de-normalised with the training mean/std and written as 16-bit PCM, plus a PNG of waveforms;
+- images (``image_shape``): a PNG grid of digits (pixel probabilities for decoded means);
+- text (``vocab``): one sentence per line in a text file, cut at ``<eos>``.
+
+Conditional generation encodes the first P steps of real sequences with the guide
+(z_{1:P} ~ q(z | y_{1:P})), teacher-forces them, and continues from the prior. Interpolation
+encodes two sequences, mixes their latent trajectories linearly per step, and decodes each
+mixture with the emission means.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .data import collate_sequences
+from .data.base import DataInfo
+
+log = logging.getLogger(__name__)
+
+
+def kind_of(info: DataInfo) -> str:
+    """``"speech"``, ``"image"`` or ``"text"``: how samples of this dataset are written."""
+    if info.emission == "categorical":
+        return "text"
+    if info.image_shape is not None:
+        return "image"
+    if info.sample_rate is not None:
+        return "speech"
+    raise ValueError(f"dataset {info.name!r}: no image shape, sample rate or vocabulary to write samples with")
+
+
+def default_steps(info: DataInfo, seconds: float = 2.0) -> int:
+    """Steps of one unconditional sample: a whole image, ``seconds`` of speech, or 40 words."""
+    kind = kind_of(info)
+    if kind == "image":
+        return int(np.prod(info.image_shape)) // info.units_per_step
+    if kind == "speech":
+        return max(1, int(round(seconds * info.sample_rate / info.units_per_step)))
+    return 40
+
+
+# ----------------------------------------------------------------------------- latents
+
+@torch.no_grad()
+def encode(objective, sequences: Sequence[np.ndarray], *, device="cpu") -> torch.Tensor:
+    """One trajectory z ~ q(z | y) per sequence, ``(N, T, Z)`` with T the longest length."""
+    param = next(objective.parameters())
+    batch = collate_sequences(list(sequences)).to(device, param.dtype)
+    return objective.guide.proposal(batch).sample()
+
+
+@torch.no_grad()
+def primed_continuations(objective, sequences: Sequence[np.ndarray], *, prime_steps: int, steps: int,
+                         device="cpu") -> torch.Tensor:
+    """Continue real prefixes: the first ``prime_steps`` of each sequence are encoded and
+    teacher-forced, the rest up to ``steps`` is sampled. Returns ``(N, steps, ...)``."""
+    if prime_steps < 1 or prime_steps >= steps:
+        raise ValueError(f"--prime-steps must be in [1, {steps - 1}] for {steps} steps, got {prime_steps}")
+    short = [i for i, s in enumerate(sequences) if len(s) < prime_steps]
+    if short:
+        raise ValueError(f"--prime-steps {prime_steps}: sequence(s) {short[:5]} are shorter than the prime")
+    prefixes = [np.asarray(s[:prime_steps]) for s in sequences]
+    z = encode(objective, prefixes, device=device)
+    prime = collate_sequences(prefixes).to(device, next(objective.parameters()).dtype).x
+    return objective.model.generate(len(prefixes), steps, prime=prime, z=z)
+
+
+@torch.no_grad()
+def interpolate(objective, first: np.ndarray, second: np.ndarray, *, num: int = 7, device="cpu"):
+    """Decode (1 - a) z_1 + a z_2 for ``num`` values of a in [0, 1] (z_i ~ q(z | y_i), cut to the
+    shorter length). Returns (alphas ``(num,)``, decoded emission means ``(num, T, ...)``)."""
+    if num < 2:
+        raise ValueError(f"--interpolate needs at least 2 points, got {num}")
+    steps = min(len(first), len(second))
+    z = encode(objective, [first[:steps], second[:steps]], device=device)
+    alphas = torch.linspace(0, 1, num, dtype=z.dtype, device=z.device)
+    mixed = (1 - alphas)[:, None, None] * z[0] + alphas[:, None, None] * z[1]
+    return alphas.cpu().numpy(), objective.model.generate(num, steps, z=mixed, mean=True)
+
+
+# ----------------------------------------------------------------------------- writers
+
+def waveform(frames: np.ndarray, info: DataInfo) -> np.ndarray:
+    """Normalised frames ``(T, frame)`` back to a full-scale waveform ``(T * frame,)``."""
+    frames = np.asarray(frames, dtype=np.float64)
+    if info.std is not None:
+        frames = frames * info.std + (info.mean or 0.0)
+    return frames.reshape(-1)
+
+
+def write_wav(path, frames: np.ndarray, info: DataInfo) -> Path:
+    """De-normalise and write 16-bit PCM at the data's sample rate (samples clipped to [-1, 1])."""
+    import soundfile
+
+    path = Path(path)
+    signal = waveform(frames, info)
+    clipped = np.clip(signal, -1.0, 1.0)
+    if np.any(clipped != signal):
+        log.info("%s: %d of %d samples clipped to [-1, 1]", path, int(np.sum(clipped != signal)), len(signal))
+    soundfile.write(str(path), clipped, info.sample_rate, subtype="PCM_16")
+    return path
+
+
+def to_image(sequence: np.ndarray, info: DataInfo) -> np.ndarray:
+    """A pixel sequence ``(T, D)`` as an image of ``info.image_shape``."""
+    return np.asarray(sequence, dtype=np.float64).reshape(info.image_shape)
+
+
+def words(tokens: Sequence[int], info: DataInfo) -> str:
+    """Token ids as a sentence, stopping at ``<eos>``."""
+    eos = info.extra.get("eos_id")
+    out = []
+    for token in np.asarray(tokens).tolist():
+        if eos is not None and token == eos:
+            break
+        out.append(info.vocab[token])
+    return " ".join(out)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def image_grid(images: List[np.ndarray], path, *, columns: int = 8, titles: Optional[List[str]] = None,
+               suptitle: Optional[str] = None, boundary_row: Optional[float] = None) -> Path:
+    """A PNG grid of grey images (ink dark on white); ``boundary_row`` draws a red line at that
+    image row (the end of the real prime)."""
+    plt = _plt()
+    rows = int(np.ceil(len(images) / columns))
+    size = 1.3
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.3) + (0.5 if suptitle else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= len(images):
+            continue
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        if boundary_row is not None:
+            ax.axhline(boundary_row - 0.5, color="red", linewidth=1.2)
+        if titles:
+            ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def waveform_plot(signals: List[np.ndarray], labels: List[str], path, *, sample_rate: int,
+                  marker_s: Optional[float] = None, title: Optional[str] = None) -> Path:
+    """Stacked waveforms against time in seconds; ``marker_s`` draws the end of the prime."""
+    plt = _plt()
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(len(signals), 1, figsize=(10, 1.6 * len(signals) + 0.6), sharex=True, squeeze=False)
+    for ax, signal, label in zip(axes[:, 0], signals, labels):
+        t = np.arange(len(signal)) / sample_rate
+        ax.plot(t, signal, linewidth=0.5)
+        if marker_s is not None:
+            ax.axvline(marker_s, color="red", linewidth=1, linestyle="--")
+        ax.set_ylabel("amplitude", fontsize=8)
+        ax.set_title(label, fontsize=9, loc="left")
+        ax.set_ylim(-1, 1)
+    axes[-1, 0].set_xlabel("time [s]")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_samples(samples: np.ndarray, info: DataInfo, out_dir, *, name: str,
+                  real: Optional[Sequence[np.ndarray]] = None, prime_steps: Optional[int] = None,
+                  labels: Optional[List[str]] = None) -> List[Path]:
+    """Write ``samples`` ``(N, T, ...)`` the way the data is heard or seen; ``real`` (the
+    sequences the samples were primed with) is shown beside them. Returns the written paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kind = kind_of(info)
+    n = len(samples)
+    labels = labels or [f"{name} {i}" for i in range(n)]
+    written: List[Path] = []
+    if kind == "text":
+        lines = []
+        for i in range(n):
+            if real is not None and prime_steps is not None:
+                lines.append(f"{labels[i]}: {words(samples[i][:prime_steps], info)} || "
+                             f"{words(samples[i][prime_steps:], info)}")
+                lines.append(f"{'real':>{len(labels[i])}}: {words(real[i], info)}")
+            else:
+                lines.append(f"{labels[i]}: {words(samples[i], info)}")
+        path = out_dir / f"{name}.txt"
+        path.write_text("\n".join(lines) + "\n")
+        return [path]
+    if kind == "image":
+        images = [to_image(s, info) for s in samples]
+        titles = list(labels)
+        boundary = None
+        if real is not None:
+            pairs = [(to_image(r, info), img) for r, img in zip(real, images)]
+            images = [im for pair in pairs for im in pair]
+            titles = [t for label in labels for t in ("real", label)]
+            if prime_steps is not None:
+                boundary = prime_steps * max(1, info.units_per_step) / info.image_shape[1]
+        suptitle = f"{info.name}: {name}" + (" (above the red line: real prime)" if boundary else "")
+        written.append(image_grid(images, out_dir / f"{name}.png", titles=titles, suptitle=suptitle,
+                                  columns=min(8, len(images)), boundary_row=boundary))
+        return written
+    signals = []
+    for i in range(n):
+        written.append(write_wav(out_dir / f"{name}_{i:02d}.wav", samples[i], info))
+        signals.append(np.clip(waveform(samples[i], info), -1, 1))
+    plot_labels = list(labels)
+    if real is not None:
+        signals = [s for i in range(n) for s in (np.clip(waveform(real[i], info), -1, 1), signals[i])]
+        plot_labels = [t for i in range(n) for t in (f"real {i}", labels[i])]
+    marker = prime_steps * info.units_per_step / info.sample_rate if prime_steps else None
+    written.append(waveform_plot(signals, plot_labels, out_dir / f"{name}.png", sample_rate=info.sample_rate,
+                                 marker_s=marker, title=f"{info.name}: {name}"
+                                 + (" (red line: end of the real prime)" if marker else "")))
+    return written
+
+
+def sample_all(objective, info: DataInfo, sequences: Sequence[np.ndarray], out_dir, *, num: int = 8,
+               steps: Optional[int] = None, prime_steps: Optional[int] = None,
+               interpolation: int = 7, pair=(0, 1), device="cpu") -> Dict[str, List[Path]]:
+    """Unconditional samples, primed continuations of the first ``num`` long-enough sequences of
+    ``sequences``, and an interpolation between sequences ``pair``; all written into ``out_dir``."""
+    steps = steps or default_steps(info)
+    written: Dict[str, List[Path]] = {}
+    model = objective.model
+    unconditional = model.generate(num, steps).cpu().numpy()
+    written["samples"] = write_samples(unconditional, info, out_dir, name="samples")
+    if prime_steps is None:
+        prime_steps = steps // 2
+    candidates = [s for s in sequences if len(s) > prime_steps][:num]
+    if candidates:
+        primed = primed_continuations(objective, candidates, prime_steps=prime_steps, steps=steps,
+                                      device=device).cpu().numpy()
+        written["primed"] = write_samples(primed, info, out_dir, name="primed", real=candidates,
+                                          prime_steps=prime_steps,
+                                          labels=[f"continued {i}" for i in range(len(candidates))])
+    else:
+        log.warning("no sequence is longer than --prime-steps %d: no primed samples", prime_steps)
+    if interpolation:
+        first, second = pair
+        if max(first, second) >= len(sequences):
+            raise ValueError(f"--pair {first},{second}: the split has only {len(sequences)} sequences")
+        alphas, decoded = interpolate(objective, sequences[first], sequences[second], num=interpolation,
+                                      device=device)
+        decoded = decoded.cpu().numpy()
+        steps_used = decoded.shape[1]
+        ends = [np.asarray(sequences[i][:steps_used], dtype=decoded.dtype)[None] for i in (first, second)]
+        labels = [f"real #{first}"] + [f"a={a:.2f}" for a in alphas] + [f"real #{second}"]
+        written["interpolation"] = write_samples(np.concatenate([ends[0], decoded, ends[1]]), info, out_dir,
+                                                 name="interpolation", labels=labels)
+    return written

@@ -1,0 +1,170 @@
+"""Samples (WAV, PNG, text), generation with given latents and primes, figures, and the CLI."""
+
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+import run
+from pyro_zforcing.config import DataConfig, TrainConfig
+from pyro_zforcing.data import SequenceSplits, collate_sequences
+from pyro_zforcing.data.base import DataInfo
+from pyro_zforcing.plots import GAP_VS_KL, KL_PER_STEP, LEARNING_CURVES, plot_run
+from pyro_zforcing.samples import interpolate, primed_continuations, sample_all, waveform, words, write_wav
+from pyro_zforcing.train import Trainer, build_objective
+
+from conftest import small_config
+
+SPEECH = DataInfo(name="toy-speech", emission="gaussian", dim=5, unit="sample", units_per_step=5,
+                  sample_rate=8000, mean=0.01, std=0.2, extra={"sequence_unit": "utterance"})
+TEXT = DataInfo(name="toy-text", emission="categorical", dim=6, unit="word",
+                vocab=("<unk>", "<eos>", "the", "cat", "sat", "down"), extra={"eos_id": 1, "sequence_unit": "sentence"})
+
+
+def test_wav_is_denormalised_at_the_data_sample_rate(tmp_path):
+    frames = np.random.RandomState(0).randn(12, 5).astype(np.float32)
+    path = write_wav(tmp_path / "a.wav", frames, SPEECH)
+    audio, rate = soundfile.read(str(path))
+    assert rate == 8000 and audio.shape == (60,)
+    expected = np.clip(frames.reshape(-1) * 0.2 + 0.01, -1, 1)
+    assert np.allclose(audio, expected, atol=1.0 / 32768 + 1e-6)
+    assert np.allclose(waveform(frames, SPEECH)[:5], frames[0] * 0.2 + 0.01)
+
+
+def test_words_stop_at_end_of_sentence():
+    assert words([2, 3, 4, 1, 5, 5], TEXT) == "the cat sat"
+    assert words([5, 0], TEXT) == "down <unk>"
+
+
+def test_mean_decoding_of_given_latents_matches_the_fused_forward_pass(float64, digits):
+    torch.manual_seed(1)
+    objective = build_objective(small_config(input_dim=5, emission="gaussian"), "backward")
+    model = objective.model
+    x = torch.randn(2, 6, 5, dtype=torch.float64)
+    z = torch.randn(2, 6, 3, dtype=torch.float64)
+    batch = collate_sequences([x[0].numpy(), x[1].numpy()]).to("cpu", torch.float64)
+    h = model.forward_states(batch, z)  # h_{0:T} over the real inputs, one fused LSTM call
+    out = model.generate(2, 6, prime=x[:, :5], z=z, mean=True)
+    assert torch.equal(out[:, :5], x[:, :5])  # the prime is kept as is
+    assert torch.allclose(out[:, 5], model.emission.step_dist(h[:, 6]).mean, atol=1e-10)
+    again = model.generate(2, 6, prime=x[:, :5], z=z, mean=True)
+    assert torch.equal(out, again)  # decoding a given z is deterministic
+
+
+def test_interpolation_end_points_decode_the_encoded_trajectories(float64, digits):
+    torch.manual_seed(2)
+    objective = build_objective(small_config(), "backward")
+    first, second = digits.test[0], digits.test[1][:40]
+    torch.manual_seed(7)
+    alphas, decoded = interpolate(objective, first, second, num=3)
+    assert alphas.tolist() == [0.0, 0.5, 1.0] and decoded.shape == (3, 40, 1)
+    torch.manual_seed(7)
+    z = objective.guide.proposal(collate_sequences([first[:40], second]).to("cpu", torch.float64)).sample()
+    for row, a in ((0, 0), (2, 1)):
+        end = objective.model.generate(1, 40, z=z[a:a + 1], mean=True)
+        assert torch.allclose(decoded[row], end[0], atol=1e-12)
+    assert torch.all((decoded >= 0) & (decoded <= 1))  # pixel probabilities
+
+
+def test_primed_continuation_keeps_the_prime_and_checks_its_length(digits):
+    objective = build_objective(small_config(), "backward")
+    out = primed_continuations(objective, digits.test[:3], prime_steps=20, steps=64)
+    assert out.shape == (3, 64, 1)
+    for i in range(3):
+        assert torch.equal(out[i, :20], torch.as_tensor(digits.test[i][:20]))
+    assert set(out[:, 20:].unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="--prime-steps"):
+        primed_continuations(objective, digits.test[:1], prime_steps=64, steps=64)
+
+
+@pytest.mark.parametrize("kind", ["image", "speech", "text"])
+def test_sample_all_writes_what_the_data_is_heard_or_seen_as(tmp_path, digits, kind):
+    torch.manual_seed(0)
+    if kind == "image":
+        info, sequences, config = digits.info, digits.test[:4], small_config()
+    elif kind == "speech":
+        info, config = SPEECH, small_config(input_dim=5, emission="gaussian")
+        sequences = [np.random.RandomState(i).randn(n, 5).astype(np.float32) for i, n in enumerate((30, 25, 40))]
+    else:
+        info, config = TEXT, small_config(input_dim=6, emission="categorical")
+        sequences = [np.array([2, 3, 4, 5, 1]), np.array([3, 4, 2, 1]), np.array([2, 5, 5, 3, 4, 1])]
+    objective = build_objective(config, "backward")
+    written = sample_all(objective, info, sequences, tmp_path, num=2, steps=10 if kind != "image" else None,
+                         prime_steps=3, interpolation=3)
+    assert set(written) == {"samples", "primed", "interpolation"}
+    paths = [p for group in written.values() for p in group]
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+    if kind == "image":
+        assert {p.name for p in paths} == {"samples.png", "primed.png", "interpolation.png"}
+        assert mpimg.imread(paths[0]).ndim == 3
+    elif kind == "speech":
+        wavs = [p for p in paths if p.suffix == ".wav"]
+        assert len(wavs) == 2 + 2 + 5  # samples, primed, interpolation (3 points + 2 real ends)
+        assert soundfile.info(str(wavs[0])).samplerate == 8000
+        assert soundfile.info(str(wavs[0])).frames == 10 * 5
+    else:
+        lines = (tmp_path / "samples.txt").read_text().splitlines()
+        assert len(lines) == 2 and all(set(line.split(": ", 1)[1].split()) <= set(TEXT.vocab) for line in lines)
+        primed = (tmp_path / "primed.txt").read_text().splitlines()
+        assert primed[0].startswith("continued 0: the cat sat ||") and primed[1].strip().startswith("real:")
+
+
+def write_fake_run(run_dir):
+    run_dir.mkdir()
+    records = [{"kind": "epoch", "step": 0, "epoch": 0, "valid_elbo": -50.0, "valid_kl": 1.0}]
+    for step in range(1, 21):
+        records.append({"kind": "step", "step": step, "epoch": step // 10, "elbo": -50 + step, "kl": 1 + 0.1 * step,
+                        "aux": 100.0 * step, "kl_weight": min(1.0, 0.2 + 0.05 * step), "aux_weight": 5e-4})
+        if step % 10 == 0:
+            records.append({"kind": "epoch", "step": step, "epoch": step // 10, "valid_elbo": -45.0 + step / 2,
+                            "valid_kl": 1.5})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def test_plot_run_draws_learning_curves_and_the_evaluation_figures(tmp_path):
+    run_dir = tmp_path / "run"
+    write_fake_run(run_dir)
+    assert [p.name for p in plot_run(run_dir)] == [LEARNING_CURVES]
+    gen = np.random.RandomState(0)
+    kl = gen.gamma(2.0, size=30)
+    report = {"dataset": "toy", "split": "test", "num_sequences": 30, "iwae_samples": 25,
+              "units": {"sequence": "image", "step": "pixel", "unit": "pixel", "units_per_step": 1},
+              "kl_per_step": {"mean": list(gen.rand(8)), "std": list(gen.rand(8) / 4), "count": [30] * 8},
+              "per_sequence": {"elbo": list(-40 - kl), "iwae": list(-40 - kl / 2), "kl": list(kl),
+                               "kl_analytic": list(kl), "rec": list(-40 + 0 * kl)}}
+    (run_dir / "eval.json").write_text(json.dumps(report))
+    written = plot_run(run_dir)
+    assert [p.name for p in written] == [LEARNING_CURVES, KL_PER_STEP, GAP_VS_KL]
+    for path in written:
+        image = mpimg.imread(path)
+        assert image.shape[0] > 300 and image.shape[1] > 500
+    with pytest.raises(FileNotFoundError, match="neither metrics.jsonl"):
+        plot_run(tmp_path)
+
+
+def test_cli_trains_evaluates_samples_and_plots_a_run(tmp_path, digits, capsys):
+    splits = SequenceSplits(digits.info, digits.train[:24], digits.valid[:8], digits.test[:8])
+    config = TrainConfig(batch_size=8, epochs=1, log_every=1)
+    trainer = Trainer.create(data_config=DataConfig(), train_config=config, out_dir=tmp_path / "run",
+                             model_sizes=dict(emb_dim=6, rnn_dim=7, z_dim=3, mlp_dim=5), quiet=True, splits=splits)
+    trainer.fit()
+    run.write_training_plots(trainer.out_dir)
+    assert (tmp_path / "run" / LEARNING_CURVES).exists()
+    checkpoint = str(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert run.main(["evaluate", "--checkpoint", checkpoint, "--iwae-samples", "3", "--quiet",
+                     "--split", "valid", "--batch-size", "100"]) == 0
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert report["split"] == "valid" and report["num_sequences"] == len(digits.valid)
+    assert report["per_sequence_mean"]["iwae"] >= report["per_sequence_mean"]["elbo"]
+    assert "| IWAE (K=3) |" in capsys.readouterr().out
+    assert run.main(["sample", "--checkpoint", checkpoint, "-n", "2", "--interpolate", "3", "--quiet",
+                     "--out", str(tmp_path / "samples")]) == 0
+    assert (tmp_path / "samples" / "primed.png").exists()
+    assert run.main(["plot", str(tmp_path / "run"), "--quiet"]) == 0
+    assert (tmp_path / "run" / GAP_VS_KL).exists()
+    assert run.main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
