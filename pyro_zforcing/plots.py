@@ -55,20 +55,27 @@ def _series(records: List[Dict], kind: str, key: str):
     return (np.array([s for s, _ in rows]), np.array([v for _, v in rows], dtype=float)) if rows else (None, None)
 
 
-def learning_curves(records: List[Dict], path, *, sequence_unit: str = "sequence") -> Path:
-    """2x2 panels against updates: ELBO, KL, aux score (nats / sequence), annealing weights."""
+def learning_curves(records: List[Dict], path, *, unit: str = "unit", train_sequence: str = "sequence",
+                    valid_sequence: str = "sequence") -> Path:
+    """2x2 panels against updates: ELBO per unit, KL and aux score (nats per sequence; training
+    sequences may be chunks of the validation ones), and the annealing weights."""
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
-    panels = [(axes[0, 0], "elbo", "ELBO"), (axes[0, 1], "kl", "KL(q || p)"), (axes[1, 0], "aux", "aux score log p(b | z)")]
-    for ax, key, title in panels:
+    same = train_sequence == valid_sequence
+    panels = [(axes[0, 0], "elbo_per_unit", "ELBO", f"nats / {unit}"),
+              (axes[0, 1], "kl", "KL(q || p)", f"nats / {valid_sequence}" if same else "nats / sequence"),
+              (axes[1, 0], "aux", "aux score log p(b | z)", f"nats / {train_sequence}")]
+    for ax, key, title, ylabel in panels:
+        per = "" if same or key == "elbo_per_unit" else f", per {train_sequence}"
         steps, values = _series(records, "step", key)
         if steps is not None:
-            sns.lineplot(x=steps, y=values, ax=ax, label="train (one batch)", linewidth=1, alpha=0.8)
+            sns.lineplot(x=steps, y=values, ax=ax, label=f"train (one batch{per})", linewidth=1, alpha=0.8)
+        per = "" if same or key == "elbo_per_unit" else f", per {valid_sequence}"
         steps, values = _series(records, "epoch", f"valid_{key}")
         if steps is not None:
-            sns.lineplot(x=steps, y=values, ax=ax, label="valid", marker="o", linewidth=1.5)
+            sns.lineplot(x=steps, y=values, ax=ax, label=f"valid{per}", marker="o", linewidth=1.5)
         ax.set_title(title)
-        ax.set_ylabel(f"nats / {sequence_unit}")
+        ax.set_ylabel(ylabel)
         if ax.get_legend() is not None:
             ax.legend(loc="best", fontsize="small")
     ax = axes[1, 1]
@@ -93,7 +100,9 @@ def kl_per_step(report: Dict, path) -> Path:
     """Mean analytic KL per step with a +-1 standard deviation band over sequences."""
     sns.set_theme(style="whitegrid", context="notebook")
     summary = report["kl_per_step"]
-    mean, std = np.array(summary["mean"]), np.array(summary["std"])
+    count = np.array(summary["count"])
+    shown = int(np.sum(count >= max(1, count.max() / 2)))  # steps at least half of the sequences reach
+    mean, std = np.array(summary["mean"])[:shown], np.array(summary["std"])[:shown]
     steps = np.arange(1, len(mean) + 1)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     sns.lineplot(x=steps, y=mean, ax=ax, label="mean over sequences")
@@ -102,8 +111,9 @@ def kl_per_step(report: Dict, path) -> Path:
     each = f", {units['units_per_step']} {units['unit']}s each" if units["units_per_step"] != 1 else ""
     ax.set_xlabel(f"time step ({units['step']}{each})")
     ax.set_ylabel("KL(q(z_t) || p(z_t | h_{t-1})) [nats]")
+    cut = f", first {shown} steps (reached by half the sequences)" if shown < len(count) else ""
     ax.set_title(f"{report['dataset']} {report.get('split', '')}: KL per step, "
-                 f"{report['num_sequences']} sequences, {report['iwae_samples']} samples each")
+                 f"{report['num_sequences']} sequences{cut}", fontsize=11)
     ax.set_xlim(1, max(2, len(mean)))
     ax.set_ylim(bottom=0)
     ax.legend(loc="best", fontsize="small")
@@ -120,7 +130,13 @@ def gap_vs_kl(report: Dict, path) -> Path:
     kl = np.array(per["kl_analytic"] if analytic else per["kl"])
     gap = np.array(per["iwae"]) - np.array(per["elbo"])
     fig, ax = plt.subplots(figsize=(7, 5))
-    sns.regplot(x=kl, y=gap, ax=ax, scatter_kws={"s": 12, "alpha": 0.5}, line_kws={"color": "C3"}, ci=None)
+    wide = bool(np.all(kl > 0) and np.all(gap > 0) and kl.max() / kl.min() > 100)
+    if wide:  # orders of magnitude apart (whole utterances of very different lengths): log axes
+        sns.scatterplot(x=kl, y=gap, ax=ax, s=16, alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    else:
+        sns.regplot(x=kl, y=gap, ax=ax, scatter_kws={"s": 12, "alpha": 0.5}, line_kws={"color": "C3"}, ci=None)
     rho = spearmanr(kl, gap).statistic if len(kl) > 2 else float("nan")
     sequence_unit = report["units"]["sequence"]
     how = "sum of analytic per-step KLs" if analytic else f"mean of {report['iwae_samples']} samples"
@@ -129,6 +145,18 @@ def gap_vs_kl(report: Dict, path) -> Path:
     ax.set_title(f"{report['dataset']} {report.get('split', '')}: bound gap vs KL "
                  f"(Spearman rho = {rho:.2f}, n = {len(kl)})")
     return _save(fig, Path(path))
+
+
+def curve_units(data_info: Dict) -> Dict[str, str]:
+    """Units of the learning curves from a run's ``data_info``: training speech is cut into
+    chunks of ``chunk_frames`` while validation may use whole utterances."""
+    extra = data_info.get("extra", {})
+    valid = extra.get("sequence_unit", "sequence")
+    train = valid
+    chunk = extra.get("chunk_frames")
+    if chunk and extra.get("eval_chunk_frames") != chunk:
+        train = f"{chunk}-frame chunk"
+    return {"unit": data_info.get("unit", "unit"), "train_sequence": train, "valid_sequence": valid}
 
 
 def eval_figures(report: Dict, out_dir) -> List[Path]:
@@ -145,14 +173,14 @@ def plot_run(run_dir, *, eval_file: Optional[str] = None) -> List[Path]:
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     written = []
     metrics = run_dir / "metrics.jsonl"
-    sequence_unit = "sequence"
+    units = {}
     config = run_dir / "config.json"
     if config.is_file():
-        sequence_unit = json.loads(config.read_text())["data_info"]["extra"].get("sequence_unit", sequence_unit)
+        units = curve_units(json.loads(config.read_text())["data_info"])
     if metrics.is_file():
         records = read_metrics(metrics)
         if records:
-            written.append(learning_curves(records, run_dir / LEARNING_CURVES, sequence_unit=sequence_unit))
+            written.append(learning_curves(records, run_dir / LEARNING_CURVES, **units))
     report_path = run_dir / (eval_file or "eval.json")
     if report_path.is_file():
         written += eval_figures(json.loads(report_path.read_text()), run_dir)
