@@ -244,22 +244,30 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="(default: %(default)s)")
     parser.add_argument("--iwae-samples", type=positive_int, default=25, help="importance samples K (default: %(default)s)")
     parser.add_argument("--iwae-chunk", type=positive_int, default=None,
-                        help="particles traced at once, to bound memory (default: all K)")
+                        help="particles traced at once (default: as many as keep about 16M input values in memory)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="sequences per batch (default: %(default)s)")
     parser.add_argument("--no-plots", action="store_true", help="skip the KL-per-step and gap figures")
     return parser
 
 
-def command_evaluate(argv: List[str]) -> int:
-    from pyro_zforcing.evaluate import evaluate_split, load_trained, markdown_table, run_dir_of, write_report
+def load_for(args):
+    """(objective, splits, device) of ``--checkpoint``, with logging set up and the seed set."""
+    from pyro_zforcing.evaluate import load_trained
     from pyro_zforcing.train import resolve_device, set_seed
 
-    args = evaluate_parser().parse_args(argv)
     setup_logging(args.quiet)
     device = resolve_device(args.device)
     objective, splits, _ = load_trained(args.checkpoint, device=device, data_dir=args.data_dir,
                                         cache_dir=args.cache_dir)
     set_seed(args.seed)
+    return objective, splits, device
+
+
+def command_evaluate(argv: List[str]) -> int:
+    from pyro_zforcing.evaluate import evaluate_split, markdown_table, run_dir_of, write_report
+
+    args = evaluate_parser().parse_args(argv)
+    objective, splits, device = load_for(args)
     result = evaluate_split(objective, splits.split(args.split), splits.info, num_samples=args.iwae_samples,
                             batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet)
     result.meta = {"checkpoint": str(args.checkpoint), "split": args.split, "seed": args.seed,
@@ -302,16 +310,11 @@ def sample_parser() -> argparse.ArgumentParser:
 
 
 def command_sample(argv: List[str]) -> int:
-    from pyro_zforcing.evaluate import load_trained, run_dir_of
+    from pyro_zforcing.evaluate import run_dir_of
     from pyro_zforcing.samples import sample_all
-    from pyro_zforcing.train import resolve_device, set_seed
 
     args = sample_parser().parse_args(argv)
-    setup_logging(args.quiet)
-    device = resolve_device(args.device)
-    objective, splits, _ = load_trained(args.checkpoint, device=device, data_dir=args.data_dir,
-                                        cache_dir=args.cache_dir)
-    set_seed(args.seed)
+    objective, splits, device = load_for(args)
     out = Path(args.out) if args.out else run_dir_of(args.checkpoint) / "samples"
     written = sample_all(objective, splits.info, splits.split(args.split), out, num=args.num, steps=args.steps,
                          prime_steps=args.prime_steps, interpolation=args.interpolate, pair=args.pair, device=device)

@@ -43,11 +43,12 @@ def read_metrics(path) -> List[Dict]:
     return records
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path, *, dpi: int = 120) -> Path:
+    """Lay out, write as PNG and close ``fig``."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 def _series(records: List[Dict], kind: str, key: str):
@@ -93,7 +94,7 @@ def learning_curves(records: List[Dict], path, *, unit: str = "unit", train_sequ
     ax.set_title("annealing weights")
     for ax in axes[1]:
         ax.set_xlabel("update")
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def kl_per_step(report: Dict, path) -> Path:
@@ -117,7 +118,7 @@ def kl_per_step(report: Dict, path) -> Path:
     ax.set_xlim(1, max(2, len(mean)))
     ax.set_ylim(bottom=0)
     ax.legend(loc="best", fontsize="small")
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def gap_vs_kl(report: Dict, path) -> Path:
@@ -144,7 +145,7 @@ def gap_vs_kl(report: Dict, path) -> Path:
     ax.set_ylabel(f"IWAE({report['iwae_samples']}) - ELBO [nats / {sequence_unit}]")
     ax.set_title(f"{report['dataset']} {report.get('split', '')}: bound gap vs KL "
                  f"(Spearman rho = {rho:.2f}, n = {len(kl)})")
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def curve_units(data_info: Dict) -> Dict[str, str]:

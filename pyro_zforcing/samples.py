@@ -24,6 +24,7 @@ import torch
 
 from .data import collate_sequences
 from .data.base import DataInfo
+from .plots import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,8 @@ def words(tokens: Sequence[int], info: DataInfo) -> str:
 
 
 def _plt():
-    import matplotlib
+    from .plots import plt  # the Agg backend is selected there
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     return plt
 
 
@@ -155,10 +154,7 @@ def image_grid(images: List[np.ndarray], path, *, columns: int = 8, titles: Opti
             ax.set_title(titles[i], fontsize=8)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
 
 
 def waveform_plot(signals: List[np.ndarray], labels: List[str], path, *, sample_rate: int,
@@ -180,10 +176,7 @@ def waveform_plot(signals: List[np.ndarray], labels: List[str], path, *, sample_
     axes[-1, 0].set_xlabel("time [s]")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
 
 
 def write_samples(samples: np.ndarray, info: DataInfo, out_dir, *, name: str,
