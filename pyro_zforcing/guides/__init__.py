@@ -18,10 +18,9 @@ GUIDES: Dict[str, Callable] = {
 
 def make_guide(name: str, model) -> TrajectoryGuide:
     """The guide registered as ``name`` for ``model``; unknown names list the known ones."""
-    try:
-        return GUIDES[name](model)
-    except KeyError:
-        raise ValueError(f"unknown guide {name!r}; known: {', '.join(sorted(GUIDES))}") from None
+    if name not in GUIDES:
+        raise ValueError(f"unknown guide {name!r}; known: {', '.join(sorted(GUIDES))}")
+    return GUIDES[name](model)
 
 
 __all__ = ["GUIDES", "TrajectoryGuide", "BackwardGuide", "FilteringGuide", "FutureOnlyGuide", "PriorGuide",
