@@ -10,7 +10,7 @@ Outputs by data kind (``DataInfo``):
 Conditional generation encodes the first P steps of real sequences with the guide
 (z_{1:P} ~ q(z | y_{1:P})), teacher-forces them, and continues from the prior. Interpolation
 encodes two sequences, mixes their latent trajectories linearly per step, and decodes each
-mixture with the emission means.
+mixture: with the emission means for images and text, by sampling y given z for speech.
 """
 
 from __future__ import annotations
@@ -77,16 +77,18 @@ def primed_continuations(objective, sequences: Sequence[np.ndarray], *, prime_st
 
 
 @torch.no_grad()
-def interpolate(objective, first: np.ndarray, second: np.ndarray, *, num: int = 7, device="cpu"):
+def interpolate(objective, first: np.ndarray, second: np.ndarray, *, num: int = 7, mean: bool = True,
+                device="cpu"):
     """Decode (1 - a) z_1 + a z_2 for ``num`` values of a in [0, 1] (z_i ~ q(z | y_i), cut to the
-    shorter length). Returns (alphas ``(num,)``, decoded emission means ``(num, T, ...)``)."""
+    shorter length). Returns (alphas ``(num,)``, decoded sequences ``(num, T, ...)``): emission
+    means with ``mean``, else y sampled given each latent trajectory."""
     if num < 2:
         raise ValueError(f"--interpolate needs at least 2 points, got {num}")
     steps = min(len(first), len(second))
     z = encode(objective, [first[:steps], second[:steps]], device=device)
     alphas = torch.linspace(0, 1, num, dtype=z.dtype, device=z.device)
     mixed = (1 - alphas)[:, None, None] * z[0] + alphas[:, None, None] * z[1]
-    return alphas.cpu().numpy(), objective.model.generate(num, steps, z=mixed, mean=True)
+    return alphas.cpu().numpy(), objective.model.generate(num, steps, z=mixed, mean=mean)
 
 
 # ----------------------------------------------------------------------------- writers
@@ -256,8 +258,9 @@ def sample_all(objective, info: DataInfo, sequences: Sequence[np.ndarray], out_d
         first, second = pair
         if max(first, second) >= len(sequences):
             raise ValueError(f"--pair {first},{second}: the split has only {len(sequences)} sequences")
+        # a Gaussian autoregression fed its own means decays to silence: speech is sampled given z
         alphas, decoded = interpolate(objective, sequences[first], sequences[second], num=interpolation,
-                                      device=device)
+                                      mean=kind_of(info) != "speech", device=device)
         decoded = decoded.cpu().numpy()
         steps_used = decoded.shape[1]
         ends = [np.asarray(sequences[i][:steps_used], dtype=decoded.dtype)[None] for i in (first, second)]
