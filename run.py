@@ -19,6 +19,7 @@ from pyro_zforcing.checkpoint import CheckpointError
 from pyro_zforcing.config import AUX_INPUTS, AUX_LOSSES, DataConfig, ModelConfig, TrainConfig
 from pyro_zforcing.data import DATASETS, DataError
 from pyro_zforcing.guides import GUIDES
+from pyro_zforcing import distributed
 from pyro_zforcing.train import Trainer, TrainingDiverged
 
 MODEL_DEFAULTS = ModelConfig(input_dim=1)
@@ -142,18 +143,24 @@ def default_out_dir(dataset: str) -> Path:
 
 def command_train(argv: List[str]) -> int:
     args = train_parser().parse_args(argv)
-    setup_logging(args.quiet)
-    if args.resume:
-        overrides = {"epochs": args.epochs, "max_steps": args.max_steps, "device": args.device}
-        trainer = Trainer.resume(args.resume, quiet=args.quiet, **overrides)
-    else:
-        out = Path(args.out) if args.out else default_out_dir(args.dataset)
-        trainer = Trainer.create(data_config=data_config_from(args), train_config=train_config_from(args),
-                                 out_dir=out, model_sizes=model_sizes_from(args), quiet=args.quiet)
-    if trainer.config.validate:
+    group = distributed.from_env(args.device)  # one process unless launched by torchrun
+    setup_logging(args.quiet or not group.is_main)
+    try:
+        ranks = {"rank": group.rank, "world_size": group.world_size}
+        if args.resume:
+            overrides = {"epochs": args.epochs, "max_steps": args.max_steps, "device": args.device}
+            trainer = Trainer.resume(args.resume, quiet=args.quiet, **ranks, **overrides)
+        else:
+            out = Path(args.out) if args.out else distributed.from_main(default_out_dir(args.dataset))
+            trainer = Trainer.create(data_config=data_config_from(args), train_config=train_config_from(args),
+                                     out_dir=out, model_sizes=model_sizes_from(args), quiet=args.quiet, **ranks)
         import pyro
-        pyro.enable_validation(True)
-    summary = trainer.fit()
+        pyro.enable_validation(trainer.config.validate)  # Pyro validates by default; training only with --validate
+        summary = trainer.fit()
+    finally:
+        distributed.shutdown()
+    if not group.is_main:
+        return 0
     write_training_plots(trainer.out_dir)
     logging.getLogger("run").info("run directory: %s (%.1f s)", trainer.out_dir, summary["time_s"])
     return 0

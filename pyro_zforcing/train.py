@@ -25,6 +25,7 @@ from .checkpoint import config_payload, load_checkpoint, rng_state, save_checkpo
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import Batch, SequenceSplits, collate_sequences, load_dataset
 from .data.base import DataInfo
+from . import distributed
 from .guides import make_guide
 from .infer import Objective, Weights, sequence_terms, weights_at
 from .models import ZForcing
@@ -158,6 +159,11 @@ class Trainer:
         self.device = resolve_device(train_config.device)
         self.dtype = next(objective.parameters()).dtype
         objective.to(self.device)
+        if world_size > 1:
+            if len(splits.valid) < world_size:
+                raise ValueError(f"{len(splits.valid)} validation sequences cannot be shared by {world_size} ranks")
+            if loss_module is None:  # gradients averaged across ranks inside backward
+                self.loss_module = distributed.wrap(objective, self.device)
         self.optimizer = torch.optim.Adam(objective.parameters(), lr=train_config.lr, eps=train_config.adam_eps)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=train_config.lr_decay, patience=train_config.lr_patience)
@@ -168,22 +174,29 @@ class Trainer:
 
     @classmethod
     def create(cls, *, data_config: DataConfig, train_config: TrainConfig, out_dir, model_sizes=None,
-               quiet: bool = False, splits: Optional[SequenceSplits] = None) -> "Trainer":
-        """A fresh run: read the data, size the model from it, write ``config.json``."""
+               quiet: bool = False, splits: Optional[SequenceSplits] = None,
+               rank: int = 0, world_size: int = 1) -> "Trainer":
+        """A fresh run: read the data, size the model from it, write ``config.json``.
+
+        With ``world_size > 1`` (under torchrun, see :mod:`.distributed`) every rank builds the
+        same initial model from the seed, trains on its shard, and only rank 0 writes files.
+        """
         splits = splits if splits is not None else load_dataset(data_config)
         model_config = model_config_for(splits.info, **(model_sizes or {}))
         set_seed(train_config.seed)
         objective = build_objective(model_config, train_config.guide)
         trainer = cls(objective=objective, splits=splits, model_config=model_config, data_config=data_config,
-                      train_config=train_config, out_dir=Path(out_dir), quiet=quiet)
+                      train_config=train_config, out_dir=Path(out_dir), quiet=quiet, rank=rank, world_size=world_size)
         trainer.out_dir.mkdir(parents=True, exist_ok=True)
-        (trainer.out_dir / "config.json").write_text(json.dumps(trainer._configs(), indent=2) + "\n")
-        trainer.metrics = MetricsLog(trainer.out_dir / "metrics.jsonl", keep_until_step=-1)
+        if rank == 0:
+            (trainer.out_dir / "config.json").write_text(json.dumps(trainer._configs(), indent=2) + "\n")
+        trainer.metrics = MetricsLog(trainer.out_dir / "metrics.jsonl", keep_until_step=-1 if rank == 0 else None)
+        trainer._seed_rank_noise()
         return trainer
 
     @classmethod
     def resume(cls, run_dir, *, quiet: bool = False, splits: Optional[SequenceSplits] = None,
-               **overrides) -> "Trainer":
+               rank: int = 0, world_size: int = 1, **overrides) -> "Trainer":
         """Continue the run in ``run_dir`` from ``checkpoints/last.pt``; ``overrides`` may raise
         ``epochs`` or ``max_steps`` (or move ``device``) and change nothing else."""
         allowed = {"epochs", "max_steps", "device"}
@@ -197,15 +210,24 @@ class Trainer:
         objective = build_objective(state["model_config"], train_config.guide)
         objective.load_state_dict(state["objective"])
         trainer = cls(objective=objective, splits=splits, model_config=state["model_config"],
-                      data_config=state["data_config"], train_config=train_config, out_dir=run_dir, quiet=quiet)
+                      data_config=state["data_config"], train_config=train_config, out_dir=run_dir, quiet=quiet,
+                      rank=rank, world_size=world_size)
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])
         trainer.progress = Progress(**state["progress"])
         trainer.progress.finished = False
         set_rng_state(state["rng"])
-        trainer.metrics = MetricsLog(run_dir / "metrics.jsonl", keep_until_step=trainer.progress.step)
+        trainer._seed_rank_noise()
+        trainer.metrics = MetricsLog(run_dir / "metrics.jsonl",
+                                     keep_until_step=trainer.progress.step if rank == 0 else None)
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.progress.epoch, trainer.progress.step)
         return trainer
+
+    def _seed_rank_noise(self) -> None:
+        """Ranks draw independent guide noise, seeded by (seed, rank, step) so a resumed job
+        repeats it; a single process keeps the seeded (or restored) generator untouched."""
+        if self.world_size > 1:
+            torch.manual_seed(self.config.seed * 1_000_003 + self.progress.step * 7919 + self.rank)
 
     def _configs(self) -> Dict:
         return config_payload(self.model_config, self.data_config, self.config, self.splits.info)
@@ -268,18 +290,25 @@ class Trainer:
         return summary
 
     def _train_step(self, batch: Batch, start: float) -> Optional[Dict]:
-        """One update; returns the metrics record on logging steps (the only host syncs)."""
+        """One update; returns the metrics record on logging steps.
+
+        Host syncs: one per step, the finiteness check before the update (an update must never
+        apply NaN, and the error names the step; ``torch.amp.GradScaler`` syncs the same way to
+        skip a step), plus the metrics on logging steps. The check reads the global gradient
+        norm, which DDP's all-reduce makes identical on every rank, so all ranks stop together.
+        """
         progress = self.progress
         weights = weights_at(self.config, progress.step)
         batch = batch.to(self.device, self.dtype)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_module(batch, weights)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss is {loss.detach().item()} at step {progress.step + 1} (epoch {progress.epoch}); "
-                f"stopped, the last good checkpoint in {self.checkpoint_dir} is kept")
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.config.clip_norm)
+        finite = torch.isfinite(grad_norm) if self.world_size > 1 else torch.isfinite(grad_norm + loss.detach())
+        if not finite:
+            raise TrainingDiverged(
+                f"loss is {loss.detach().item()} (gradient norm {grad_norm.item()}) at step {progress.step + 1} "
+                f"(epoch {progress.epoch}); stopped, the last good checkpoint in {self.checkpoint_dir} is kept")
         self.optimizer.step()
         progress.step += 1
         progress.step_in_epoch += 1
@@ -291,12 +320,13 @@ class Trainer:
     def _log_step(self, batch: Batch, weights: Weights, loss, grad_norm, start: float) -> Dict:
         terms = sequence_terms(self.objective.model, self.objective.guide, batch,
                                replace(weights, kl=1.0))
-        units = units_of(batch, self.splits.info)
-        record = {"kind": "step", "step": self.progress.step, "epoch": self.progress.epoch,
-                  "loss": float(loss), "elbo": float(terms["elbo"].mean()),
-                  "elbo_per_unit": float(terms["elbo"].sum() / units.sum()),
-                  "rec": float(terms["rec"].mean()), "kl": float(terms["kl"].mean()),
-                  "aux": float(terms["aux"].mean()), "bwd": float(terms["bwd"].mean()),
+        units = float(units_of(batch, self.splits.info).sum())
+        means = {"loss": float(loss), "elbo": float(terms["elbo"].mean()),
+                 "elbo_per_unit": float(terms["elbo"].sum()) / units,
+                 "rec": float(terms["rec"].mean()), "kl": float(terms["kl"].mean()),
+                 "aux": float(terms["aux"].mean()), "bwd": float(terms["bwd"].mean())}
+        means = self._across_ranks(means, count=batch.batch_size, units=units)
+        record = {"kind": "step", "step": self.progress.step, "epoch": self.progress.epoch, **means,
                   "kl_weight": weights.kl, "aux_weight": weights.aux, "grad_norm": float(grad_norm),
                   "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.time() - start}
         if self.rank == 0:
@@ -306,8 +336,11 @@ class Trainer:
     def _validate(self, start: float) -> Dict[str, float]:
         """The validation bound now, written to the metrics as an epoch record."""
         progress = self.progress
-        valid = evaluate_elbo(self.objective, self.splits.valid, self.splits.info,
+        shard = self.splits.valid[self.rank::self.world_size]  # each rank scores its share
+        valid = evaluate_elbo(self.objective, shard, self.splits.info,
                               batch_size=4 * self.config.batch_size, device=self.device, dtype=self.dtype)
+        valid = self._across_ranks(valid, count=len(shard),
+                                   units=sum(len(s) for s in shard) * self.splits.info.units_per_step)
         record = {"kind": "epoch", "step": progress.step, "epoch": progress.epoch,
                   **{f"valid_{key}": value for key, value in valid.items()},
                   "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.time() - start}
@@ -316,6 +349,14 @@ class Trainer:
         log.info("epoch %d: valid ELBO %.3f nats/sequence (%.4f per %s), KL %.3f",
                  progress.epoch, valid["elbo"], valid["elbo_per_unit"], self.splits.info.unit, valid["kl"])
         return valid
+
+    def _across_ranks(self, means: Dict[str, float], *, count: float, units: float) -> Dict[str, float]:
+        """Per-sequence means (weighted by ``count``) and ``*_per_unit`` figures (by ``units``)
+        of every rank's shard combined, so all ranks log, schedule and stop on the same numbers."""
+        if self.world_size == 1:
+            return means
+        weights = {key: units if key.endswith("_per_unit") else count for key in means}
+        return distributed.all_reduce_weighted(means, weights, device=self.device)
 
     def _end_epoch(self, start: float) -> bool:
         """Validate, adapt the LR, checkpoint; True when early stopping ends training."""
