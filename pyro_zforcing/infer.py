@@ -84,6 +84,8 @@ class Objective(nn.Module):
 
     def forward(self, batch: Batch, weights: Weights = Weights()) -> torch.Tensor:
         model, guide = self.model, self.guide
+        if hasattr(model, "forget"):
+            model.forget()  # the guide->model reuse is within this evaluation only
         per_sequence = 1.0 / batch.batch_size
         model = poutine.scale(model, scale=per_sequence)
         guide = poutine.scale(guide, scale=per_sequence)

@@ -28,3 +28,20 @@ def test_stepwise_of_a_head_subclass_uses_the_subclass_forward(float64):
     h, context = torch.randn(2, 2), torch.randn(2, 3, 2)
     loc, _ = head.stepwise(context)(h, 1)
     assert torch.allclose(loc, head(h, context[:, 1])[0])
+
+
+def test_the_same_batch_twice_without_an_update_accumulates_gradients(float64, digits):
+    """Gradient accumulation / LBFGS closures: the guide->model memo never outlives one loss."""
+    from pyro_zforcing.infer import Weights
+    from test_objective import make_case
+
+    objective, batch = make_case("bernoulli", digits)
+    weights = Weights(aux=0.5)
+    torch.manual_seed(1)
+    objective(batch, weights).backward()
+    once = {name: p.grad.clone() for name, p in objective.named_parameters() if p.grad is not None}
+    torch.manual_seed(1)
+    objective(batch, weights).backward()
+    for name, p in objective.named_parameters():
+        if name in once:
+            assert torch.allclose(p.grad, 2 * once[name], atol=1e-10), name

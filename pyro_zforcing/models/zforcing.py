@@ -59,6 +59,16 @@ class ZForcing(nn.Module):
         self._backward = LastResult(lambda: (*self.embed.parameters(), *self.bwd.parameters()))
         self._forward = LastResult(lambda: (*self.embed.parameters(), *self.fwd.parameters()))
 
+    def forget(self) -> None:
+        """Drop the remembered embeddings and states: a new evaluation of the loss begins.
+
+        A remembered value with grad history belongs to one autograd graph; reusing it in the
+        next evaluation (the same batch twice without an update in between, as in gradient
+        accumulation or an LBFGS closure) would backpropagate through a freed graph.
+        """
+        for cache in (self._embedded, self._backward, self._forward):
+            cache.clear()
+
     # ----- deterministic pieces shared with the guides -----
 
     def embedded(self, batch: Batch):
