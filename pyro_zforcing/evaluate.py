@@ -30,33 +30,13 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
 from .data import collate_sequences, load_dataset
-from .data.base import DataInfo, SequenceSplits
+from .data.base import MAX_ELEMENTS, DataInfo, SequenceSplits, length_batches
 from .infer import Objective, importance_terms
 from .train import build_objective, resolve_device
 
 log = logging.getLogger(__name__)
 
 TERMS = ("elbo", "iwae", "kl", "rec")
-# A batch's K particle copies are kept near this many input values: whole speech utterances
-# (up to thousands of 200-sample frames) x 25 particles x 32 sequences would need tens of GB.
-MAX_ELEMENTS = 16_000_000
-
-
-def length_batches(lengths: Sequence[int], *, batch_size: int, step_size: int,
-                   max_elements: int = MAX_ELEMENTS) -> List[List[int]]:
-    """Indices of sequences in batches of similar length (longest first): at most ``batch_size``
-    sequences, and no more than ``max_elements`` padded input values unless a sequence alone is."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: List[List[int]] = []
-    for i in order:
-        if batches and len(batches[-1]) < batch_size and \
-                (len(batches[-1]) + 1) * lengths[batches[-1][0]] * step_size <= max_elements:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
 def particle_chunk(batch, num_samples: int, max_elements: int = MAX_ELEMENTS) -> int:
     """How many particles of ``batch`` to trace at once: all K if their copies fit ``max_elements``."""
     return max(1, min(num_samples, max_elements // max(1, batch.x.numel())))

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .checkpoint import config_payload, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import Batch, SequenceSplits, collate_sequences, load_dataset
-from .data.base import DataInfo
+from .data.base import DataInfo, length_batches
 from . import distributed
 from .guides import make_guide
 from .infer import Objective, Weights, sequence_terms, weights_at
@@ -84,9 +84,10 @@ def epoch_batches(num_items: int, batch_size: int, *, seed: int, epoch: int,
 
 
 def eval_batches(sequences, batch_size: int) -> Iterator[Batch]:
-    """Sequences in order, padded in batches (sorted runs keep padding small)."""
-    for i in range(0, len(sequences), batch_size):
-        yield collate_sequences(sequences[i:i + batch_size])
+    """Padded batches of similar-length sequences, longest first, bounded in size (``length_batches``)."""
+    step_size = int(np.prod(sequences[0].shape[1:])) if len(sequences) else 1
+    for indices in length_batches([len(s) for s in sequences], batch_size=batch_size, step_size=step_size):
+        yield collate_sequences([sequences[i] for i in indices])
 
 
 def units_of(batch: Batch, info: DataInfo) -> torch.Tensor:

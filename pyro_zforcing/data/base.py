@@ -124,6 +124,27 @@ def collate_sequences(sequences: Sequence[np.ndarray]) -> Batch:
     return Batch(x, mask, lengths)
 
 
+# Evaluation batches (and their K particle copies) are kept near this many input values: whole
+# speech utterances (up to thousands of 200-sample frames) x 25 particles x 32 sequences would
+# need tens of GB.
+MAX_ELEMENTS = 16_000_000
+
+
+def length_batches(lengths: Sequence[int], *, batch_size: int, step_size: int,
+                   max_elements: int = MAX_ELEMENTS) -> List[List[int]]:
+    """Indices of sequences in batches of similar length (longest first): at most ``batch_size``
+    sequences, and no more than ``max_elements`` padded input values unless a sequence alone is."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: List[List[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and \
+                (len(batches[-1]) + 1) * lengths[batches[-1][0]] * step_size <= max_elements:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 class SequenceDataset(torch.utils.data.Dataset):
     """A list of sequences as a map-style dataset (items are numpy arrays)."""
 
