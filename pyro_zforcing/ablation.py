@@ -36,6 +36,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from .checkpoint import load_checkpoint
 from .config import DataConfig, ModelConfig, TrainConfig, to_dict
@@ -63,6 +64,7 @@ VARIANTS: Dict[str, Dict] = {
     "aux-1e-2": {"aux_weight": 1e-2},
     "aux-anneal": {"aux_start": 1e-2, "aux_end": 5e-4, "aux_step": 2.5e-5},
     "aux-z": {"aux_input": "z"},
+    "aux-z-1e-2": {"aux_input": "z", "aux_weight": 1e-2},
     "aux-l2": {"aux_loss": "l2"},
     "filtering": {"guide": "filtering"},
     "future-only": {"guide": "future-only"},
@@ -188,6 +190,13 @@ def mean_aux(objective: Objective, sequences, *, batch_size: int = 50) -> float:
     return total / count
 
 
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+    """Spearman's rho of two per-sequence arrays; None where it is undefined (a constant array)."""
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(spearmanr(a, b)[0])
+
+
 def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study) -> Dict:
     """Test-split numbers of a trained objective: bounds per sequence and per unit, aux, active units."""
     from .evaluate import evaluate_split
@@ -204,6 +213,7 @@ def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study) -> 
         "test_rec": means["rec"], "test_gap": means["gap"],
         "test_kl_per_step": float(result.kl.sum() / steps),
         "test_elbo_per_unit": per_unit["elbo"], "test_iwae_per_unit": per_unit["iwae"],
+        "gap_kl_spearman": rank_correlation(result.kl, result.gap),
         "test_aux": mean_aux(objective, splits.test, batch_size=study.eval_batch_size),
         "active_units": active["count"], "active_units_raw": active["raw_count"],
         "active_variance": active["variance"],
@@ -291,7 +301,7 @@ def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[S
 
 CSV_COLUMNS = ("variant", "seed", "steps", "epochs", "best_valid_elbo", "test_elbo", "test_iwae", "test_gap",
                "test_kl", "test_kl_per_step", "test_rec", "test_aux", "test_elbo_per_unit",
-               "test_iwae_per_unit", "active_units", "active_units_raw")
+               "test_iwae_per_unit", "active_units", "active_units_raw", "gap_kl_spearman")
 
 TABLE_COLUMNS = (("test_elbo", "ELBO"), ("test_iwae", "IWAE"), ("test_gap", "IWAE − ELBO"), ("test_kl", "KL"),
                  ("test_kl_per_step", "KL / step"), ("test_aux", "aux score"), ("active_units", "active units"))
@@ -305,20 +315,30 @@ def mean_std(values: Sequence[float], digits: int = 2) -> str:
     return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
 
 
+def paired_difference(results: List[Dict], variant: str, baseline: str, key: str) -> List[float]:
+    """``key`` of ``variant`` minus ``baseline``'s, for every seed both ran (same seed, same init)."""
+    base = {r["seed"]: r[key] for r in results if r["variant"] == baseline}
+    return [r[key] - base[r["seed"]] for r in results if r["variant"] == variant and r["seed"] in base]
+
+
 def markdown(results: List[Dict], info, *, iwae_samples: int) -> str:
-    """Mean ± standard deviation over seeds per variant, in nats per sequence."""
+    """Mean ± standard deviation over seeds per variant, in nats per sequence, and the IWAE
+    difference to the first variant paired by seed."""
     variants = list(dict.fromkeys(r["variant"] for r in results))
+    baseline = variants[0]
     seeds = sorted({r["seed"] for r in results})
     unit = info.extra.get("sequence_unit", "sequence")
-    header = ["variant"] + [label for _, label in TABLE_COLUMNS]
+    header = ["variant"] + [label for _, label in TABLE_COLUMNS] + [f"IWAE − {baseline}'s (paired)"]
     lines = [f"{info.name}, test split: mean ± std over {len(seeds)} seed(s); bounds in nats per {unit}, "
              f"IWAE with K = {iwae_samples}; KL / step per time step; aux score = unweighted "
              f"sum_t log p(b_t | .) per {unit}; active units of z_t (of z_dim; variance > {ACTIVE_THRESHOLD}, "
-             "see pyro_zforcing/ablation.py).",
-             "", "| " + " | ".join(header) + " |", "|---" + "|---:" * len(TABLE_COLUMNS) + "|"]
+             f"see pyro_zforcing/ablation.py); the last column compares runs of the same seed.",
+             "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for variant in variants:
         rows = [r for r in results if r["variant"] == variant]
         cells = [mean_std([r[key] for r in rows], DIGITS.get(key, 2)) for key, _ in TABLE_COLUMNS]
+        delta = paired_difference(results, variant, baseline, "test_iwae")
+        cells.append(mean_std(delta) if delta and variant != baseline else "")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -362,9 +382,13 @@ def plot_study(study_dir: Path, results: List[Dict], info, path: Path) -> Option
                      markersize=4, ax=ax, legend=False)
         ax.set_xlabel("training step (updates)")
         ax.set_ylabel(f"{column} (nats / {unit})")
+    trained = frame[frame["step"] > 0]["valid ELBO"]
+    if len(trained):  # the untrained model's bound (step 0) would flatten every later difference
+        low, high = trained.min(), trained.max()
+        axes[0].set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
     points = pd.DataFrame([{"variant": r["variant"], "KL": r["test_kl"], "gap": r["test_gap"]} for r in results])
     sns.scatterplot(data=points, x="KL", y="gap", hue="variant", palette=palette, s=50, ax=axes[2])
-    axes[0].set_title("validation ELBO")
+    axes[0].set_title("validation ELBO (after step 0)")
     axes[1].set_title("validation KL(q || p)")
     axes[2].set_title("test: IWAE − ELBO against KL, per run")
     axes[2].set_xlabel(f"test KL (nats / {unit})")

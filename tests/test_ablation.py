@@ -43,6 +43,10 @@ def test_study_trains_every_variant_and_seed_and_writes_reports(tmp_path, tiny_s
         assert r["steps"] == 6  # 2 epochs of 3 batches
         assert r["test_iwae"] >= r["test_elbo"] - 1e-9  # same particles: logmeanexp >= mean
         assert np.isfinite([r["test_elbo"], r["test_kl"], r["test_aux"]]).all()
+        if r["variant"] == "prior":  # KL is 0 for every sequence: no rank correlation
+            assert r["gap_kl_spearman"] is None
+        else:
+            assert -1.0 <= r["gap_kl_spearman"] <= 1.0
         saved = json.loads((tmp_path / f"{r['variant']}-seed{r['seed']}" / "config.json").read_text())
         assert saved["train_config"]["seed"] == r["seed"]
         assert saved["train_config"]["guide"] == ("prior" if r["variant"] == "prior" else "backward")
@@ -106,12 +110,13 @@ def test_mean_std_uses_the_sample_standard_deviation():
 
 
 def test_markdown_table_has_one_row_per_variant(digits):
-    results = [{"variant": v, "seed": s, "test_elbo": -1.0 - s, "test_iwae": -0.5, "test_gap": 0.5 + s,
+    results = [{"variant": v, "seed": s, "test_elbo": -1.0 - s, "test_iwae": -0.5 + (v == "b") * (s + 1), "test_gap": 0.5 + s,
                 "test_kl": 1.0, "test_kl_per_step": 0.1, "test_aux": -3.0, "active_units": 2 + s}
                for v in ("a", "b") for s in (0, 1)]
     table = markdown(results, digits.info, iwae_samples=25)
     rows = [line for line in table.splitlines() if line.startswith("| a") or line.startswith("| b")]
-    assert rows[0] == "| a | -1.50 ± 0.71 | -0.50 ± 0.00 | 1.00 ± 0.71 | 1.00 ± 0.00 | 0.100 ± 0.000 | -3.00 ± 0.00 | 2.5 ± 0.7 |"
+    assert rows[0] == "| a | -1.50 ± 0.71 | -0.50 ± 0.00 | 1.00 ± 0.71 | 1.00 ± 0.00 | 0.100 ± 0.000 | -3.00 ± 0.00 | 2.5 ± 0.7 |  |"
+    assert rows[1].endswith("| 1.50 ± 0.71 |")  # b - a per seed: 1 and 2
     assert len(rows) == 2
 
 
