@@ -8,6 +8,7 @@ Sizes and non-linearities follow the authors' code: a leaky ReLU with slope 1/3 
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Tuple
 
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 import pyro.distributions as dist
 
 LEAKY_SLOPE = 1.0 / 3.0
+LOG_2PI = math.log(2 * math.pi)
 LEAKY_BOUND = 3.0
 
 
@@ -189,7 +191,9 @@ class AuxHead(nn.Module):
         mean = torch.tanh(mu)
         if self.loss == "l2":
             return -((b - mean) ** 2).sum(-1)
-        return dist.Normal(mean, torch.exp(0.5 * logvar)).log_prob(b).sum(-1)
+        # log N(b; mean, exp(logvar)) from the log-variance directly: b is (B, T, H), the largest
+        # tensor of the step, and Normal(mean, exp(logvar / 2)) would add a sqrt, a log and a square
+        return -0.5 * (LOG_2PI + logvar + (b - mean) ** 2 * torch.exp(-logvar)).sum(-1)
 
 
 class EmissionHead(nn.Module):
