@@ -111,3 +111,13 @@ def test_future_only_guide_ignores_the_past(float64, digits):
     # z_t depends on y_{t..T} only: steps after the change are untouched, earlier ones move
     assert torch.allclose(z[:, 10:], z_changed[:, 10:], atol=1e-12)
     assert not torch.allclose(z[:, :10], z_changed[:, :10])
+
+
+@pytest.mark.parametrize("name", ["backward", *NEW_GUIDES])
+def test_every_guide_encodes_for_the_samplers(float64, digits, name):
+    from pyro_zforcing.samples import interpolate
+
+    objective = objective_for(name)
+    alphas, decoded = interpolate(objective, digits.test[0], digits.test[1][:40], num=3)
+    assert decoded.shape == (3, 40, 1) and torch.isfinite(decoded).all()
+    assert alphas.tolist() == [0.0, 0.5, 1.0]
