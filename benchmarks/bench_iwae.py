@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from pyro.infer import Importance  # noqa: E402
 
 from benchmarks.common import (CONFIGS, device_and_threads, environment, interleaved_times,  # noqa: E402
-                               median_ms, memory_in_subprocess, peak_memory_mb, synthetic_batch)
+                               median_ms, peak_memory_fields, peak_memory_mb, synthetic_batch)
 from benchmarks.fast_reference import FastPlainZForcing, plain_iwae_bound  # noqa: E402
 from pyro_zforcing.config import ModelConfig  # noqa: E402
 from pyro_zforcing.data.base import Batch  # noqa: E402
@@ -109,15 +109,11 @@ def main(argv=None) -> int:
                 record["importance_per_sequence_ms"] / record["pyro_ms"], 3)
         record["repeats"] = repeats
         if not args.no_memory:
-            for who in calls:
-                if device.type == "cuda":
-                    record[f"{who}_peak_mb"] = peak_memory_mb(calls[who], device)
-                else:
-                    child = ["--config", name, "--device", args.device, "--threads", str(args.threads),
-                             "--num-samples", str(args.num_samples), "--measure-memory", who]
-                    if args.per_sequence_importance:
-                        child.append("--per-sequence-importance")
-                    record[f"{who}_peak_mb"] = memory_in_subprocess(__file__, child)["peak_mb"]
+            child = ["--config", name, "--device", args.device, "--threads", str(args.threads),
+                     "--num-samples", str(args.num_samples)]
+            if args.per_sequence_importance:
+                child.append("--per-sequence-importance")
+            record.update(peak_memory_fields(__file__, calls, device, child))
         record.update(environment(device))
         print(json.dumps(record), flush=True)
     return 0

@@ -28,7 +28,7 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import (CONFIGS, device_and_threads, environment, interleaved_times,  # noqa: E402
-                               median_ms, memory_in_subprocess, peak_memory_mb, synthetic_batch)
+                               median_ms, peak_memory_fields, peak_memory_mb, synthetic_batch)
 from benchmarks.fast_reference import FastPlainZForcing  # noqa: E402
 from benchmarks.reference import PlainZForcing  # noqa: E402
 from pyro_zforcing.config import ModelConfig, TrainConfig  # noqa: E402
@@ -96,13 +96,8 @@ def main(argv=None) -> int:
         record["ratio_fast"] = round(record["pyro_ms"] / record["torch_fast_ms"], 3)
         record["repeats"] = repeats
         if not args.no_memory:
-            for who in steps:
-                if device.type == "cuda":
-                    record[f"{who}_peak_mb"] = peak_memory_mb(steps[who], device)
-                else:
-                    child = ["--config", name, "--device", args.device, "--threads", str(args.threads),
-                             "--measure-memory", who]
-                    record[f"{who}_peak_mb"] = memory_in_subprocess(__file__, child)["peak_mb"]
+            child = ["--config", name, "--device", args.device, "--threads", str(args.threads)]
+            record.update(peak_memory_fields(__file__, steps, device, child))
         record.update(environment(device))
         print(json.dumps(record), flush=True)
     return 0

@@ -124,6 +124,19 @@ def memory_in_subprocess(script: str, args: List[str]) -> Dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def peak_memory_fields(script: str, calls: Dict[str, Callable[[], None]], device: torch.device,
+                       child_args: List[str]) -> Dict[str, float]:
+    """``{name}_peak_mb`` for every contender: in this process on CUDA, else one fresh
+    ``script CHILD_ARGS --measure-memory NAME`` process each (see :func:`peak_memory_mb`)."""
+    fields = {}
+    for name, fn in calls.items():
+        if device.type == "cuda":
+            fields[f"{name}_peak_mb"] = peak_memory_mb(fn, device)
+        else:
+            fields[f"{name}_peak_mb"] = memory_in_subprocess(script, [*child_args, "--measure-memory", name])["peak_mb"]
+    return fields
+
+
 def device_and_threads(device_name: str, threads: int) -> torch.device:
     """The checked device; ``threads`` > 0 fixes torch's intra-op thread count (0 keeps the default)."""
     if threads > 0:

@@ -28,16 +28,7 @@ class FastPlainZForcing(PlainZForcing):
         """Per-sequence objective ``(B,)``: rec - kl_weight * kl (+ weighted aux, bwd), one z each."""
         B, T = x.shape[0], x.shape[1]
         maskf = mask.to(self.out.weight.dtype)
-        e_y = self.embed(x)
-        if self.emission == "categorical":
-            start = self.emb(torch.full((B, 1), self.input_dim, dtype=torch.long, device=x.device))
-        else:
-            start = lrelu(self.emb(x.new_zeros(B, 1, self.input_dim)))
-        e_u = torch.cat([start, e_y[:, :-1]], 1)
-        t_idx = torch.arange(T, device=x.device)[None]
-        rev = torch.where(t_idx < lengths[:, None], lengths[:, None] - 1 - t_idx, t_idx)
-        b, _ = self.bwd(torch.gather(e_y, 1, rev[..., None].expand_as(e_y)))
-        b = torch.gather(b, 1, rev[..., None].expand_as(b))
+        e_y, e_u, b = self.embed_and_look_back(x, lengths)
 
         H, E = self.cell.hidden_size, e_u.shape[-1]
         w_ih = self.cell.weight_ih

@@ -100,9 +100,9 @@ class PlainZForcing(nn.Module):
         mu, logvar = params.clamp(-self.clamp, self.clamp).chunk(2, -1)
         return gauss_log_density(y, mu, logvar)
 
-    def loss(self, x, mask, lengths, *, aux_weight=0.0, bwd_weight=0.0, kl_weight=1.0, eps=None):
+    def embed_and_look_back(self, x, lengths):
+        """Embedded targets e(y), embedded inputs e(u) (start + shifted targets), backward states b."""
         B, T = x.shape[0], x.shape[1]
-        maskf = mask.to(self.out.weight.dtype)
         e_y = self.embed(x)
         if self.emission == "categorical":
             start = self.emb(torch.full((B, 1), self.input_dim, dtype=torch.long, device=x.device))
@@ -113,7 +113,12 @@ class PlainZForcing(nn.Module):
         t_idx = torch.arange(T, device=x.device)[None]
         rev = torch.where(t_idx < lengths[:, None], lengths[:, None] - 1 - t_idx, t_idx)
         b, _ = self.bwd(torch.gather(e_y, 1, rev[..., None].expand_as(e_y)))
-        b = torch.gather(b, 1, rev[..., None].expand_as(b))
+        return e_y, e_u, torch.gather(b, 1, rev[..., None].expand_as(b))
+
+    def loss(self, x, mask, lengths, *, aux_weight=0.0, bwd_weight=0.0, kl_weight=1.0, eps=None):
+        B, T = x.shape[0], x.shape[1]
+        maskf = mask.to(self.out.weight.dtype)
+        e_y, e_u, b = self.embed_and_look_back(x, lengths)
         if eps is None:
             eps = torch.randn(B, T, self.z_dim, dtype=e_y.dtype, device=x.device)
         h = x.new_zeros(B, self.cell.hidden_size, dtype=e_y.dtype)
