@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -56,7 +57,8 @@ def per_sequence_importance(model, guide, batch: Batch, num_samples: int) -> tor
     return torch.stack(bounds)
 
 
-def build_calls(config_name: str, device: torch.device, num_samples: int, per_sequence: bool):
+def build_calls(config_name: str, device: torch.device, num_samples: int, per_sequence: bool,
+                chunk: Optional[int] = None):
     config = CONFIGS[config_name]
     torch.manual_seed(0)
     objective = build_objective(ModelConfig(**config.model_sizes()), "backward").to(device)
@@ -64,7 +66,7 @@ def build_calls(config_name: str, device: torch.device, num_samples: int, per_se
     batch = synthetic_batch(config, device)
     model, guide = objective.model, objective.guide
     calls = {
-        "pyro": lambda: iwae_bound(model, guide, batch, num_samples=num_samples),
+        "pyro": lambda: iwae_bound(model, guide, batch, num_samples=num_samples, chunk=chunk),
         "torch": lambda: plain_iwae_bound(fast, batch.x, batch.mask, batch.lengths, num_samples=num_samples),
         "importance": lambda: importance_log_normalizer(model, guide, batch, num_samples),
     }
@@ -77,6 +79,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), action="append", help="repeatable (default: all)")
     parser.add_argument("--num-samples", type=int, default=25, help="IWAE particles K (default: %(default)s)")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="particles per pass of the library's bound (default: all K at once)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, 0 = torch's default (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds (default: %(default)s)")
@@ -92,15 +96,15 @@ def main(argv=None) -> int:
     configs = args.config or sorted(CONFIGS, key=lambda name: CONFIGS[name].hidden)
 
     if args.measure_memory:  # child process: the peak memory of one contender
-        _, calls = build_calls(configs[0], device, args.num_samples, args.per_sequence_importance)
+        _, calls = build_calls(configs[0], device, args.num_samples, args.per_sequence_importance, args.chunk)
         print(json.dumps({"peak_mb": peak_memory_mb(calls[args.measure_memory], device)}))
         return 0
 
     warmup, repeats = (1, 3) if args.quick else (args.warmup, args.repeats)
     for name in configs:
-        config, calls = build_calls(name, device, args.num_samples, args.per_sequence_importance)
+        config, calls = build_calls(name, device, args.num_samples, args.per_sequence_importance, args.chunk)
         times = interleaved_times(calls, warmup=warmup, repeats=repeats, device=device)
-        record = {"bench": "iwae", **vars(config), "num_samples": args.num_samples,
+        record = {"bench": "iwae", **vars(config), "num_samples": args.num_samples, "chunk": args.chunk,
                   **{f"{who}_ms": median_ms(t) for who, t in times.items()}}
         record["ratio_vs_torch"] = round(record["pyro_ms"] / record["torch_ms"], 3)
         record["speedup_vs_importance"] = round(record["importance_ms"] / record["pyro_ms"], 3)
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
         record["repeats"] = repeats
         if not args.no_memory:
             child = ["--config", name, "--device", args.device, "--threads", str(args.threads),
-                     "--num-samples", str(args.num_samples)]
+                     "--num-samples", str(args.num_samples)] + (["--chunk", str(args.chunk)] if args.chunk else [])
             if args.per_sequence_importance:
                 child.append("--per-sequence-importance")
             record.update(peak_memory_fields(__file__, calls, device, child))
