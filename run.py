@@ -58,7 +58,7 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
                        metavar="KEY=VALUE", help="a dataset-specific option, repeatable (see README)")
     group.add_argument("--skip-bad-files", action="store_true",
                        help="skip unreadable files and list them at the end instead of stopping")
-    group.add_argument("--cache-dir", default=None, help="preprocessing cache (default: beside the data)")
+    group.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: ~/.cache/pyro-zforcing)")
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
