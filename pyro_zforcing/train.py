@@ -123,7 +123,7 @@ class Progress:
     step_in_epoch: int = 0
     best_score: float = -math.inf
     bad_epochs: int = 0
-    finished: bool = False
+    early_stopped: bool = False
 
 
 class MetricsLog:
@@ -216,7 +216,6 @@ class Trainer:
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])
         trainer.progress = Progress(**state["progress"])
-        trainer.progress.finished = False
         set_rng_state(state["rng"])
         trainer._seed_rank_noise()
         trainer.metrics = MetricsLog(run_dir / "metrics.jsonl",
@@ -263,10 +262,12 @@ class Trainer:
         total = config.epochs * per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * per_epoch)
         bar = tqdm(total=total, initial=min(progress.step, total), unit="step", desc="train",
                    disable=self.quiet or not sys.stderr.isatty() or self.rank != 0, dynamic_ncols=True)
-        if progress.step == 0:
+        if progress.early_stopped:
+            log.info("this run stopped early at epoch %d; nothing left to train", progress.epoch)
+        elif progress.step == 0:
             self._validate(start)  # the bound before training, epoch 0
         try:
-            while progress.epoch < config.epochs and not self._out_of_steps():
+            while progress.epoch < config.epochs and not self._out_of_steps() and not progress.early_stopped:
                 batches = epoch_batches(len(train), config.batch_size, seed=config.seed, epoch=progress.epoch,
                                         rank=self.rank, world_size=self.world_size)
                 for indices in batches[progress.step_in_epoch:]:
@@ -374,6 +375,7 @@ class Trainer:
         self.scheduler.step(valid["elbo"])
         stop = progress.bad_epochs >= config.early_stop_patience
         if stop:
+            progress.early_stopped = True
             log.info("early stopping: no improvement for %d epochs", progress.bad_epochs)
         if improved:
             self.save("best")

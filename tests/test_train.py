@@ -10,6 +10,7 @@ from pyro_zforcing.checkpoint import CheckpointError, load_checkpoint, save_chec
 from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import SequenceSplits
 from pyro_zforcing.infer import anneal, weights_at
+from pyro_zforcing import train
 from pyro_zforcing.train import Trainer, TrainingDiverged, epoch_batches
 
 SIZES = dict(emb_dim=8, rnn_dim=12, z_dim=4, mlp_dim=10)
@@ -125,3 +126,14 @@ def test_annealing_schedules_move_toward_their_end_and_stop_there():
     config = TrainConfig(kl_start=0.0, kl_step=0.01, aux_start=2.0, aux_end=1.0, aux_step=0.5, bwd_weight=0.3)
     weights = weights_at(config, 1)
     assert (weights.kl, weights.aux, weights.bwd) == (pytest.approx(0.01), 1.5, 0.3)
+
+
+def test_early_stopped_run_stays_stopped_when_resumed(tmp_path, small_digits, monkeypatch):
+    flat = {"elbo": -30.0, "rec": -29.0, "kl": 1.0, "elbo_per_unit": -0.5}
+    monkeypatch.setattr(train, "evaluate_elbo", lambda *args, **kwargs: dict(flat))
+    trainer = make_trainer(tmp_path / "run", small_digits, epochs=10, early_stop_patience=1)
+    trainer.fit()
+    assert trainer.progress.early_stopped and trainer.progress.epoch == 2 and trainer.progress.step == 10
+    resumed = Trainer.resume(tmp_path / "run", quiet=True, splits=small_digits, epochs=20)
+    resumed.fit()
+    assert resumed.progress.step == 10
