@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import pyro
+
 from pyro_zforcing.ablation import VARIANTS, Study, load_study_file, run_study, select_variants
 from pyro_zforcing.checkpoint import CheckpointError
 from pyro_zforcing.config import AUX_INPUTS, AUX_LOSSES, DataConfig, ModelConfig, TrainConfig
@@ -108,7 +110,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run.py [train]", description="Train Z-Forcing with SVI (Trace_ELBO + aux factor).")
+        prog="run.py [train]", description="Train Z-Forcing with SVI (Trace_ELBO + aux factor).",
+        allow_abbrev=False)
     add_data_flags(parser)
     add_train_flags(parser)
     add_run_flags(parser)
@@ -141,20 +144,38 @@ def default_out_dir(dataset: str) -> Path:
     return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+RESUME_FLAGS = ("--resume", "--epochs", "--max-steps", "--device", "--quiet")
+
+
+def resume_overrides(parser: argparse.ArgumentParser, argv: List[str]) -> Dict:
+    """The settings a ``--resume`` may change (epochs, max steps, device), only those given.
+
+    A resumed run keeps its saved configs; any other flag is refused rather than ignored.
+    """
+    given = {option: action.dest for action in parser._actions for option in action.option_strings
+             if any(arg == option or arg.startswith(option + "=") for arg in argv)}
+    refused = sorted(set(given) - set(RESUME_FLAGS))
+    if refused:
+        raise ValueError(f"--resume continues a run with its saved settings; only {', '.join(RESUME_FLAGS)} "
+                         f"may be given with it (got {', '.join(refused)})")
+    args = parser.parse_args(argv)
+    return {dest: getattr(args, dest) for option, dest in given.items() if dest in ("epochs", "max_steps", "device")}
+
+
 def command_train(argv: List[str]) -> int:
-    args = train_parser().parse_args(argv)
+    parser = train_parser()
+    args = parser.parse_args(argv)
     group = distributed.from_env(args.device)  # one process unless launched by torchrun
     setup_logging(args.quiet or not group.is_main)
     try:
         ranks = {"rank": group.rank, "world_size": group.world_size}
         if args.resume:
-            overrides = {"epochs": args.epochs, "max_steps": args.max_steps, "device": args.device}
+            overrides = resume_overrides(parser, argv)
             trainer = Trainer.resume(args.resume, quiet=args.quiet, **ranks, **overrides)
         else:
             out = Path(args.out) if args.out else distributed.from_main(default_out_dir(args.dataset))
             trainer = Trainer.create(data_config=data_config_from(args), train_config=train_config_from(args),
                                      out_dir=out, model_sizes=model_sizes_from(args), quiet=args.quiet, **ranks)
-        import pyro
         pyro.enable_validation(trainer.config.validate)  # Pyro validates by default; training only with --validate
         summary = trainer.fit()
     finally:

@@ -47,7 +47,8 @@ def test_default_run_trains_and_writes_parseable_outputs(tmp_path):
     (["--data-option", "colour=red", "--max-steps", "1"], "colour"),
 ])
 def test_bad_flags_give_a_one_line_error_and_exit_2(tmp_path, args, needle):
-    result = run_cli(*args, "--out", str(tmp_path / "run"), "--quiet")
+    out = [] if "--resume" in args else ["--out", str(tmp_path / "run")]
+    result = run_cli(*args, *out, "--quiet")
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr
     assert needle in result.stderr
@@ -62,3 +63,15 @@ def test_help_documents_every_flag_with_its_default():
                  "--lr", "--epochs", "--max-steps", "--seed", "--device", "--out", "--resume", "--quiet"):
         assert flag in result.stdout
     assert "default: digits" in result.stdout
+
+
+def test_resume_keeps_saved_settings_and_refuses_flags_it_would_ignore(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--max-steps", "2", "--epochs", "3", "--quiet", "--out", str(out)).returncode == 0
+    refused = run_cli("--resume", str(out), "--lr", "0.1", "--quiet")
+    assert refused.returncode == 2 and "--lr" in refused.stderr and "Traceback" not in refused.stderr
+    resumed = run_cli("--resume", str(out), "--max-steps", "4", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["progress"]["step"] == 4
+    assert state["train_config"].epochs == 3 and state["train_config"].max_steps == 4
