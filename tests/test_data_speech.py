@@ -252,3 +252,73 @@ def test_default_cache_lives_in_the_user_cache_dir(tmp_path, monkeypatch):
     load_dataset(DataConfig(dataset="audio", data_dir=str(tmp_path / "a")))
     assert len(list((tmp_path / "xdg" / "pyro-zforcing").glob("audio-*.npz"))) == 1
     assert not (tmp_path / "a" / ".zforcing-cache").exists()
+
+
+def test_speech_batches_have_padded_frames_and_masks(tmp_path):
+    make_timit(tmp_path / "t", lengths=(1000, 600, 850))
+    splits = load_dataset(config("timit", tmp_path / "t", tmp_path,
+                                 options={"frame_size": 100, "chunk_frames": 4, "valid_fraction": 0.25}))
+    batch = collate_sequences(splits.test[:3])
+    assert batch.x.shape == (3, 10, 100) and batch.lengths.tolist() == [10, 6, 8]
+    assert batch.mask.sum(1).tolist() == [10, 6, 8] and float(batch.x[1, 6:].abs().sum()) == 0.0
+
+
+_HEADERS = st.sampled_from([b"", b"NIST_1A\n", b"NIST_1A\n   1024\n", b"RIFF\x24\x00\x00\x00WAVEfmt ",
+                            b"fLaC", b"OggS", b"ID3", b"\xff\xfb"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prefix=_HEADERS, body=st.binary(max_size=3000))
+def test_fuzzed_audio_files_give_a_clean_data_error(prefix, body):
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "TRAIN" / "DR1" / "FAAA0"
+        samples = speech_signal(np.random.default_rng(0), 2000)
+        for i in range(3):
+            write_sphere(root.parent / f"MBBB{i}" / "SX1.WAV", samples)
+        write_sphere(Path(tmp) / "TEST" / "DR1" / "MCCC0" / "SX1.WAV", samples)
+        bad = root / "SA1.WAV"
+        bad.parent.mkdir(parents=True)
+        bad.write_bytes(prefix + body)
+        try:
+            load_dataset(config("timit", tmp, Path(tmp), options={"chunk_frames": 2}))
+        except DataError as err:
+            assert str(bad) in str(err)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=1024 + 2 * 999))
+def test_truncated_sphere_files_always_give_a_data_error(cut):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.sph"
+        path.write_bytes(sphere_bytes(speech_signal(np.random.default_rng(0), 1000))[:cut])
+        from pyro_zforcing.data.audio_io import read_audio
+        with pytest.raises(DataError, match=str(path)):
+            read_audio(path, sample_rate=16000)
+
+
+@pytest.mark.skipif(not ASTERISK.is_dir() and not os.environ.get("CI"),
+                    reason=f"real speech corpus not installed: {ASTERISK} (apt-get install asterisk-core-sounds-en-wav; "
+                           "CI installs it and never skips)")
+def test_real_asterisk_prompts_prepare_into_normalised_frames(tmp_path):
+    splits = load_dataset(config("audio", ASTERISK, tmp_path))
+    info = splits.info
+    files = sorted(ASTERISK.rglob("*.wav"))
+    assert sum(info.extra["files"].values()) == len(files) == 568
+    assert info.extra["files"]["valid"] == info.extra["files"]["test"] > 0
+    train = np.concatenate(splits.train)
+    assert abs(float(train.mean())) < 1e-3 and float(train.std()) == pytest.approx(1.0, abs=1e-3)
+    assert all(len(s) <= 40 for s in splits.train) and splits.skipped == []
+    # by hand: 8 kHz int16 -> float -> resample_poly(2, 1) -> 200-sample frames -> (x - mean) / std
+    by_hand = {}
+    for path in files:
+        samples, rate = soundfile.read(str(path), dtype="float32")
+        assert rate == 8000 and samples.ndim == 1
+        wave = resample_poly(samples.astype(np.float64), 2, 1)
+        frames = wave[: len(wave) // 200 * 200].reshape(-1, 200)
+        by_hand[path] = (frames - info.mean) / info.std
+    every_split = splits.train + splits.valid + splits.test
+    assert sum(len(s) for s in every_split) == sum(len(f) for f in by_hand.values())
+    for utterance in splits.test:  # whole test utterances: each is exactly one file, prepared by hand
+        matches = [p for p, f in by_hand.items() if f.shape == utterance.shape
+                   and np.allclose(f, utterance, atol=1e-4)]
+        assert len(matches) == 1
