@@ -22,7 +22,7 @@ from pyro_zforcing.config import AUX_INPUTS, AUX_LOSSES, DataConfig, ModelConfig
 from pyro_zforcing.data import DATASETS, DataError
 from pyro_zforcing.guides import GUIDES
 from pyro_zforcing import distributed
-from pyro_zforcing.train import Trainer, TrainingDiverged
+from pyro_zforcing.train import RESUMABLE, Trainer, TrainingDiverged
 
 MODEL_DEFAULTS = ModelConfig(input_dim=1)
 TRAIN_DEFAULTS = TrainConfig()
@@ -159,7 +159,7 @@ def resume_overrides(parser: argparse.ArgumentParser, argv: List[str]) -> Dict:
         raise ValueError(f"--resume continues a run with its saved settings; only {', '.join(RESUME_FLAGS)} "
                          f"may be given with it (got {', '.join(refused)})")
     args = parser.parse_args(argv)
-    return {dest: getattr(args, dest) for option, dest in given.items() if dest in ("epochs", "max_steps", "device")}
+    return {dest: getattr(args, dest) for option, dest in given.items() if dest in RESUMABLE}
 
 
 def command_train(argv: List[str]) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field, fields, replace

@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-import pyro
 import pyro.poutine as poutine
 import torch
 import torch.nn as nn
@@ -105,14 +104,21 @@ def trace_pair(model, guide, batch: Batch, weights: Weights = Weights()):
     return guide_trace, model_trace
 
 
+def bound_terms(guide_trace, model_trace) -> Dict[str, torch.Tensor]:
+    """Per-sequence ``rec`` = log p(y | h), ``kl`` = log q(z) - log p(z) and ``elbo`` = rec - kl
+    (the log importance weight) from a guide trace and the model trace replayed on it."""
+    log_q = guide_trace.nodes[LATENT_SITE]["log_prob"]
+    log_p = model_trace.nodes[LATENT_SITE]["log_prob"]
+    rec = model_trace.nodes[OBS_SITE]["log_prob"]
+    return {"rec": rec, "kl": log_q - log_p, "elbo": rec + log_p - log_q}
+
+
 def sequence_terms(model, guide, batch: Batch, weights: Weights = Weights(kl=1.0, aux=0.0)) -> Dict[str, torch.Tensor]:
     """One-sample per-sequence terms ``(B,)``: rec = log p(y | h), kl = log q(z) - log p(z),
     elbo = rec - kl, and ``aux``/``bwd`` (the factors' unweighted values, 0 when off)."""
     guide_trace, model_trace = trace_pair(model, guide, batch, weights)
-    log_q = guide_trace.nodes[LATENT_SITE]["log_prob"]
-    log_p = model_trace.nodes[LATENT_SITE]["log_prob"]
-    rec = model_trace.nodes[OBS_SITE]["log_prob"]
-    terms = {"rec": rec, "kl": log_q - log_p, "elbo": rec + log_p - log_q}
+    terms = bound_terms(guide_trace, model_trace)
+    rec = terms["rec"]
     for name, weight in ((AUX_SITE, weights.aux), (BWD_SITE, weights.bwd)):
         node = model_trace.nodes.get(name)
         terms[name] = node["log_prob"] / weight if node is not None else torch.zeros_like(rec)
@@ -161,13 +167,9 @@ def importance_terms(model, guide, batch: Batch, *, num_samples: int = 25, chunk
     while done < num_samples:
         k = min(chunk, num_samples - done)
         guide_trace, model_trace = trace_pair(model, guide, batch.repeat(k))
-        log_q = guide_trace.nodes[LATENT_SITE]["log_prob"].view(k, size)
-        log_p = model_trace.nodes[LATENT_SITE]["log_prob"].view(k, size)
-        rec = model_trace.nodes[OBS_SITE]["log_prob"].view(k, size)
-        log_w = rec + log_p - log_q
-        part = torch.logsumexp(log_w, dim=0)
+        parts = {key: value.view(k, size) for key, value in bound_terms(guide_trace, model_trace).items()}
+        part = torch.logsumexp(parts["elbo"], dim=0)  # the log-weights of this chunk's particles
         log_sum = part if log_sum is None else torch.logaddexp(log_sum, part)
-        parts = {"elbo": log_w, "rec": rec, "kl": log_q - log_p}
         if kl_per_step and has_step_params(guide_trace, model_trace):
             parts["kl_steps"] = step_kl(guide_trace, model_trace).view(k, size, -1)
         for key, value in parts.items():

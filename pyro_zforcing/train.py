@@ -33,6 +33,10 @@ from .models import ZForcing
 log = logging.getLogger(__name__)
 
 
+# The only settings a resumed run may change; everything else comes from its checkpoint.
+RESUMABLE = ("epochs", "max_steps", "device")
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step."""
 
@@ -200,10 +204,9 @@ class Trainer:
                rank: int = 0, world_size: int = 1, **overrides) -> "Trainer":
         """Continue the run in ``run_dir`` from ``checkpoints/last.pt``; ``overrides`` may raise
         ``epochs`` or ``max_steps`` (or move ``device``) and change nothing else."""
-        allowed = {"epochs", "max_steps", "device"}
-        unknown = sorted(set(overrides) - allowed)
+        unknown = sorted(set(overrides) - set(RESUMABLE))
         if unknown:
-            raise ValueError(f"--resume can only change {sorted(allowed)}, not {unknown}")
+            raise ValueError(f"--resume can only change {list(RESUMABLE)}, not {unknown}")
         run_dir = Path(run_dir)
         state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         train_config = replace(state["train_config"], **overrides)
