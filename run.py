@@ -18,7 +18,8 @@ import pyro
 
 from pyro_zforcing.ablation import VARIANTS, Study, load_study_file, run_study, select_variants
 from pyro_zforcing.checkpoint import CheckpointError
-from pyro_zforcing.config import AUX_INPUTS, AUX_LOSSES, DataConfig, ModelConfig, TrainConfig
+from pyro_zforcing.config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, INITS, Z_CONDITIONINGS, DataConfig,
+                                   ModelConfig, TrainConfig)
 from pyro_zforcing.data import DATASETS, DataError
 from pyro_zforcing.guides import GUIDES
 from pyro_zforcing import distributed
@@ -74,6 +75,17 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                        help="aux cost reconstructs b_t from [h_{t-1}, z_t] (hz, authors' code) or z_t (z, paper text) (default: %(default)s)")
     model.add_argument("--aux-loss", choices=AUX_LOSSES, default=m.aux_loss,
                        help="aux cost as a Gaussian log-density or a negative squared error (default: %(default)s)")
+    model.add_argument("--z-conditioning", choices=Z_CONDITIONINGS, default=m.z_conditioning,
+                       help="z_t enters the forward LSTM concatenated to its input, or as the gains and biases of "
+                            "a layer-normalised LSTM (cond-ln, the authors' cond_ln) (default: %(default)s)")
+    model.add_argument("--embedding", choices=EMBEDDINGS, default=m.embedding,
+                       help="frame embedding: Linear (the authors') or Linear + bounded leaky ReLU (default: %(default)s)")
+    model.add_argument("--init", choices=INITS, default=m.init,
+                       help="orthogonal recurrent weights and zero forward-LSTM biases (the authors') or "
+                            "PyTorch's defaults (default: %(default)s)")
+    model.add_argument("--emission-clamp", type=float, default=m.emission_clamp, metavar="FLOAT",
+                       help="clamp the Gaussian emission's mean and log-variance to +-FLOAT (default: none, as the "
+                            "authors; 8 was this project's earlier setting)")
 
     obj = parser.add_argument_group("objective")
     obj.add_argument("--guide", choices=sorted(GUIDES), default=t.guide, help="inference network (default: %(default)s)")
@@ -137,7 +149,8 @@ def train_config_from(args) -> TrainConfig:
 
 def model_sizes_from(args) -> Dict:
     return {"emb_dim": args.emb_dim, "rnn_dim": args.rnn_dim, "z_dim": args.z_dim, "mlp_dim": args.mlp_dim,
-            "aux_input": args.aux_input, "aux_loss": args.aux_loss}
+            "aux_input": args.aux_input, "aux_loss": args.aux_loss, "z_conditioning": args.z_conditioning,
+            "embedding": args.embedding, "init": args.init, "emission_clamp": args.emission_clamp}
 
 
 def default_out_dir(dataset: str) -> Path:

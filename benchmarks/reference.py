@@ -43,9 +43,10 @@ class PlainZForcing(nn.Module):
     """Z-Forcing in plain PyTorch; ``loss(x, mask, lengths, ...)`` is the mean per-sequence -objective."""
 
     def __init__(self, *, input_dim, emission, emb_dim, rnn_dim, z_dim, mlp_dim, aux_input="hz",
-                 aux_loss="gaussian", clamp=8.0):
+                 aux_loss="gaussian", clamp=8.0, emission_clamp=None, embedding="linear"):
         super().__init__()
-        self.emission, self.clamp = emission, clamp
+        self.emission, self.clamp, self.emission_clamp = emission, clamp, emission_clamp
+        self.leaky_embedding = embedding == "leaky"
         self.aux_input, self.aux_loss = aux_input, aux_loss
         self.input_dim, self.z_dim = input_dim, z_dim
         if emission == "categorical":
@@ -65,9 +66,11 @@ class PlainZForcing(nn.Module):
     @classmethod
     def like(cls, objective) -> "PlainZForcing":
         c = objective.model.config
+        if c.z_conditioning != "concat":
+            raise ValueError(f"PlainZForcing writes out z_conditioning='concat' only, got {c.z_conditioning!r}")
         plain = cls(input_dim=c.input_dim, emission=c.emission, emb_dim=c.emb_dim, rnn_dim=c.rnn_dim,
                     z_dim=c.z_dim, mlp_dim=c.mlp_dim, aux_input=c.aux_input, aux_loss=c.aux_loss,
-                    clamp=c.logvar_clamp)
+                    clamp=c.logvar_clamp, emission_clamp=c.emission_clamp, embedding=c.embedding)
         plain.load_from(objective)
         return plain.to(next(objective.parameters()).dtype)
 
@@ -89,7 +92,7 @@ class PlainZForcing(nn.Module):
         self.bwd_out.load_state_dict(m.bwd_head.linear.state_dict())
 
     def embed(self, y):
-        return self.emb(y) if self.emission == "categorical" else lrelu(self.emb(y))
+        return lrelu(self.emb(y)) if self.leaky_embedding and self.emission != "categorical" else self.emb(y)
 
     def emission_log_lik(self, params, y):
         """log p(y_t | params) per step (B, T)."""
@@ -97,8 +100,11 @@ class PlainZForcing(nn.Module):
             return -F.binary_cross_entropy_with_logits(params, y, reduction="none").sum(-1)
         if self.emission == "categorical":
             return -F.cross_entropy(params.transpose(1, 2), y, reduction="none")
-        mu, logvar = params.clamp(-self.clamp, self.clamp).chunk(2, -1)
-        return gauss_log_density(y, mu, logvar)
+        if self.emission_clamp is not None:
+            params = params.clamp(-self.emission_clamp, self.emission_clamp)
+        mu, logvar = params.chunk(2, -1)
+        limit = 0.5 * math.log(torch.finfo(logvar.dtype).max)  # the library's float range guard
+        return gauss_log_density(y, mu, logvar.clamp(-limit, limit))
 
     def embed_and_look_back(self, x, lengths):
         """Embedded targets e(y), embedded inputs e(u) (start + shifted targets), backward states b."""
@@ -107,7 +113,7 @@ class PlainZForcing(nn.Module):
         if self.emission == "categorical":
             start = self.emb(torch.full((B, 1), self.input_dim, dtype=torch.long, device=x.device))
         else:
-            start = lrelu(self.emb(x.new_zeros(B, 1, self.input_dim)))
+            start = self.embed(x.new_zeros(B, 1, self.input_dim))
         e_u = torch.cat([start, e_y[:, :-1]], 1)
         # backward states over the targets, reversed within each sequence
         t_idx = torch.arange(T, device=x.device)[None]

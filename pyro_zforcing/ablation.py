@@ -65,6 +65,7 @@ VARIANTS: Dict[str, Dict] = {
     "aux-z": {"aux_input": "z"},
     "aux-z-1e-2": {"aux_input": "z", "aux_weight": 1e-2},
     "aux-l2": {"aux_loss": "l2"},
+    "cond-ln": {"z_conditioning": "cond-ln"},
     "filtering": {"guide": "filtering"},
     "future-only": {"guide": "future-only"},
     "prior": {"guide": "prior", "aux_weight": 0.0},

@@ -67,6 +67,10 @@ def save_checkpoint(path: Union[str, Path], payload: Dict[str, Any]) -> None:
         raise
 
 
+# what a checkpoint saved before these ModelConfig fields existed was trained with
+BEFORE_FIDELITY_FIELDS = {"emission_clamp": 8.0, "z_conditioning": "concat", "embedding": "leaky", "init": "torch"}
+
+
 def load_checkpoint(path: Union[str, Path], *, map_location="cpu") -> Dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`, with configs rebuilt as dataclasses."""
     path = Path(path)
@@ -78,7 +82,7 @@ def load_checkpoint(path: Union[str, Path], *, map_location="cpu") -> Dict[str, 
         raise CheckpointError(f"cannot read checkpoint {path}: {error}".splitlines()[0]) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro-zforcing checkpoint (format {FORMAT})")
-    payload["model_config"] = from_dict(ModelConfig, payload["model_config"])
+    payload["model_config"] = from_dict(ModelConfig, {**BEFORE_FIDELITY_FIELDS, **payload["model_config"]})
     payload["data_config"] = from_dict(DataConfig, payload["data_config"])
     payload["train_config"] = from_dict(TrainConfig, payload["train_config"])
     payload["data_info"] = DataInfo.from_dict(payload["data_info"])

@@ -13,6 +13,9 @@ from typing import Any, Optional
 EMISSIONS = ("gaussian", "bernoulli", "categorical")
 AUX_INPUTS = ("hz", "z")
 AUX_LOSSES = ("gaussian", "l2")
+Z_CONDITIONINGS = ("concat", "cond-ln")
+EMBEDDINGS = ("linear", "leaky")
+INITS = ("orthogonal", "torch")
 
 
 @dataclass(frozen=True)
@@ -20,8 +23,15 @@ class ModelConfig:
     """Sizes and options of the Z-Forcing networks.
 
     ``input_dim`` is the frame size (gaussian/bernoulli) or the vocabulary size (categorical).
-    Defaults follow the authors' code where it is explicit (log-variance clamp 8, leaky slope
-    1/3, aux from [h_{t-1}, z_t]); sizes are small enough for the embedded default dataset.
+    Defaults follow the authors' code (``model.py``) where it is explicit: prior, posterior and
+    aux parameters clamped to +-``logvar_clamp`` (8), the Gaussian emission unclamped
+    (``emission_clamp=None``; a float clamps its mean and log-variance to +-value), leaky slope
+    1/3, aux from [h_{t-1}, z_t], frames embedded by a Linear layer only (``embedding="leaky"``
+    adds a bounded leaky ReLU), orthogonal recurrent weights and zero LSTM biases
+    (``init="torch"``: PyTorch's defaults). ``z_conditioning="concat"`` feeds W z_t + c to the
+    forward LSTM with its input; ``"cond-ln"`` is the authors' ``cond_ln``: a layer-normalised
+    LSTM whose recurrent gains and biases come from an MLP of z_t. Sizes are small enough for
+    the embedded default dataset.
     """
 
     input_dim: int
@@ -33,6 +43,10 @@ class ModelConfig:
     aux_input: str = "hz"
     aux_loss: str = "gaussian"
     logvar_clamp: float = 8.0
+    emission_clamp: Optional[float] = None
+    z_conditioning: str = "concat"
+    embedding: str = "linear"
+    init: str = "orthogonal"
 
     def __post_init__(self):
         if self.input_dim < 1:
@@ -48,6 +62,11 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.logvar_clamp <= 0:
             raise ValueError(f"logvar_clamp must be > 0, got {self.logvar_clamp}")
+        if self.emission_clamp is not None and not self.emission_clamp > 0:
+            raise ValueError(f"emission_clamp must be > 0 or None, got {self.emission_clamp}")
+        for name, known in (("z_conditioning", Z_CONDITIONINGS), ("embedding", EMBEDDINGS), ("init", INITS)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"{name} must be one of {known}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,14 @@
 Shapes are batch first: sequences ``(B, T, ...)``, one step ``(B, ...)``. Every head accepts
 any leading shape, so the same module serves one step of a loop and a whole sequence at once.
 Sizes and non-linearities follow the authors' code: a leaky ReLU with slope 1/3 clamped to
-[-3, 3] between layers, and Gaussian parameters clamped to [-logvar_clamp, logvar_clamp].
+[-3, 3] between layers, the latent Gaussians' parameters clamped to [-logvar_clamp,
+logvar_clamp], the emission unclamped (only the float range guard of :func:`safe_logvar`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -19,6 +20,8 @@ import pyro.distributions as dist
 LEAKY_SLOPE = 1.0 / 3.0
 LOG_2PI = math.log(2 * math.pi)
 LEAKY_BOUND = 3.0
+GATE_BOUND = 3.0  # the authors' clamp on cond_ln's z-given gains and biases
+LAYER_NORM_EPS = 1e-5
 
 
 class BoundedLeakyReLU(nn.Module):
@@ -34,12 +37,13 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 
 
 class InputEmbedding(nn.Module):
-    """Embeds frames ``(..., D)`` by Linear + bounded leaky ReLU, or token ids ``(...)`` by lookup.
+    """Embeds frames ``(..., D)`` by a Linear layer (``kind="linear"``, the authors') or Linear +
+    bounded leaky ReLU (``kind="leaky"``), or token ids ``(...)`` by lookup.
 
     Token id ``vocab_size`` is the start symbol fed before the first token.
     """
 
-    def __init__(self, input_dim: int, emb_dim: int, *, tokens: bool):
+    def __init__(self, input_dim: int, emb_dim: int, *, tokens: bool, kind: str = "linear"):
         super().__init__()
         self.tokens = tokens
         if tokens:
@@ -47,7 +51,7 @@ class InputEmbedding(nn.Module):
             self.start_id = input_dim
         else:
             self.linear = nn.Linear(input_dim, emb_dim)
-            self.act = BoundedLeakyReLU()
+            self.act = BoundedLeakyReLU() if kind == "leaky" else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tokens:
@@ -63,48 +67,137 @@ class InputEmbedding(nn.Module):
         return self.act(self.linear(zero))
 
 
+def init_recurrent(lstm: nn.Module, init: str, *, zero_biases: bool) -> None:
+    """The authors' initialisation (``init="orthogonal"``): orthogonal recurrent weights and, for
+    the forward cell, zero biases; the input weights keep U(-1/sqrt(H), 1/sqrt(H)) as theirs.
+    ``init="torch"`` leaves PyTorch's defaults."""
+    if init == "torch":
+        return
+    with torch.no_grad():
+        for name, param in lstm.named_parameters():
+            if name.startswith("weight_hh"):
+                nn.init.orthogonal_(param)
+            elif zero_biases and name.startswith("bias"):
+                param.zero_()
+
+
+def lstm_pointwise(gates: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(h_t, c_t) from the gate pre-activations ``(B, 4H)`` in PyTorch's i, f, g, o order."""
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 class ForwardRNN(nn.Module):
-    """The generative state h_t = LSTM([e(u_t), W z_t + c], h_{t-1}), h_0 = 0.
+    """The generative state h_t = LSTM([e(u_t), W z_t + c], h_{t-1}), h_0 = 0 (``z_conditioning="concat"``).
 
     One ``nn.LSTM`` holds the weights. ``states`` runs it fused over a whole given z
-    trajectory; ``input_gates`` + ``step`` advance it one step at a time while z is being
-    sampled, with the input part of the gates computed once for all steps and the latent
-    projection folded into the recurrent weights.
+    trajectory; ``stepper`` advances it one step at a time while z is being sampled, with the
+    input part of the gates computed once for all steps and the latent projection folded into
+    the recurrent weights.
     """
 
-    def __init__(self, emb_dim: int, z_dim: int, proj_dim: int, rnn_dim: int):
+    def __init__(self, emb_dim: int, z_dim: int, proj_dim: int, rnn_dim: int, *, init: str = "orthogonal"):
         super().__init__()
         self.emb_dim = emb_dim
         self.rnn_dim = rnn_dim
         self.z_proj = nn.Linear(z_dim, proj_dim)
         self.lstm = nn.LSTM(emb_dim + proj_dim, rnn_dim, batch_first=True)
+        init_recurrent(self.lstm, init, zero_biases=True)
 
     def states(self, emb_inputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """h_{0:T} for inputs ``(B, T, E)`` and latents ``(B, T, Z)``: returns ``(B, T+1, H)``."""
         out, _ = self.lstm(torch.cat([emb_inputs, self.z_proj(z)], dim=-1))
         return torch.cat([out.new_zeros(out.shape[0], 1, out.shape[2]), out], dim=1)
 
-    def input_gates(self, emb_inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Gate pre-activations from the inputs ``(B, T, 4H)`` and the folded latent weights ``(4H, Z)``."""
+    def stepper(self, emb_inputs: torch.Tensor):
+        """``(advance, state_0)`` for inputs ``(B, T, E)``: ``advance(t, z_t, (h, c))`` is step t."""
         w_ih = self.lstm.weight_ih_l0
         w_emb, w_proj = w_ih[:, : self.emb_dim], w_ih[:, self.emb_dim:]
         bias = self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0 + w_proj @ self.z_proj.bias
         gates = torch.addmm(bias, emb_inputs.reshape(-1, self.emb_dim), w_emb.t())
-        return gates.view(emb_inputs.shape[0], emb_inputs.shape[1], -1), w_proj @ self.z_proj.weight
+        gates = gates.view(emb_inputs.shape[0], emb_inputs.shape[1], -1).unbind(1)  # one backward node
+        w_z, w_hh = w_proj @ self.z_proj.weight, self.lstm.weight_hh_l0
+
+        def advance(t: int, z_t: torch.Tensor, state):
+            h, c = state
+            return lstm_pointwise(torch.addmm(torch.addmm(gates[t], z_t, w_z.t()), h, w_hh.t()), c)
+
+        return advance, self.initial(emb_inputs.shape[0], emb_inputs)
 
     def initial(self, batch_size: int, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         zero = like.new_zeros(batch_size, self.rnn_dim)
         return zero, zero
 
-    def step(self, input_gates: torch.Tensor, w_z: torch.Tensor, z: torch.Tensor,
-             state: Tuple[torch.Tensor, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """One LSTM step from precomputed input gates ``(B, 4H)`` and the new latent ``(B, Z)``."""
+
+def unbiased_layer_norm(x: torch.Tensor, eps: float = LAYER_NORM_EPS) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) over the last dim, var with Bessel's correction as the
+    authors' ``LayerNorm`` (``torch.var``); ``F.layer_norm`` divides by n instead."""
+    mean = x.mean(-1, keepdim=True)
+    return (x - mean) * torch.rsqrt(x.var(-1, keepdim=True) + eps)
+
+
+class CondLayerNormRNN(nn.Module):
+    """The authors' ``cond_ln`` forward state (``z_conditioning="cond-ln"``), h_0 = 0:
+
+        [g_t, k_t] = clamp(MLP(z_t), -3, 3)
+        gates_t = LN(W_ih e(u_t)) * a + d + LN(W_hh h_{t-1}) * (1 + g_t) + k_t
+        (h_t, c_t) = LSTM pointwise(gates_t, c_{t-1}),
+
+    layer norms over all 4H gates, with learned (a, d) for the input part and the z-given
+    gains and biases for the recurrent part; no other biases. Everything z- or input-dependent
+    is computed for all steps at once; the loop holds only the recurrent matmul and its norm.
+    """
+
+    def __init__(self, emb_dim: int, z_dim: int, hidden_dim: int, rnn_dim: int, *, init: str = "orthogonal"):
+        super().__init__()
+        self.rnn_dim = rnn_dim
+        bound = 1.0 / math.sqrt(rnn_dim)
+        self.weight_ih = nn.Parameter(torch.empty(4 * rnn_dim, emb_dim).uniform_(-bound, bound))
+        self.weight_hh = nn.Parameter(torch.empty(4 * rnn_dim, rnn_dim).uniform_(-bound, bound))
+        self.ln_ih_gain = nn.Parameter(torch.ones(4 * rnn_dim))
+        self.ln_ih_bias = nn.Parameter(torch.zeros(4 * rnn_dim))
+        self.z_gates = mlp(z_dim, hidden_dim, 8 * rnn_dim)
+        init_recurrent(self, init, zero_biases=False)
+
+    def input_part(self, emb_inputs: torch.Tensor) -> torch.Tensor:
+        """LN(W_ih e(u_t)) * a + d for inputs ``(..., E)``: ``(..., 4H)``."""
+        return torch.addcmul(self.ln_ih_bias, unbiased_layer_norm(emb_inputs @ self.weight_ih.t()), self.ln_ih_gain)
+
+    def gains_biases(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(1 + g, k) from latents ``(..., Z)``, each ``(..., 4H)``."""
+        gain, bias = self.z_gates(z).clamp(-GATE_BOUND, GATE_BOUND).chunk(2, dim=-1)
+        return 1.0 + gain, bias
+
+    def _advance(self, inputs: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, state):
         h, c = state
-        gates = torch.addmm(torch.addmm(input_gates, z, w_z.t()), h, self.lstm.weight_hh_l0.t())
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        recurrent = unbiased_layer_norm(h @ self.weight_hh.t())
+        return lstm_pointwise(torch.addcmul(inputs + bias, recurrent, gain), c)
+
+    def states(self, emb_inputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """h_{0:T} for inputs ``(B, T, E)`` and latents ``(B, T, Z)``: returns ``(B, T+1, H)``."""
+        gain, bias = self.gains_biases(z)
+        inputs = self.input_part(emb_inputs).unbind(1)
+        gain, bias = gain.unbind(1), bias.unbind(1)
+        state = self.initial(emb_inputs.shape[0], emb_inputs)
+        hs = [state[0]]
+        for t in range(len(inputs)):
+            state = self._advance(inputs[t], gain[t], bias[t], state)
+            hs.append(state[0])
+        return torch.stack(hs, dim=1)
+
+    def stepper(self, emb_inputs: torch.Tensor):
+        """``(advance, state_0)`` for inputs ``(B, T, E)``: ``advance(t, z_t, (h, c))`` is step t."""
+        inputs = self.input_part(emb_inputs).unbind(1)
+
+        def advance(t: int, z_t: torch.Tensor, state):
+            return self._advance(inputs[t], *self.gains_biases(z_t), state)
+
+        return advance, self.initial(emb_inputs.shape[0], emb_inputs)
+
+    def initial(self, batch_size: int, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        zero = like.new_zeros(batch_size, self.rnn_dim)
+        return zero, zero
 
 
 class BackwardRNN(nn.Module):
@@ -113,9 +206,10 @@ class BackwardRNN(nn.Module):
     Ragged batches are reversed per sequence, so padding never enters a real step's state.
     """
 
-    def __init__(self, emb_dim: int, rnn_dim: int):
+    def __init__(self, emb_dim: int, rnn_dim: int, *, init: str = "orthogonal"):
         super().__init__()
         self.lstm = nn.LSTM(emb_dim, rnn_dim, batch_first=True)
+        init_recurrent(self.lstm, init, zero_biases=False)
 
     def forward(self, emb_targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``emb_targets: (B, T, E)``, ``lengths: (B,)`` -> ``b: (B, T, H)``."""
@@ -196,14 +290,47 @@ class AuxHead(nn.Module):
         return -0.5 * (LOG_2PI + logvar + (b - mean) ** 2 * torch.exp(-logvar)).sum(-1)
 
 
+def safe_logvar(logvar: torch.Tensor) -> torch.Tensor:
+    """The only bound on an unclamped log-variance: the float range, +-log(finfo.max)/2
+    (44.4 in float32, 354.9 in float64), where exp(-logvar) * error**2 stays finite for any
+    |error| < finfo.max ** (1/4) (4e9 in float32); a float32 density tops out at 21.3 nats per value."""
+    limit = 0.5 * math.log(torch.finfo(logvar.dtype).max)
+    return logvar.clamp(-limit, limit)
+
+
+class LogVarNormal(dist.Normal):
+    """N(loc, exp(logvar)), scored from the log-variance directly:
+    log p(x) = -(log 2pi + logvar + (x - loc)^2 exp(-logvar)) / 2.
+
+    ``Normal.log_prob`` goes through scale = exp(logvar / 2) and var = scale^2, whose gradient
+    divides by var^2: it underflows long before logvar leaves the float range.
+    """
+
+    def __init__(self, loc: torch.Tensor, logvar: torch.Tensor, validate_args=None):
+        self.logvar = logvar
+        super().__init__(loc, torch.exp(0.5 * logvar), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return LogVarNormal(self.loc.expand(batch_shape), self.logvar.expand(batch_shape),
+                            validate_args=self._validate_args if _instance is None else False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        return -0.5 * (LOG_2PI + self.logvar + (value - self.loc) ** 2 * torch.exp(-self.logvar))
+
+
 class EmissionHead(nn.Module):
     """p(y_t | state): Bernoulli logits, a diagonal Gaussian, or a Categorical over tokens.
 
+    The Gaussian's mean and log-variance are unclamped (``clamp=None``, the authors' output
+    layer; only :func:`safe_logvar`'s float range guard) or clamped to +-``clamp``.
     ``dist(state, mask)`` returns the masked distribution of a whole sequence with batch shape
     ``(B,)``: event ``(T, D)`` for frames, ``(T,)`` for tokens. Padded steps score 0.
     """
 
-    def __init__(self, rnn_dim: int, out_dim: int, family: str, *, clamp: float):
+    def __init__(self, rnn_dim: int, out_dim: int, family: str, *, clamp: Optional[float] = None):
         super().__init__()
         self.family = family
         self.clamp = clamp
@@ -216,8 +343,10 @@ class EmissionHead(nn.Module):
             return dist.Bernoulli(logits=out)
         if self.family == "categorical":
             return dist.Categorical(logits=out)
-        loc, logvar = out.clamp(-self.clamp, self.clamp).chunk(2, dim=-1)
-        return dist.Normal(loc, torch.exp(0.5 * logvar))
+        if self.clamp is not None:
+            out = out.clamp(-self.clamp, self.clamp)
+        loc, logvar = out.chunk(2, dim=-1)
+        return LogVarNormal(loc, safe_logvar(logvar))
 
     def dist(self, state: torch.Tensor, mask: torch.Tensor) -> dist.TorchDistribution:
         step = self.step_dist(state)

@@ -3,7 +3,8 @@
 For a sequence of targets y_1..y_T with inputs u_t = y_{t-1} (u_1 a start frame or token):
 
     z_t ~ p(z_t | h_{t-1}) = N(prior(h_{t-1}))            conditional prior
-    h_t = LSTM_f([e(u_t), W z_t], h_{t-1})                 forward state
+    h_t = LSTM_f([e(u_t), W z_t], h_{t-1})                 forward state (or the authors'
+                                                           cond_ln LSTM, gains from z_t)
     y_t ~ p(y_t | h_t)                                     emission
     b_t = LSTM_b(e(y_t), b_{t+1})                          backward state, summarises y_{t..T}
 
@@ -27,8 +28,9 @@ from ..cache import LastResult
 from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
-from ..nets import AuxHead, BackwardRNN, EmissionHead, ForwardRNN, GaussianHead, InputEmbedding
+from ..nets import AuxHead, BackwardRNN, CondLayerNormRNN, EmissionHead, ForwardRNN, GaussianHead, InputEmbedding
 
+FORWARD_RNNS = {"concat": ForwardRNN, "cond-ln": CondLayerNormRNN}  # by ModelConfig.z_conditioning
 LATENT_SITE = "z"
 OBS_SITE = "x"
 AUX_SITE = "aux"
@@ -47,14 +49,15 @@ class ZForcing(nn.Module):
         super().__init__()
         self.config = config
         tokens = config.emission == "categorical"
-        self.embed = InputEmbedding(config.input_dim, config.emb_dim, tokens=tokens)
-        self.fwd = ForwardRNN(config.emb_dim, config.z_dim, config.mlp_dim, config.rnn_dim)
-        self.bwd = BackwardRNN(config.emb_dim, config.rnn_dim)
+        self.embed = InputEmbedding(config.input_dim, config.emb_dim, tokens=tokens, kind=config.embedding)
+        self.fwd = FORWARD_RNNS[config.z_conditioning](config.emb_dim, config.z_dim, config.mlp_dim, config.rnn_dim,
+                                                       init=config.init)
+        self.bwd = BackwardRNN(config.emb_dim, config.rnn_dim, init=config.init)
         self.prior = GaussianHead(config.rnn_dim, config.mlp_dim, config.z_dim, clamp=config.logvar_clamp)
-        self.emission = EmissionHead(config.rnn_dim, config.input_dim, config.emission, clamp=config.logvar_clamp)
+        self.emission = EmissionHead(config.rnn_dim, config.input_dim, config.emission, clamp=config.emission_clamp)
         self.aux = AuxHead(config.z_dim, config.rnn_dim, config.mlp_dim, use_h=config.aux_input == "hz",
                            loss=config.aux_loss, clamp=config.logvar_clamp)
-        self.bwd_head = EmissionHead(config.rnn_dim, config.input_dim, config.emission, clamp=config.logvar_clamp)
+        self.bwd_head = EmissionHead(config.rnn_dim, config.input_dim, config.emission, clamp=config.emission_clamp)
         self._embedded = LastResult(self.embed.parameters)
         self._backward = LastResult(lambda: (*self.embed.parameters(), *self.bwd.parameters()))
         self._forward = LastResult(lambda: (*self.embed.parameters(), *self.fwd.parameters()))
@@ -100,18 +103,9 @@ class ZForcing(nn.Module):
     def trajectory(self, batch: Batch, head, context: Optional[torch.Tensor] = None) -> LatentTrajectory:
         """The autoregressive Gaussian over z_{1:T} whose step t is ``head(h_{t-1}[, context_t])``."""
 
-        def stepper():
-            gates, w_z = self.fwd.input_gates(self.embedded(batch)[0])
-            gates = gates.unbind(1)  # one backward node for all steps; gates[:, t] would add T
-
-            def advance(t, z_t, state):
-                return self.fwd.step(gates[t], w_z, z_t, state)
-
-            return advance, self.fwd.initial(batch.batch_size, w_z)
-
         return LatentTrajectory(
             head=head, context=context, mask=batch.mask, z_dim=self.config.z_dim,
-            states=lambda z: self.forward_states(batch, z), stepper=stepper,
+            states=lambda z: self.forward_states(batch, z), stepper=lambda: self.fwd.stepper(self.embedded(batch)[0]),
             remember=lambda z, h: self._forward.put(h, batch.x, z))
 
     def prior_trajectory(self, batch: Batch) -> LatentTrajectory:
@@ -168,8 +162,8 @@ class ZForcing(nn.Module):
             else:
                 loc, scale = self.prior(state[0])
                 z_t = loc + scale * torch.randn_like(loc)
-            gates, w_z = self.fwd.input_gates(u[:, None])
-            state = self.fwd.step(gates[:, 0], w_z, z_t, state)
+            advance, _ = self.fwd.stepper(u[:, None])
+            state = advance(0, z_t, state)
             if prime is not None and t < prime.shape[1]:
                 y_t = out_t = prime[:, t]
             elif mean:

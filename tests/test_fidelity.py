@@ -1,0 +1,151 @@
+"""The library against the authors' own formulas (tests/authors_reference.py), and the uncapped emission."""
+
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyro_zforcing.data import collate_sequences
+from pyro_zforcing.infer import Weights, step_kl, trace_pair
+from pyro_zforcing.train import build_objective
+
+from authors_reference import AuthorsZForcing
+from conftest import small_config
+
+# (z_conditioning, aux_input, aux_loss): their cond_ln, z_force and use_l2 in both states
+VARIANTS = [("concat", "hz", "gaussian"), ("concat", "z", "l2"), ("cond-ln", "hz", "gaussian"),
+            ("cond-ln", "z", "l2")]
+
+
+def frames_batch(batch_size=3, steps=7, dim=5):
+    """Equal-length real-valued sequences, as the authors' fixed-length chunks."""
+    gen = torch.Generator().manual_seed(4)
+    x = 2.0 * torch.randn(batch_size, steps, dim, generator=gen, dtype=torch.float64)
+    return collate_sequences(list(x.numpy())).to("cpu", torch.float64)
+
+
+def tokens_batch(batch_size=3, steps=6, vocab=11):
+    gen = torch.Generator().manual_seed(3)
+    return collate_sequences(list(torch.randint(0, vocab, (batch_size, steps), generator=gen).numpy()))
+
+
+@torch.no_grad()
+def authors_like(objective) -> AuthorsZForcing:
+    """Their module with the library's weights, mapped by hand onto their layout."""
+    m, g, c = objective.model, objective.guide, objective.model.config
+    tokens = c.emission == "categorical"
+    # tokens: their output layer also covers the start id, with a logit of -1e30 (probability 0
+    # exactly, so the same softmax), since their backward LM scores every input (ours masks it)
+    out_dim = 2 * c.input_dim if c.emission == "gaussian" else c.input_dim + 1
+    theirs = AuthorsZForcing(c.input_dim + tokens, c.emb_dim, c.rnn_dim, c.z_dim, c.mlp_dim, out_dim,
+                             out_type="softmax" if tokens else "gaussian", cond_ln=c.z_conditioning == "cond-ln",
+                             z_force=c.aux_input == "z", use_l2=c.aux_loss == "l2").double()
+    theirs.emb_mod.load_state_dict((m.embed.lookup if tokens else m.embed.linear).state_dict())
+    theirs.bwd_mod.load_state_dict(m.bwd.lstm.state_dict())
+    cell = theirs.fwd_mod
+    if c.z_conditioning == "cond-ln":
+        cell.weight_ih.copy_(m.fwd.weight_ih.t())
+        cell.weight_hh.copy_(m.fwd.weight_hh.t())
+        cell.ln_ih.gain.copy_(m.fwd.ln_ih_gain[None])
+        cell.ln_ih.bias.copy_(m.fwd.ln_ih_bias[None])
+        theirs.gen_mod.load_state_dict(m.fwd.z_gates.state_dict())
+    else:
+        w_ih = m.fwd.lstm.weight_ih_l0  # ours takes [e(u), W z]; theirs [W z, e(u)]
+        cell.weight_ih.copy_(torch.cat([w_ih[:, c.emb_dim:], w_ih[:, :c.emb_dim]], 1).t())
+        cell.weight_hh.copy_(m.fwd.lstm.weight_hh_l0.t())
+        cell.bias_ih.copy_(m.fwd.lstm.bias_ih_l0)
+        cell.bias_hh.copy_(m.fwd.lstm.bias_hh_l0)
+        theirs.gen_mod.load_state_dict(m.fwd.z_proj.state_dict())
+    theirs.pri_mod.load_state_dict(m.prior.net.state_dict())
+    theirs.inf_mod.load_state_dict(g.posterior.net.state_dict())
+    aux = m.aux.net.state_dict()
+    if c.aux_input == "z":  # z_force: their first layer also sees h * 0; our MLP sees z alone
+        aux["0.weight"] = torch.cat([torch.randn(c.mlp_dim, c.rnn_dim, dtype=torch.float64), aux["0.weight"]], 1)
+    theirs.aux_mod.load_state_dict(aux)
+    for mine, their in ((m.emission.linear, theirs.fwd_out_mod), (m.bwd_head.linear, theirs.bwd_out_mod)):
+        their.weight.zero_()
+        their.bias.fill_(-1e30)
+        their.weight[:mine.out_features] = mine.weight
+        their.bias[:mine.out_features] = mine.bias
+    return theirs
+
+
+def their_terms(theirs, batch, eps):
+    """Their per-sequence stats for our batch: x = [start, y_1..y_{T-1}], y = targets, time-major."""
+    y = batch.x.transpose(0, 1)
+    start = torch.full_like(y[:1], theirs.emb_mod.num_embeddings - 1) if y.dim() == 2 else torch.zeros_like(y[:1])
+    x = torch.cat([start, y[:-1]], 0)
+    mask = batch.mask.t().to(torch.float64)
+    bwd_mask = mask.clone()
+    bwd_mask[0] = 0  # our x_0 is the start input, which the backward LM does not score (theirs is a real frame)
+    hidden = (torch.zeros(1, batch.batch_size, theirs.bwd_mod.hidden_size, dtype=torch.float64),) * 2
+    return theirs(x, y, mask, hidden, eps.transpose(0, 1), bwd_mask=bwd_mask)
+
+
+def make(emission, variant):
+    z_conditioning, aux_input, aux_loss = variant
+    input_dim = 5 if emission == "gaussian" else 11
+    objective = build_objective(small_config(input_dim=input_dim, emission=emission, z_conditioning=z_conditioning,
+                                             aux_input=aux_input, aux_loss=aux_loss), "backward")
+    objective.double()
+    return objective, frames_batch() if emission == "gaussian" else tokens_batch()
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids="-".join)
+@pytest.mark.parametrize("emission", ["gaussian", "categorical"])
+def test_library_loss_and_gradients_equal_the_authors_code_from_the_same_noise(emission, variant):
+    torch.manual_seed(0)
+    objective, batch = make(emission, variant)
+    theirs = authors_like(objective)
+    kl_weight, aux_weight, bwd = 0.3, 0.7, 0.2
+    torch.manual_seed(11)
+    eps = torch.randn(batch.batch_size, batch.num_steps, objective.model.config.z_dim, dtype=torch.float64)
+    torch.manual_seed(11)  # the library's guide draws the same eps as its first random numbers
+    ours = objective(batch, Weights(kl=kl_weight, aux=aux_weight, bwd=bwd))
+    fwd_nll, bwd_nll, aux_nll, kld, log_pz, log_qz = their_terms(theirs, batch, eps)
+    # their all_loss with the one-sample KL estimate log q - log p that Trace_ELBO differentiates
+    expected = (fwd_nll + (aux_weight > 0) * bwd * bwd_nll + aux_weight * aux_nll
+                + kl_weight * (log_qz - log_pz)).mean()
+    assert torch.allclose(ours, expected, rtol=1e-6, atol=1e-6), (ours, expected)
+    ours.backward()
+    expected.backward()
+    m, c = objective.model, objective.model.config
+    t = theirs
+    pairs = {"prior": (m.prior.net[0].weight.grad, t.pri_mod[0].weight.grad),
+             "posterior": (objective.guide.posterior.net[0].weight.grad, t.inf_mod[0].weight.grad),
+             "emission": (m.emission.linear.weight.grad, t.fwd_out_mod.weight.grad[:m.emission.linear.out_features]),
+             "bwd head": (m.bwd_head.linear.weight.grad, t.bwd_out_mod.weight.grad[:m.bwd_head.linear.out_features]),
+             "backward lstm": (m.bwd.lstm.weight_hh_l0.grad, t.bwd_mod.weight_hh_l0.grad),
+             "aux out": (m.aux.net[2].weight.grad, t.aux_mod[2].weight.grad),
+             "aux in": (m.aux.net[0].weight.grad, t.aux_mod[0].weight.grad[:, -m.aux.net[0].in_features:]),
+             "embedding": ((m.embed.lookup if emission == "categorical" else m.embed.linear).weight.grad,
+                           t.emb_mod.weight.grad)}
+    if c.z_conditioning == "cond-ln":
+        pairs.update({"W_hh": (m.fwd.weight_hh.grad, t.fwd_mod.weight_hh.grad.t()),
+                      "W_ih": (m.fwd.weight_ih.grad, t.fwd_mod.weight_ih.grad.t()),
+                      "ln gain": (m.fwd.ln_ih_gain.grad, t.fwd_mod.ln_ih.gain.grad[0]),
+                      "ln bias": (m.fwd.ln_ih_bias.grad, t.fwd_mod.ln_ih.bias.grad[0]),
+                      "z gates in": (m.fwd.z_gates[0].weight.grad, t.gen_mod[0].weight.grad),
+                      "z gates out": (m.fwd.z_gates[2].bias.grad, t.gen_mod[2].bias.grad)})
+    else:
+        pairs.update({"W_hh": (m.fwd.lstm.weight_hh_l0.grad, t.fwd_mod.weight_hh.grad.t()),
+                      "z proj": (m.fwd.z_proj.weight.grad, t.gen_mod.weight.grad),
+                      "bias": (m.fwd.lstm.bias_hh_l0.grad, t.fwd_mod.bias_hh.grad)})
+    for name, (mine, their) in pairs.items():
+        assert torch.allclose(mine, their, rtol=1e-6, atol=1e-8), name
+    if c.aux_input == "z":  # z_force: the h half of their aux input layer multiplies zeros
+        assert torch.equal(t.aux_mod[0].weight.grad[:, :c.rnn_dim], torch.zeros(c.mlp_dim, c.rnn_dim, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("z_conditioning", ["concat", "cond-ln"])
+def test_analytic_step_kl_equals_the_authors_gaussian_kld(z_conditioning):
+    """Their training loss uses the analytic per-step KL along the sampled trajectory (``kld``)."""
+    torch.manual_seed(0)
+    objective, batch = make("gaussian", (z_conditioning, "hz", "gaussian"))
+    theirs = authors_like(objective)
+    torch.manual_seed(5)
+    eps = torch.randn(batch.batch_size, batch.num_steps, objective.model.config.z_dim, dtype=torch.float64)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        ours = step_kl(*trace_pair(objective.model, objective.guide, batch)).sum(-1)
+        kld = their_terms(theirs, batch, eps)[3]
+    assert torch.allclose(ours, kld, rtol=1e-6, atol=1e-8), (ours, kld)
