@@ -1,12 +1,17 @@
 """The library against the authors' own formulas (tests/authors_reference.py), and the uncapped emission."""
 
-import pyro.poutine as poutine
+import math
+
+import numpy as np
 import pytest
+import soundfile
 import torch
 
-from pyro_zforcing.data import collate_sequences
+from pyro_zforcing.config import DataConfig
+from pyro_zforcing.data import collate_sequences, load_dataset
 from pyro_zforcing.infer import Weights, step_kl, trace_pair
-from pyro_zforcing.train import build_objective
+from pyro_zforcing.nets import EmissionHead
+from pyro_zforcing.train import build_objective, evaluate_elbo, model_config_for
 
 from authors_reference import AuthorsZForcing
 from conftest import small_config
@@ -149,3 +154,84 @@ def test_analytic_step_kl_equals_the_authors_gaussian_kld(z_conditioning):
         ours = step_kl(*trace_pair(objective.model, objective.guide, batch)).sum(-1)
         kld = their_terms(theirs, batch, eps)[3]
     assert torch.allclose(ours, kld, rtol=1e-6, atol=1e-8), (ours, kld)
+
+
+def near_silent_corpus(root, *, files=32, frame_size=4, quiet_frames=31):
+    """WAV files written by soundfile: one frame of loud noise, then digital silence."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    for i in range(files):
+        loud = 0.3 * rng.standard_normal(frame_size)
+        soundfile.write(str(root / f"u{i:02d}.wav"), np.concatenate([loud, np.zeros(frame_size * quiet_frames)]),
+                        16000, subtype="PCM_16")
+    return load_dataset(DataConfig(dataset="audio", data_dir=str(root), options={
+        "frame_size": frame_size, "chunk_frames": quiet_frames + 1, "valid_fraction": 0.0, "test_fraction": 0.25}))
+
+
+@pytest.fixture
+def one_thread():
+    """A tiny model gains nothing from threads, and on a loaded machine they cost 10x."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_predictable_silence_trains_past_the_old_emission_cap(tmp_path, one_thread):
+    """A clamp of the log-variance at -8 caps every value at -(log 2pi - 8)/2 = 3.079 nats (and the
+    ELBO <= the reconstruction); the unclamped emission learns the silence to far better."""
+    splits = near_silent_corpus(tmp_path / "corpus")
+    torch.manual_seed(0)
+    objective = build_objective(model_config_for(splits.info, emb_dim=8, rnn_dim=16, z_dim=1, mlp_dim=8), "backward")
+    optimizer = torch.optim.Adam(objective.parameters(), lr=1e-2, eps=1e-5)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [150], gamma=0.3)
+    batch = collate_sequences(splits.train)
+    for _ in range(350):
+        optimizer.zero_grad()
+        objective(batch).backward()
+        optimizer.step()
+        schedule.step()
+    cap = -0.5 * (math.log(2 * math.pi) - 8.0)
+    test = evaluate_elbo(objective, splits.test, splits.info, batch_size=8, device=torch.device("cpu"),
+                         dtype=torch.float32)
+    assert test["elbo_per_unit"] > cap + 0.1, test
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_emission_density_and_gradients_stay_finite_at_any_log_variance(dtype):
+    """Exact-zero frames and a constant segment, scored with log-variances far outside the float
+    range (as long training on digital silence would drive them): finite, never NaN."""
+    head = EmissionHead(3, 2, "gaussian").to(dtype)
+    state = torch.randn(4, 3, dtype=dtype)
+    frames = torch.zeros(4, 2, dtype=dtype)
+    frames[2:] = 0.25  # a constant segment
+    for logvar_bias in (-1e4, -100.0, 0.0, 100.0, 1e4):
+        head.zero_grad()
+        with torch.no_grad():
+            head.linear.bias[2:] = logvar_bias
+        log_p = head.step_dist(state).log_prob(frames)
+        log_p.sum().backward()
+        assert torch.isfinite(log_p).all(), logvar_bias
+        assert all(torch.isfinite(p.grad).all() for p in head.parameters()), logvar_bias
+    limit = 0.5 * math.log(torch.finfo(dtype).max)
+    with torch.no_grad():  # the guard is the float range only: inside it the log-variance is untouched
+        head.linear.bias[2:] = -0.9 * limit
+        head.linear.weight.zero_()
+        assert torch.allclose(head.step_dist(state).logvar, torch.full((4, 2), -0.9 * limit, dtype=dtype))
+
+
+def test_training_on_digital_silence_keeps_loss_and_gradients_finite():
+    silence = collate_sequences([np.zeros((12, 3), dtype=np.float32)] * 4)
+    torch.manual_seed(0)
+    objective = build_objective(small_config(input_dim=3, emission="gaussian"), "backward")
+    optimizer = torch.optim.Adam(objective.parameters(), lr=0.1)
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = objective(silence, Weights(aux=5e-4))
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in objective.parameters() if p.grad is not None)
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 50, losses  # and training makes progress on it
