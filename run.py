@@ -97,7 +97,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     obj.add_argument("--kl-start", type=float, default=t.kl_start, help="initial KL weight, 1 disables annealing (default: %(default)s)")
     obj.add_argument("--kl-step", type=float, default=t.kl_step, help="KL weight increase per update (default: %(default)s)")
     obj.add_argument("--bwd-weight", type=float, default=t.bwd_weight,
-                     help="weight of the backward language-model cost on b (default: %(default)s)")
+                     help="weight of the backward language-model cost on b, applied while the aux weight is > 0 (default: %(default)s)")
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--batch-size", type=positive_int, default=t.batch_size, help="sequences per update (default: %(default)s)")

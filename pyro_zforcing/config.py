@@ -91,7 +91,8 @@ class TrainConfig:
 
     KL annealing: the latent site's weight starts at ``kl_start`` and grows by ``kl_step`` per
     update up to 1 (``kl_start=1`` disables it). Aux annealing: beta moves from ``aux_start``
-    to ``aux_end`` by ``aux_step`` per update (``aux_step=0`` keeps ``aux_start``).
+    to ``aux_end`` by ``aux_step`` per update (``aux_step=0`` keeps ``aux_start``). The backward
+    language-model cost (``bwd_weight``) applies only while the aux weight is > 0, as the authors'.
     The default beta (5e-4) is small because the Gaussian aux score sums over rnn_dim
     dimensions and every step: it is thousands of nats per sequence, and beta >= 0.01 swamps
     the ELBO on the default digits (measured in the README's Results).

@@ -59,12 +59,11 @@ def anneal(start: float, end: float, step: float, updates: int) -> float:
 
 
 def weights_at(train_config, updates: int) -> Weights:
-    """The annealed weights after ``updates`` optimiser steps."""
-    return Weights(
-        kl=anneal(train_config.kl_start, 1.0, train_config.kl_step, updates),
-        aux=anneal(train_config.aux_start, train_config.aux_end, train_config.aux_step, updates),
-        bwd=train_config.bwd_weight,
-    )
+    """The annealed weights after ``updates`` optimiser steps; the backward-LM cost is on only
+    while the aux weight is > 0, as in the authors' ``train_timit.py``."""
+    aux = anneal(train_config.aux_start, train_config.aux_end, train_config.aux_step, updates)
+    return Weights(kl=anneal(train_config.kl_start, 1.0, train_config.kl_step, updates), aux=aux,
+                   bwd=train_config.bwd_weight if aux > 0 else 0.0)
 
 
 class Objective(nn.Module):

@@ -7,9 +7,12 @@ import pytest
 import soundfile
 import torch
 
-from pyro_zforcing.config import DataConfig
+from pyro_zforcing.checkpoint import config_payload, load_checkpoint, save_checkpoint
+from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import collate_sequences, load_dataset
-from pyro_zforcing.infer import Weights, step_kl, trace_pair
+from pyro_zforcing.data.base import DataInfo
+from pyro_zforcing.guides import GUIDES
+from pyro_zforcing.infer import Weights, step_kl, trace_pair, weights_at
 from pyro_zforcing.nets import EmissionHead
 from pyro_zforcing.train import build_objective, evaluate_elbo, model_config_for
 
@@ -235,3 +238,54 @@ def test_training_on_digital_silence_keeps_loss_and_gradients_finite():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 50, losses  # and training makes progress on it
+
+
+@pytest.mark.parametrize("guide_name", sorted(GUIDES))
+def test_cond_ln_trajectories_score_the_same_sampled_step_by_step_or_fused(float64, guide_name):
+    """A drawn z is scored from the sampling loop's parameters; a copy of it runs the fused
+    cond-ln recurrence (z-given gains for all steps at once): both must agree, for every guide."""
+    torch.manual_seed(2)
+    objective = build_objective(small_config(input_dim=5, emission="gaussian", z_conditioning="cond-ln"), guide_name)
+    batch = collate_sequences([np.random.default_rng(i).standard_normal((n, 5)) for i, n in enumerate((7, 3, 5))])
+    batch = batch.to("cpu", torch.float64)
+    for proposal in (objective.guide.proposal(batch), objective.model.prior_trajectory(batch)):
+        z = proposal.rsample()
+        drawn_h = objective.model.forward_states(batch, z)  # remembered from the loop
+        objective.model.forget()
+        assert torch.allclose(proposal.log_prob(z), proposal.log_prob(z.clone()), atol=1e-10)
+        assert torch.allclose(drawn_h, objective.model.forward_states(batch, z.clone()), atol=1e-12)
+
+
+def test_authors_initialisation_is_orthogonal_recurrence_and_zero_forward_biases():
+    torch.manual_seed(0)
+    for z_conditioning in ("concat", "cond-ln"):
+        model = build_objective(small_config(z_conditioning=z_conditioning, rnn_dim=6), "backward").model
+        w_hh = model.fwd.lstm.weight_hh_l0 if z_conditioning == "concat" else model.fwd.weight_hh
+        for w in (w_hh, model.bwd.lstm.weight_hh_l0):  # (4H, H): orthonormal columns
+            assert torch.allclose(w.t() @ w, torch.eye(6), atol=1e-5)
+        if z_conditioning == "concat":
+            assert not model.fwd.lstm.bias_ih_l0.any() and not model.fwd.lstm.bias_hh_l0.any()
+    torch_default = build_objective(small_config(init="torch", rnn_dim=6), "backward").model
+    w = torch_default.fwd.lstm.weight_hh_l0
+    assert not torch.allclose(w.t() @ w, torch.eye(6), atol=1e-2)
+    assert torch_default.fwd.lstm.bias_hh_l0.abs().max() > 0
+
+
+def test_checkpoints_from_before_these_options_load_with_what_they_were_trained_with(tmp_path):
+    """A saved ModelConfig without the new fields had a leaky embedding, a clamp of 8 on the
+    emission and PyTorch's init; loading it must not silently switch it to the new defaults."""
+    objective = build_objective(small_config(input_dim=2, emission="gaussian"), "backward")
+    config = small_config(input_dim=2, emission="gaussian", embedding="leaky", emission_clamp=8.0, init="torch")
+    payload = config_payload(config, DataConfig(), TrainConfig(), DataInfo(name="audio", emission="gaussian", dim=2, unit="sample"))
+    for name in ("emission_clamp", "z_conditioning", "embedding", "init"):
+        del payload["model_config"][name]
+    save_checkpoint(tmp_path / "old.pt", {**payload, "objective": objective.state_dict()})
+    assert load_checkpoint(tmp_path / "old.pt")["model_config"] == config
+
+
+def test_backward_lm_cost_is_on_only_while_the_aux_weight_is_positive():
+    """train_timit.py: ``bwd_nll = (aux_weight > 0.) * (bwd * bwd_nll)``."""
+    rising = TrainConfig(aux_start=0.0, aux_end=0.1, aux_step=0.05, bwd_weight=0.5)
+    assert [weights_at(rising, n).bwd for n in (0, 1, 5)] == [0.0, 0.5, 0.5]
+    falling = TrainConfig(aux_start=0.1, aux_end=0.0, aux_step=0.05, bwd_weight=0.5)
+    assert [weights_at(falling, n).bwd for n in (0, 1, 2, 9)] == [0.5, 0.5, 0.0, 0.0]

@@ -39,9 +39,10 @@ def test_words_stop_at_end_of_sentence():
     assert words([5, 0], TEXT) == "down <unk>"
 
 
-def test_mean_decoding_of_given_latents_matches_the_fused_forward_pass(float64, digits):
+@pytest.mark.parametrize("z_conditioning", ["concat", "cond-ln"])
+def test_mean_decoding_of_given_latents_matches_the_fused_forward_pass(float64, digits, z_conditioning):
     torch.manual_seed(1)
-    objective = build_objective(small_config(input_dim=5, emission="gaussian"), "backward")
+    objective = build_objective(small_config(input_dim=5, emission="gaussian", z_conditioning=z_conditioning), "backward")
     model = objective.model
     x = torch.randn(2, 6, 5, dtype=torch.float64)
     z = torch.randn(2, 6, 3, dtype=torch.float64)

@@ -21,10 +21,10 @@ def small_digits(digits):
     return SequenceSplits(digits.info, digits.train[:40], digits.valid[:16], digits.test[:16])
 
 
-def make_trainer(out_dir, splits, **train):
+def make_trainer(out_dir, splits, *, sizes=SIZES, **train):
     config = TrainConfig(batch_size=8, log_every=1, aux_start=0.01, aux_end=0.01, kl_start=0.5, kl_step=0.05, **train)
     return Trainer.create(data_config=DataConfig(), train_config=config, out_dir=out_dir,
-                          model_sizes=SIZES, quiet=True, splits=splits)
+                          model_sizes=sizes, quiet=True, splits=splits)
 
 
 def step_losses(run_dir):
@@ -32,11 +32,13 @@ def step_losses(run_dir):
     return {r["step"]: r["loss"] for r in records if r["kind"] == "step"}
 
 
-def test_resumed_run_continues_exactly_like_the_uninterrupted_one(tmp_path, small_digits):
+@pytest.mark.parametrize("z_conditioning", ["concat", "cond-ln"])
+def test_resumed_run_continues_exactly_like_the_uninterrupted_one(tmp_path, small_digits, z_conditioning):
     # 40 sequences / batch 8 = 5 steps per epoch: stop mid-epoch 2 (step 7), resume to step 12
-    whole = make_trainer(tmp_path / "whole", small_digits, epochs=3, max_steps=12)
+    sizes = dict(SIZES, z_conditioning=z_conditioning)
+    whole = make_trainer(tmp_path / "whole", small_digits, epochs=3, max_steps=12, sizes=sizes)
     whole.fit()
-    first = make_trainer(tmp_path / "split", small_digits, epochs=3, max_steps=7)
+    first = make_trainer(tmp_path / "split", small_digits, epochs=3, max_steps=7, sizes=sizes)
     first.fit()
     resumed = Trainer.resume(tmp_path / "split", quiet=True, splits=small_digits, max_steps=12)
     resumed.fit()
