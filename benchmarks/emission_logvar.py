@@ -45,12 +45,12 @@ def emission_logvars(objective, sequences, *, batch_size: int = 32) -> torch.Ten
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", help="a run directory with checkpoints/best.pt (or last.pt)")
+    parser.add_argument("run_dir", help="a run directory (with checkpoints/)")
+    parser.add_argument("--which", choices=("last", "best"), default="last", help="checkpoint (default: %(default)s)")
     parser.add_argument("--clamp", type=float, default=8.0, help="the clamp to measure against (default: %(default)s)")
     parser.add_argument("--split", choices=("train", "valid", "test"), default="test")
     args = parser.parse_args(argv)
-    checkpoints = Path(args.run_dir) / "checkpoints"
-    path = checkpoints / "best.pt" if (checkpoints / "best.pt").exists() else checkpoints / "last.pt"
+    path = Path(args.run_dir) / "checkpoints" / f"{args.which}.pt"
     state = load_checkpoint(path)
     if state["model_config"].emission != "gaussian":
         parser.error(f"{path}: the emission is {state['model_config'].emission}, not gaussian")

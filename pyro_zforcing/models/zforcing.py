@@ -61,6 +61,7 @@ class ZForcing(nn.Module):
         self._embedded = LastResult(self.embed.parameters)
         self._backward = LastResult(lambda: (*self.embed.parameters(), *self.bwd.parameters()))
         self._forward = LastResult(lambda: (*self.embed.parameters(), *self.fwd.parameters()))
+        self._prior = LastResult(self.parameters)
 
     def forget(self) -> None:
         """Drop the remembered embeddings and states: a new evaluation of the loss begins.
@@ -69,7 +70,7 @@ class ZForcing(nn.Module):
         next evaluation (the same batch twice without an update in between, as in gradient
         accumulation or an LBFGS closure) would backpropagate through a freed graph.
         """
-        for cache in (self._embedded, self._backward, self._forward):
+        for cache in (self._embedded, self._backward, self._forward, self._prior):
             cache.clear()
 
     # ----- deterministic pieces shared with the guides -----
@@ -109,8 +110,17 @@ class ZForcing(nn.Module):
             remember=lambda z, h: self._forward.put(h, batch.x, z))
 
     def prior_trajectory(self, batch: Batch) -> LatentTrajectory:
-        """p(z_{1:T} | u_{1:T}) = prod_t N(z_t; prior(h_{t-1}))."""
-        return self.trajectory(batch, self.prior)
+        """p(z_{1:T} | u_{1:T}) = prod_t N(z_t; prior(h_{t-1})).
+
+        The same object for the same batch within one evaluation, so a trajectory drawn from the
+        prior (the ``prior`` guide) is scored from the very parameters it was drawn with, and
+        log q - log p is exactly 0 rather than the rounding of a batched recomputation.
+        """
+        cached = self._prior.get(batch.x)
+        if cached is None:
+            cached = self.trajectory(batch, self.prior)
+            self._prior.put(cached, batch.x)
+        return cached
 
     # ----- the Pyro model -----
 
