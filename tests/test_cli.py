@@ -75,3 +75,16 @@ def test_resume_keeps_saved_settings_and_refuses_flags_it_would_ignore(tmp_path)
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert state["progress"]["step"] == 4
     assert state["train_config"].epochs == 3 and state["train_config"].max_steps == 4
+
+
+def test_model_option_flags_reach_the_model_config():
+    import run
+
+    args = run.train_parser().parse_args(["--z-conditioning", "cond-ln", "--embedding", "leaky", "--init", "torch",
+                                          "--emission-clamp", "8"])
+    sizes = run.model_sizes_from(args)
+    assert (sizes["z_conditioning"], sizes["embedding"], sizes["init"], sizes["emission_clamp"]) == \
+        ("cond-ln", "leaky", "torch", 8.0)
+    defaults = run.model_sizes_from(run.train_parser().parse_args([]))
+    assert (defaults["z_conditioning"], defaults["embedding"], defaults["init"], defaults["emission_clamp"]) == \
+        ("concat", "linear", "orthogonal", None)
