@@ -125,7 +125,9 @@ def test_bounds_exclude_the_aux_factor(zforcing):
 def test_kl_per_step_sums_to_an_unbiased_kl_and_is_zero_on_padding(zforcing):
     objective, batch = zforcing
     torch.manual_seed(4)
-    terms = importance_terms(objective.model, objective.guide, batch, num_samples=400, chunk=100,
+    # 1600 draws: the Monte Carlo KL's standard error is then 0.04-0.07 nats on these sequences (per
+    # draw std 1.5-2.8), so the tolerance below is ~3 standard errors (400 draws left it at ~1.5)
+    terms = importance_terms(objective.model, objective.guide, batch, num_samples=1600, chunk=400,
                              kl_per_step=True)
     steps = terms["kl_steps"]
     assert steps.shape == batch.mask.shape
