@@ -197,7 +197,7 @@ def test_predictable_silence_trains_past_the_old_emission_cap(tmp_path, one_thre
     cap = -0.5 * (math.log(2 * math.pi) - 8.0)
     test = evaluate_elbo(objective, splits.test, splits.info, batch_size=8, device=torch.device("cpu"),
                          dtype=torch.float32)
-    assert test["elbo_per_unit"] > cap + 0.1, test
+    assert test["elbo_per_unit"] > cap + 0.05, test  # 3.26 here
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
