@@ -180,8 +180,9 @@ class Trainer:
     @classmethod
     def create(cls, *, data_config: DataConfig, train_config: TrainConfig, out_dir, model_sizes=None,
                quiet: bool = False, splits: Optional[SequenceSplits] = None,
-               rank: int = 0, world_size: int = 1) -> "Trainer":
-        """A fresh run: read the data, size the model from it, write ``config.json``.
+               rank: int = 0, world_size: int = 1, recipe: Optional[Dict] = None) -> "Trainer":
+        """A fresh run: read the data, size the model from it, write ``config.json`` (with
+        ``recipe``, the name and file of the recipe the settings came from, if any).
 
         With ``world_size > 1`` (under torchrun, see :mod:`.distributed`) every rank builds the
         same initial model from the seed, trains on its shard, and only rank 0 writes files.
@@ -194,7 +195,8 @@ class Trainer:
                       train_config=train_config, out_dir=Path(out_dir), quiet=quiet, rank=rank, world_size=world_size)
         trainer.out_dir.mkdir(parents=True, exist_ok=True)
         if rank == 0:
-            (trainer.out_dir / "config.json").write_text(json.dumps(trainer._configs(), indent=2) + "\n")
+            configs = {**trainer._configs(), "recipe": recipe}
+            (trainer.out_dir / "config.json").write_text(json.dumps(configs, indent=2) + "\n")
         trainer.metrics = MetricsLog(trainer.out_dir / "metrics.jsonl", keep_until_step=-1 if rank == 0 else None)
         trainer._seed_rank_noise()
         return trainer
