@@ -87,6 +87,16 @@ def epoch_batches(num_items: int, batch_size: int, *, seed: int, epoch: int,
     return [shard[i:i + batch_size] for i in range(0, len(shard), batch_size)]
 
 
+def aux_step_over_epochs(config: TrainConfig, num_items: int, *, world_size: int = 1) -> TrainConfig:
+    """``config`` with ``aux_step`` = |aux_end - aux_start| / (aux_anneal_epochs * updates per epoch)
+    when ``aux_anneal_epochs`` is set (train_blizzard.py: ``abs(aux_end - aux_sta) / (2 * nbatches)``)."""
+    if config.aux_anneal_epochs is None:
+        return config
+    per_epoch = len(epoch_batches(num_items, config.batch_size, seed=config.seed, epoch=0, world_size=world_size))
+    step = abs(config.aux_end - config.aux_start) / (config.aux_anneal_epochs * per_epoch)
+    return replace(config, aux_step=step)
+
+
 def eval_batches(sequences, batch_size: int) -> Iterator[Batch]:
     """Padded batches of similar-length sequences, longest first, bounded in size (``length_batches``)."""
     step_size = int(np.prod(sequences[0].shape[1:])) if len(sequences) else 1
@@ -188,6 +198,7 @@ class Trainer:
         same initial model from the seed, trains on its shard, and only rank 0 writes files.
         """
         splits = splits if splits is not None else load_dataset(data_config)
+        train_config = aux_step_over_epochs(train_config, len(splits.train), world_size=world_size)
         model_config = model_config_for(splits.info, **(model_sizes or {}))
         set_seed(train_config.seed)
         objective = build_objective(model_config, train_config.guide)

@@ -240,3 +240,14 @@ def test_stream_chunks_skip_the_first_frame_and_drop_the_tail(frames, length, ex
     for k, chunk in enumerate(chunks):
         assert chunk[:, 0].tolist() == list(range(1 + k * length, 1 + (k + 1) * length))
 
+
+
+def test_aux_anneal_epochs_sets_the_step_from_the_runs_batches_per_epoch(tmp_path):
+    from pyro_zforcing.config import TrainConfig
+    from pyro_zforcing.train import aux_step_over_epochs, weights_at
+
+    config = TrainConfig(batch_size=10, aux_start=0.5, aux_end=0.1, aux_anneal_epochs=2.0)
+    resolved = aux_step_over_epochs(config, 95)  # 10 batches per epoch (the last one of 5)
+    assert resolved.aux_step == pytest.approx(0.4 / 20)
+    assert weights_at(resolved, 10).aux == pytest.approx(0.3) and weights_at(resolved, 20).aux == pytest.approx(0.1)
+    assert aux_step_over_epochs(TrainConfig(aux_step=0.3), 95).aux_step == 0.3
