@@ -353,11 +353,12 @@ def command_evaluate(argv: List[str]) -> int:
         print(markdown_table(report), end="")
         logging.getLogger("run").info("wrote %s and %s", out / "eval.json", out / "eval.md")
     if args.protocol in ("paper", "both"):
-        from pyro_zforcing.paper_protocol import evaluate_paper, markdown_lines, write_paper_report
+        from pyro_zforcing.paper_protocol import evaluate_paper, markdown_lines
 
         paper = evaluate_paper(objective, splits.split(args.split), splits.info, device=device, quiet=args.quiet)
         paper.meta = meta
-        print(("\n" if args.protocol == "both" else "") + markdown_lines(write_paper_report(paper, out)), end="")
+        report = write_report(paper, out, name="eval_paper", render=markdown_lines)
+        print(("\n" if args.protocol == "both" else "") + markdown_lines(report), end="")
         logging.getLogger("run").info("wrote %s and %s", out / "eval_paper.json", out / "eval_paper.md")
     return 0
 

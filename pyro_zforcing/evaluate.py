@@ -258,11 +258,12 @@ def markdown_table(report: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(result: SplitResult, out_dir, *, name: str = "eval") -> Dict:
-    """Write ``<name>.json`` and ``<name>.md`` into ``out_dir``; returns the report dict."""
+def write_report(result, out_dir, *, name: str = "eval", render=markdown_table) -> Dict:
+    """Write ``<name>.json`` (``result.to_dict()``) and ``<name>.md`` (``render`` of it) into
+    ``out_dir``; returns the report dict."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = result.to_dict()
     (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out_dir / f"{name}.md").write_text(markdown_table(report))
+    (out_dir / f"{name}.md").write_text(render(report))
     return report

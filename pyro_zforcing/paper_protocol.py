@@ -17,17 +17,17 @@ All utterances are zero-padded to the longest, and ``eval_timit.py`` then
 
 :func:`evaluate_paper` reproduces this with our networks and reports it in the unit of the
 paper's Table 1 (nats per utterance, as a lower bound: the negative of what the script prints),
-beside the plain mean over the N utterances. Our own protocol (:mod:`.evaluate`) scores whole
-utterances, every frame, with IWAE; it is the better estimator, this one is the comparable one.
+beside the plain mean over the N utterances; ``evaluate.write_report(result, out,
+name="eval_paper", render=markdown_lines)`` writes ``eval_paper.json`` and ``eval_paper.md``.
+Our own protocol (:mod:`.evaluate`) scores whole utterances, every frame, with IWAE; it is the
+better estimator, this one is the comparable one.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -173,12 +173,3 @@ def markdown_lines(report: Dict) -> str:
         f"eval_timit.py prints the NLL, the negative: {report['script_nll']:.3f}.",
     ]) + "\n"
 
-
-def write_paper_report(result: PaperResult, out_dir, *, name: str = "eval_paper") -> Dict:
-    """Write ``<name>.json`` and ``<name>.md`` into ``out_dir``; returns the report dict."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = result.to_dict()
-    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out_dir / f"{name}.md").write_text(markdown_lines(report))
-    return report
