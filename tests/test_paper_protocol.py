@@ -107,3 +107,17 @@ def test_evaluate_protocol_both_writes_both_reports(tmp_path):
     assert paper["num_sequences"] == ours["num_sequences"] == 3
     assert paper["padded_sequences"] == 32 and math.isfinite(paper["table_bound"])
     assert (out / "eval_paper.md").read_text().startswith("timit test split, paper protocol")
+
+
+def test_a_given_first_input_travels_with_the_batch_and_replaces_the_start_frame():
+    from pyro_zforcing.data import collate_sequences
+
+    batch = collate_sequences([np.ones((3, 2), np.float32), np.full((2, 2), 2, np.float32)])
+    batch.first = torch.tensor([[5.0, 6.0], [7.0, 8.0]])
+    copies = batch.repeat(3).to("cpu", torch.float64)
+    assert copies.first.dtype == torch.float64 and copies.first[:, 0].tolist() == [5, 7] * 3
+    objective = build_objective(ModelConfig(input_dim=2, emission="gaussian", emb_dim=3, rnn_dim=4, z_dim=2,
+                                            mlp_dim=3), "backward")
+    inputs, targets = objective.model.embedded(batch)
+    torch.testing.assert_close(inputs[:, 0], objective.model.embed(batch.first))
+    torch.testing.assert_close(inputs[:, 1:], targets[:, :-1])
