@@ -4,7 +4,8 @@
 batches (whole sequences, never windows) and returns per-sequence arrays plus averages:
 
 - nats per sequence (an image for MNIST/digits, an utterance or chunk for speech, a sentence
-  for text), the number the paper's tables report for TIMIT, Blizzard and MNIST;
+  for text), the unit of the paper's tables for TIMIT, Blizzard and MNIST (the authors' own
+  TIMIT arithmetic, 40-frame windows, is :mod:`.paper_protocol`);
 - nats per step (a frame of speech, a row or pixel of an image) and per unit (``info.unit``:
   sample, pixel, word), averaged as total nats / total units over the split;
 - for text, perplexity per word exp(-bound per word), with <eos> counted as a word.
