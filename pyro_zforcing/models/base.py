@@ -78,6 +78,14 @@ class SequenceModel(nn.Module):
             return step.probs, (step.probs > 0.5).to(step.probs.dtype)
         return step.mean, step.mean
 
+    @staticmethod
+    def latent_at(t: int, z: Optional[torch.Tensor], prior) -> torch.Tensor:
+        """z_t of a generated sequence: ``z[:, t]`` where given, else a draw from ``prior()`` = (loc, scale)."""
+        if z is not None and t < z.shape[1]:
+            return z[:, t]
+        loc, scale = prior()
+        return loc + scale * torch.randn_like(loc)
+
     def emit(self, step, *, mean: bool, prime_t: Optional[torch.Tensor]):
         """(output, fed-back value) of one generated step: the prime if given, else the mean/mode
         or a sample of the per-step emission ``step``."""

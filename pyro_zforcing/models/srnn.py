@@ -107,11 +107,7 @@ class SRNN(SequenceModel):
         for t in range(steps):
             d, state = self.rnn(u, state)
             d = d[:, 0]
-            if z is not None and t < z.shape[1]:
-                z_t = z[:, t]
-            else:
-                loc, scale = self.prior(z_t, d)
-                z_t = loc + scale * torch.randn_like(loc)
+            z_t = self.latent_at(t, z, lambda: self.prior(z_t, d))
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
             out_t, y_t = self.emit(self.emission.step_dist(z_t, d), mean=mean, prime_t=prime_t)
             outputs.append(out_t)

@@ -126,11 +126,7 @@ class VRNN(SequenceModel):
         state = (h, h)
         outputs = []
         for t in range(steps):
-            if z is not None and t < z.shape[1]:
-                z_t = z[:, t]
-            else:
-                loc, scale = self.prior(state[0])
-                z_t = loc + scale * torch.randn_like(loc)
+            z_t = self.latent_at(t, z, lambda: self.prior(state[0]))
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
             out_t, y_t = self.emit(self.emission.step_dist(self.phi_z(z_t), state[0]), mean=mean, prime_t=prime_t)
             outputs.append(out_t)

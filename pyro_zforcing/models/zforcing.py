@@ -152,11 +152,7 @@ class ZForcing(SequenceModel):
         u = self.embed.start(num, param)[:, 0]
         outputs = []
         for t in range(steps):
-            if z is not None and t < z.shape[1]:
-                z_t = z[:, t]
-            else:
-                loc, scale = self.prior(state[0])
-                z_t = loc + scale * torch.randn_like(loc)
+            z_t = self.latent_at(t, z, lambda: self.prior(state[0]))
             gates, w_z = self.fwd.input_gates(u[:, None])
             state = self.fwd.step(gates[:, 0], w_z, z_t, state)
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
