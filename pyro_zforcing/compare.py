@@ -20,6 +20,7 @@ import numpy as np
 
 from .ablation import Study, mean_std
 from .config import ModelConfig
+from .evaluate import step_unit
 from .train import build_objective, model_config_for
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def comparison_rows(results: List[Dict]) -> List[Dict]:
 
 def comparison_markdown(rows: List[Dict], info, *, iwae_samples: int) -> str:
     unit = info.extra.get("sequence_unit", "sequence")
-    names = {"sequence": unit, "step": "step", "unit": info.unit}
+    names = {"sequence": unit, "step": step_unit(info), "unit": info.unit}
     header = ["model", "parameters"] + [f"{label} / {names[level]}" for _, level in LEVELS
                                         for label in ("ELBO", "IWAE")]
     lines = [f"{info.name}, test split: log-likelihood bounds in nats (higher is better), mean ± std over "
@@ -146,7 +147,7 @@ def plot_comparison(rows: List[Dict], results: List[Dict], info, path: Path) -> 
                   legend=False)
     low, high = frame["nats"].min(), frame["nats"].max()
     ax.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
-    ax.set_ylabel("test bound (nats / step)")
+    ax.set_ylabel(f"test bound (nats / {step_unit(info)})")
     ax.set_title(f"{info.name}: test bounds per model (bars: mean ± sd over seeds; dots: seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

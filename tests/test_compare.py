@@ -10,6 +10,7 @@ import run
 from pyro_zforcing import data, evaluate, train
 from pyro_zforcing.checkpoint import load_checkpoint
 from pyro_zforcing.data import SequenceSplits
+from pyro_zforcing.models import MODELS
 
 SIZES = ["--emb-dim", "6", "--rnn-dim", "7", "--z-dim", "3", "--mlp-dim", "5"]
 
@@ -75,6 +76,7 @@ def test_compare_matches_parameter_counts_and_writes_the_table(tmp_path, tiny_da
         config = json.loads((study / f"{row['variant']}-seed1" / "config.json").read_text())
         assert config["model_config"]["rnn_dim"] == chosen["rnn_dim"]
         assert config["model_config"]["model"] == row["model"]
+        assert config["train_config"]["guide"] == MODELS[row["model"]].guides[0]  # each model's own guide
         assert row["seeds"] == "2" and float(row["iwae_mean"]) >= float(row["elbo_mean"]) - 1e-9
     assert json.loads((study / "vrnn-i-seed0" / "config.json").read_text())["model_config"]["prior"] == "standard"
     assert rows[0]["exact"] == "True" and rows[0]["elbo_mean"] == rows[0]["iwae_mean"]
