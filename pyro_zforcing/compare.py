@@ -116,7 +116,8 @@ def comparison_rows(results: List[Dict]) -> List[Dict]:
 def comparison_markdown(rows: List[Dict], info, *, iwae_samples: int) -> str:
     unit = info.extra.get("sequence_unit", "sequence")
     names = {"sequence": unit, "step": step_unit(info), "unit": info.unit}
-    header = ["model", "parameters"] + [f"{label} / {names[level]}" for _, level in LEVELS
+    levels = LEVELS if info.units_per_step != 1 else LEVELS[:2]  # a step is one unit: one column pair
+    header = ["model", "parameters"] + [f"{label} / {names[level]}" for _, level in levels
                                         for label in ("ELBO", "IWAE")]
     lines = [f"{info.name}, test split: log-likelihood bounds in nats (higher is better), mean ± std over "
              f"{max(r['seeds'] for r in rows)} seed(s); IWAE with K = {iwae_samples}. A model marked * has no "
@@ -125,7 +126,7 @@ def comparison_markdown(rows: List[Dict], info, *, iwae_samples: int) -> str:
     for row in rows:
         digits = lambda suffix: 2 if suffix == "" else 4  # noqa: E731
         cells = [f"{row[f'{b}{s}_mean']:.{digits(s)}f} ± {row[f'{b}{s}_std']:.{digits(s)}f}"
-                 for s, _ in LEVELS for b in ("elbo", "iwae")]
+                 for s, _ in levels for b in ("elbo", "iwae")]
         lines.append(f"| {row['variant']}{'*' if row['exact'] else ''} | {row['params']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
