@@ -29,6 +29,11 @@ LATENT_SITE = "z"
 OBS_SITE = "x"
 
 
+def inputs_of(batch: Batch) -> tuple:
+    """The tensors the inputs u_{1:T} are made of: the targets, and the given first input if any."""
+    return (batch.x,) if batch.first is None else (batch.x, batch.first)
+
+
 class SequenceModel(nn.Module):
     """Base of the registered models: config, the input embedding e(.), and the guide->model memo."""
 
@@ -58,13 +63,18 @@ class SequenceModel(nn.Module):
                 value.clear()
 
     def embedded(self, batch: Batch):
-        """(e(u_{1:T}), e(y_{1:T})), each ``(B, T, E)``, for the inputs and targets of ``batch``."""
-        cached = self._embedded.get(batch.x)
+        """(e(u_{1:T}), e(y_{1:T})), each ``(B, T, E)``, for the inputs and targets of ``batch``;
+        u_1 is ``batch.first`` when given, else the start frame or token."""
+        keys = inputs_of(batch)
+        cached = self._embedded.get(*keys)
         if cached is None:
             targets = self.embed(batch.x)
-            inputs = torch.cat([self.embed.start(batch.batch_size, targets), targets[:, :-1]], dim=1)
-            cached = (inputs, targets)
-            self._embedded.put(cached, batch.x)
+            if batch.first is None:
+                first = self.embed.start(batch.batch_size, targets)
+            else:
+                first = self.embed(batch.first.unsqueeze(1))
+            cached = (torch.cat([first, targets[:, :-1]], dim=1), targets)
+            self._embedded.put(cached, *keys)
         return cached
 
     def mean_and_mode(self, step) -> tuple:

@@ -32,7 +32,7 @@ from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import ConditionalEmission, GaussianHead
-from .base import LATENT_SITE, OBS_SITE, SequenceModel
+from .base import LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
 
 
 class SRNN(SequenceModel):
@@ -64,10 +64,10 @@ class SRNN(SequenceModel):
 
     def deterministic_states(self, batch: Batch) -> torch.Tensor:
         """d_{1:T} ``(B, T, H)``, one fused LSTM pass over the inputs."""
-        cached = self._deterministic.get(batch.x)
+        cached = self._deterministic.get(*inputs_of(batch))
         if cached is None:
             cached = self.rnn(self.embedded(batch)[0])[0]
-            self._deterministic.put(cached, batch.x)
+            self._deterministic.put(cached, *inputs_of(batch))
         return cached
 
     def trajectory(self, batch: Batch, head, context: torch.Tensor) -> LatentTrajectory:

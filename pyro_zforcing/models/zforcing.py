@@ -27,7 +27,7 @@ from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import AuxHead, BackwardRNN, ForwardRNN, GaussianHead, emission_head
-from .base import LATENT_SITE, OBS_SITE, SequenceModel
+from .base import LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
 
 AUX_SITE = "aux"
 BWD_SITE = "bwd"
@@ -81,10 +81,10 @@ class ZForcing(SequenceModel):
 
     def forward_states(self, batch: Batch, z: torch.Tensor) -> torch.Tensor:
         """h_{0:T} ``(B, T+1, H)`` driven by the inputs of ``batch`` and the latents ``z: (B, T, Z)``."""
-        cached = self._forward.get(batch.x, z)
+        cached = self._forward.get(*inputs_of(batch), z)
         if cached is None:
             cached = self.fwd.states(self.embedded(batch)[0], z)
-            self._forward.put(cached, batch.x, z)
+            self._forward.put(cached, *inputs_of(batch), z)
         return cached
 
     def trajectory(self, batch: Batch, head, context: Optional[torch.Tensor] = None) -> LatentTrajectory:
@@ -102,7 +102,7 @@ class ZForcing(SequenceModel):
         return LatentTrajectory(
             head=head, context=context, mask=batch.mask, z_dim=self.config.z_dim,
             states=lambda z: self.forward_states(batch, z), stepper=stepper,
-            remember=lambda z, h: self._forward.put(h, batch.x, z))
+            remember=lambda z, h: self._forward.put(h, *inputs_of(batch), z))
 
     def prior_trajectory(self, batch: Batch) -> LatentTrajectory:
         """p(z_{1:T} | u_{1:T}) = prod_t N(z_t; prior(h_{t-1}))."""
