@@ -9,11 +9,15 @@ With inputs u_t = y_{t-1} (u_1 a start frame or token), as every model of the pa
 Guides (``pyro_zforcing.guides``): "smoothing" q(z_t | z_{t-1}, a_t) with a_t a backward LSTM
 over [d_t, e(y_t)] and the Resq mean (prior mean + correction; the paper's best and the
 default), "smoothing-plain" (no Resq), "filtering" q(z_t | z_{t-1}, d_t, e(y_t)) (the
-paper's filtering ablation), and "prior". Choices where the paper is open, after its
-reference code (marcofraccaro/srnn): z_0 = 0 and d_0 = 0; the inference network shares d_t
-with the generative model (gradients of the guide reach the d-LSTM). Differences: LSTMs
-instead of GRUs for d and a, one hidden layer per head with clamped log-variances (the
-reference: deeper MLPs with softplus standard deviations). In the paper's indexing the
+paper's filtering ablation), and "prior". Choices where the paper is open follow its
+reference code (marcofraccaro/srnn, ml/models/SRNN_timit.py): z_0 = 0 and d_0 = 0; one
+feature extractor shared by the inputs u_t and the targets x_t (here the embedding e(.));
+the inference network reads the generative d_t (gradients of the guide reach the d-RNN);
+Gaussian parameters as mean and log-variance; the clipped leaky rectifier (slope 1/3) the
+package uses everywhere. Differences: LSTMs instead of GRUs for d and a; a one-layer
+embedding (the reference: two dense layers); one MLP per head giving mean and log-variance
+(the reference: separate MLPs for each), log-variances clamped to +-8; no dropout; the
+filtering guide feeds [d_t, e(y_t)] to the head directly (the reference: through an MLP). In the paper's indexing the
 input of d_t is u_t = x_{t-1}; here that is the shifted target y_{t-1}, the same model.
 Only the z-recurrence loops in Python (in the guide); the model scores the prior and the
 emission fused over the whole trajectory.

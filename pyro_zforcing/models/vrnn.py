@@ -9,11 +9,13 @@ With x_t = y_t (the target of step t; the recurrence has consumed y_{<t} through
     q(z_t | y_t, h_{t-1}) = N(posterior([h_{t-1}, phi_x(y_t)]))   the "filtering" guide
 
 phi_x is the package's input embedding e(.) (Linear + bounded leaky ReLU, or a token lookup),
-phi_z = LReLU(Linear(z)). Choices where the paper is open, and how they differ from the
-authors' Theano code (jych/nips2015_vrnn): one hidden layer per feature extractor and head
-(the reference uses up to four ReLU layers), Gaussian heads with a log-variance clamped to
-+-8 like every head of this package (the reference: softplus standard deviations), an LSTM
-recurrence (as the reference), h_0 = 0. Because h_{t-1} already summarises y_{<t}, no start
+phi_z = LReLU(Linear(z)). Choices where the paper is open follow the authors' Theano code
+(jych/nips2015_vrnn, models/blizzard/vrnn_gmm.py): an LSTM recurrence on [phi_x(x_t),
+phi_z(z_t)], the posterior on [phi_x(x_t), h_{t-1}], the emission on [phi_z(z_t), h_{t-1}],
+h_0 = 0. Differences: one hidden layer per feature extractor and head with the package's
+bounded leaky ReLU (the reference: four ReLU layers of 500 each), Gaussian heads with a
+log-variance clamped to +-8 (the reference: softplus standard deviations + 1e-4), and a sampled
+KL (Trace_ELBO) where the reference trains with the analytic Gaussian KL. Because h_{t-1} already summarises y_{<t}, no start
 frame is needed: every step t = 1..T is scored, as by every model of the package.
 The z-driven recurrence loops in Python while the guide samples; the model reuses the guide's
 states (``cache.LastResult``) and scores prior and emission fused over the whole sequence.
