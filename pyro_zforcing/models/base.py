@@ -62,6 +62,21 @@ class SequenceModel(nn.Module):
             if isinstance(value, LastResult):
                 value.clear()
 
+    # ----- what a filtering guide reads: q(z_t | s_{t-1}, c_t) (SRNN overrides both) -----
+
+    @property
+    def state_dim(self) -> int:
+        """Size of the state s_{t-1} every proposal head reads (h_{t-1} here)."""
+        return self.config.rnn_dim
+
+    @property
+    def filtering_context_dim(self) -> int:
+        return self.config.emb_dim
+
+    def filtering_context(self, batch: Batch) -> torch.Tensor:
+        """c_t = e(y_t) ``(B, T, E)``: what a guide without look-ahead sees besides s_{t-1}."""
+        return self.embedded(batch)[1]
+
     def embedded(self, batch: Batch):
         """(e(u_{1:T}), e(y_{1:T})), each ``(B, T, E)``, for the inputs and targets of ``batch``;
         u_1 is ``batch.first`` when given, else the start frame or token."""

@@ -56,18 +56,6 @@ class VRNN(SequenceModel):
         self._forward = LastResult(lambda: (*self.embed.parameters(), *self.phi_z.parameters(),
                                             *self.lstm.parameters()))
 
-    @property
-    def state_dim(self) -> int:
-        return self.config.rnn_dim
-
-    @property
-    def filtering_context_dim(self) -> int:
-        return self.config.emb_dim
-
-    def filtering_context(self, batch: Batch) -> torch.Tensor:
-        """phi_x(y_t) ``(B, T, E)``: what VRNN's posterior sees besides h_{t-1}."""
-        return self.embedded(batch)[1]
-
     def forward_states(self, batch: Batch, z: torch.Tensor) -> torch.Tensor:
         """h_{0:T} ``(B, T+1, H)`` for the targets of ``batch`` and the latents ``z: (B, T, Z)``, fused."""
         cached = self._forward.get(batch.x, z)

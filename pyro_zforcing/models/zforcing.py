@@ -58,19 +58,6 @@ class ZForcing(SequenceModel):
 
     # ----- deterministic pieces shared with the guides -----
 
-    @property
-    def state_dim(self) -> int:
-        """Size of the state h_{t-1} every proposal head reads."""
-        return self.config.rnn_dim
-
-    @property
-    def filtering_context_dim(self) -> int:
-        return self.config.emb_dim
-
-    def filtering_context(self, batch: Batch) -> torch.Tensor:
-        """e(y_t) ``(B, T, E)``: what a guide without look-ahead sees besides h_{t-1}."""
-        return self.embedded(batch)[1]
-
     def backward_states(self, batch: Batch) -> torch.Tensor:
         """b_{1:T} ``(B, T, H)``: b_t summarises the targets y_{t..T}."""
         cached = self._backward.get(batch.x)
