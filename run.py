@@ -2,6 +2,7 @@
 """Command line of pyro-zforcing. argparse lives here only; the work is in the library.
 
     python run.py [train] [flags]        train (the default command; digits by default)
+    python run.py compare [flags]        train and compare models (rnn, vrnn, srnn, zforcing)
     python run.py --help                 every flag with its default
 """
 
@@ -16,12 +17,13 @@ from typing import Dict, List, Optional
 
 import pyro
 
-from pyro_zforcing.ablation import VARIANTS, Study, load_study_file, run_study, select_variants
+from pyro_zforcing.ablation import MODEL_VARIANTS, VARIANTS, Study, load_study_file, run_study, select_variants
 from pyro_zforcing.checkpoint import CheckpointError
-from pyro_zforcing.config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, INITS, Z_CONDITIONINGS, DataConfig,
-                                   ModelConfig, TrainConfig)
+from pyro_zforcing.config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, PRIORS, Z_CONDITIONINGS,
+                                   DataConfig, ModelConfig, TrainConfig)
 from pyro_zforcing.data import DATASETS, DataError
 from pyro_zforcing.guides import GUIDES
+from pyro_zforcing.models import MODELS, default_guide
 from pyro_zforcing import distributed
 from pyro_zforcing.recipes import apply_recipe, check_dataset, find_recipe, preset_names
 from pyro_zforcing.train import RESUMABLE, Trainer, TrainingDiverged
@@ -76,6 +78,15 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     m, t = MODEL_DEFAULTS, TRAIN_DEFAULTS
     model = parser.add_argument_group("model")
+    model.add_argument("--model", choices=list(MODELS), default=m.model,
+                       help="zforcing (the paper's), rnn (no latents), vrnn (Chung et al. 2015), srnn "
+                            "(Fraccaro et al. 2016) (default: %(default)s)")
+    model.add_argument("--emission", choices=EMISSIONS, default=None,
+                       help="output distribution (default: the dataset's; gmm can replace gaussian)")
+    model.add_argument("--mixtures", type=positive_int, default=m.mixtures,
+                       help="components of the gmm emission (default: %(default)s)")
+    model.add_argument("--prior", choices=PRIORS, default=m.prior,
+                       help="vrnn: conditional p(z_t | h_{t-1}) or standard N(0, I) (VRNN-I) (default: %(default)s)")
     model.add_argument("--emb-dim", type=positive_int, default=m.emb_dim, help="input embedding size (default: %(default)s)")
     model.add_argument("--rnn-dim", type=positive_int, default=m.rnn_dim, help="LSTM state size (default: %(default)s)")
     model.add_argument("--z-dim", type=positive_int, default=m.z_dim, help="latent size per step (default: %(default)s)")
@@ -97,7 +108,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                             "authors; 8 was this project's earlier setting)")
 
     obj = parser.add_argument_group("objective")
-    obj.add_argument("--guide", choices=sorted(GUIDES), default=t.guide, help="inference network (default: %(default)s)")
+    obj.add_argument("--guide", choices=sorted(GUIDES), default=None,
+                     help="inference network (default: the model's: " + ", ".join(
+                         f"{name} {default_guide(name)}" for name in MODELS) + ")")
     obj.add_argument("--aux-weight", type=float, default=None,
                      help="constant aux weight beta, 0 disables the aux cost (sets --aux-start and --aux-end)")
     obj.add_argument("--aux-start", type=float, default=t.aux_start, help="initial aux weight (default: %(default)s)")
@@ -149,7 +162,7 @@ def train_config_from(args) -> TrainConfig:
     aux_start, aux_end = args.aux_start, args.aux_end
     if args.aux_weight is not None:
         aux_start = aux_end = args.aux_weight
-    return TrainConfig(guide=args.guide, batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
+    return TrainConfig(guide=args.guide or default_guide(args.model), batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
                        epochs=args.epochs, max_steps=args.max_steps, kl_start=args.kl_start, kl_step=args.kl_step,
                        aux_start=aux_start, aux_end=aux_end, aux_step=args.aux_step, bwd_weight=args.bwd_weight,
                        early_stop_patience=args.patience, log_every=args.log_every, seed=args.seed,
@@ -157,9 +170,13 @@ def train_config_from(args) -> TrainConfig:
 
 
 def model_sizes_from(args) -> Dict:
-    return {"emb_dim": args.emb_dim, "rnn_dim": args.rnn_dim, "z_dim": args.z_dim, "mlp_dim": args.mlp_dim,
-            "aux_input": args.aux_input, "aux_loss": args.aux_loss, "z_conditioning": args.z_conditioning,
-            "embedding": args.embedding, "init": args.init, "emission_clamp": args.emission_clamp}
+    sizes = {"emb_dim": args.emb_dim, "rnn_dim": args.rnn_dim, "z_dim": args.z_dim, "mlp_dim": args.mlp_dim,
+             "aux_input": args.aux_input, "aux_loss": args.aux_loss, "z_conditioning": args.z_conditioning,
+             "embedding": args.embedding, "init": args.init, "emission_clamp": args.emission_clamp,
+             "model": args.model, "mixtures": args.mixtures, "prior": args.prior}
+    if args.emission is not None:
+        sizes["emission"] = args.emission
+    return sizes
 
 
 def typed_fields(parser: argparse.ArgumentParser, argv: List[str]) -> set:
@@ -276,8 +293,8 @@ def ablate_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command_ablate(argv: List[str]) -> int:
-    parser = ablate_parser()
+def parse_study_args(parser: argparse.ArgumentParser, argv: List[str]):
+    """(args, variants a --study file defines, variant names it lists) with the file's keys as defaults."""
     args = parser.parse_args(argv)
     extra_variants, file_names = {}, None
     if args.study:
@@ -293,17 +310,75 @@ def command_ablate(argv: List[str]) -> int:
             file_names = list(variants)
         parser.set_defaults(**values)
         args = parser.parse_args(argv)
+    return args, extra_variants, file_names
+
+
+def study_from(parser: argparse.ArgumentParser, argv: List[str], args, names: List[str],
+               extra_variants: Dict) -> Study:
+    """The study the flags (and recipe, and study file) describe, over the variants ``names``."""
+    data, train, model, _ = resolve_settings(parser, argv, args)
+    return Study(data=data, train=train, model=model,
+                 variants=select_variants([n.strip() for n in names], extra_variants),
+                 seeds=tuple(range(args.seed, args.seed + args.seeds)),
+                 iwae_samples=args.iwae_samples, eval_batch_size=args.eval_batch_size)
+
+
+def study_dir_of(args, command: str, dataset: str) -> Path:
+    return Path(args.study_dir) if args.study_dir else Path("runs") / f"{command}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def command_ablate(argv: List[str]) -> int:
+    parser = ablate_parser()
+    args, extra_variants, file_names = parse_study_args(parser, argv)
     setup_logging(args.quiet)
     names = args.variants.split(",") if args.variants else (file_names or ["no-aux", "aux", "kla"])
-    data, train, model, _ = resolve_settings(parser, argv, args)
-    study = Study(data=data, train=train, model=model,
-                  variants=select_variants([n.strip() for n in names], extra_variants),
-                  seeds=tuple(range(args.seed, args.seed + args.seeds)),
-                  iwae_samples=args.iwae_samples, eval_batch_size=args.eval_batch_size)
-    study_dir = Path(args.study_dir) if args.study_dir else Path("runs") / f"ablate-{data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    study = study_from(parser, argv, args, names, extra_variants)
+    study_dir = study_dir_of(args, "ablate", study.data.dataset)
     run_study(study, study_dir, quiet=args.quiet)
     logging.getLogger("run").info("study directory: %s (study.csv, study.md, study.png)", study_dir)
     print((study_dir / "study.md").read_text(), end="")
+    return 0
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    parser = ablate_parser()
+    parser.prog = "run.py compare"
+    parser.description = ("Train models (rnn, vrnn, srnn, zforcing and their variants) with identical data, "
+                          "budget and, with --match-params, parameter counts; evaluate each on the test split "
+                          "(ELBO, IWAE) and write compare.csv, compare.md and compare.png (an ablation whose "
+                          "variants are models). The train flags set the base every model starts from.")
+    parser.add_argument("--models", default="rnn,vrnn,srnn,zforcing",
+                        help="comma-separated models or model variants (default: %(default)s); known: "
+                             + ", ".join(MODEL_VARIANTS))
+    parser.add_argument("--match-params", action="store_true",
+                        help="resize each model's --rnn-dim (and --mlp-dim in proportion) so its parameters "
+                             "(model + guide) are within 5%% of --match-to's; sizes are printed and saved")
+    parser.add_argument("--match-to", default=None,
+                        help="the model whose size is kept (default: zforcing if compared, else the first)")
+    return parser
+
+
+def command_compare(argv: List[str]) -> int:
+    from pyro_zforcing.compare import match_parameters, sizes_table, write_comparison, write_sizes
+    from pyro_zforcing.data import load_dataset
+
+    parser = compare_parser()
+    args, extra_variants, _ = parse_study_args(parser, argv)
+    if args.variants:
+        raise ValueError("compare takes --models, not --variants")
+    setup_logging(args.quiet)
+    names = [n.strip() for n in args.models.split(",")]
+    study = study_from(parser, argv, args, names, extra_variants)
+    study_dir = study_dir_of(args, "compare", study.data.dataset)
+    splits = load_dataset(study.data)
+    if args.match_params:
+        reference = args.match_to or ("zforcing" if "zforcing" in names else names[0])
+        study, chosen = match_parameters(study, splits.info, reference=reference)
+        write_sizes(study_dir, chosen, reference=reference)
+        print(sizes_table(chosen, reference=reference))
+    results = run_study(study, study_dir, quiet=args.quiet, splits=splits)
+    print(write_comparison(study_dir, results, splits.info, iwae_samples=study.iwae_samples), end="")
+    logging.getLogger("run").info("study directory: %s (compare.csv, compare.md, compare.png)", study_dir)
     return 0
 
 
@@ -440,7 +515,7 @@ def setup_logging(quiet: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-HANDLERS = {"train": command_train, "ablate": command_ablate, "evaluate": command_evaluate,
+HANDLERS = {"train": command_train, "ablate": command_ablate, "compare": command_compare, "evaluate": command_evaluate,
             "sample": command_sample, "plot": command_plot}
 
 

@@ -42,6 +42,7 @@ from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import load_dataset
 from .data.base import SequenceSplits
 from .infer import Objective, Weights, sequence_terms
+from .models import default_guide
 from .train import Trainer, eval_batches, set_seed
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 ACTIVE_THRESHOLD = 0.01
 RESULT_FILE = "result.json"
 
-MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"input_dim", "emission"}
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"input_dim"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed", "max_steps", "epochs"}
 
 # name -> overrides; KL annealing starts at 0.2 and reaches 1 after 200 updates.
@@ -70,6 +71,21 @@ VARIANTS: Dict[str, Dict] = {
     "future-only": {"guide": "future-only"},
     "prior": {"guide": "prior", "aux_weight": 0.0},
 }
+
+# Models as variants (``run.py compare``): each trains with its default guide unless it names one.
+MODEL_VARIANTS: Dict[str, Dict] = {
+    "zforcing": {"model": "zforcing"},
+    "rnn": {"model": "rnn"},
+    "vrnn": {"model": "vrnn"},
+    "vrnn-i": {"model": "vrnn", "prior": "standard"},
+    "srnn": {"model": "srnn"},
+    "srnn-plain": {"model": "srnn", "guide": "smoothing-plain"},
+    "srnn-filtering": {"model": "srnn", "guide": "filtering"},
+    # Table 1's GMM rows (real-valued frames only); 20 components as in Chung et al. (2015)
+    "rnn-gmm": {"model": "rnn", "emission": "gmm", "mixtures": 20},
+    "vrnn-gmm": {"model": "vrnn", "emission": "gmm", "mixtures": 20},
+}
+VARIANTS.update(MODEL_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,8 @@ class Study:
         if "aux_weight" in overrides:
             weight = overrides.pop("aux_weight")
             overrides.update(aux_start=weight, aux_end=weight, aux_step=0.0)
+        if "model" in overrides and "guide" not in overrides:  # a model variant trains with its own guide
+            overrides["guide"] = default_guide(overrides["model"])
         train = {k: v for k, v in overrides.items() if k in TRAIN_FIELDS}
         model = {**self.model, **{k: v for k, v in overrides.items() if k in MODEL_FIELDS}}
         return replace(self.train, seed=seed, **train), model
@@ -155,6 +173,8 @@ def active_units(objective: Objective, sequences, *, batch_size: int = 50, parti
     docstring for the definition. ``particles`` trajectories per sequence estimate the means.
     """
     model, guide = objective.model, objective.guide
+    if not model.latent_sites:
+        return {"count": 0, "variance": [], "raw_count": 0, "raw_variance": []}
     dtype = next(objective.parameters()).dtype
     device = next(objective.parameters()).device
     deltas, means = [], []
@@ -204,7 +224,7 @@ def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study) -> 
     objective.eval()
     result = evaluate_split(objective, splits.test, splits.info, num_samples=study.iwae_samples,
                             batch_size=study.eval_batch_size)
-    means, per_unit = result.per_sequence_mean(), result.per_unit()
+    means, per_unit, per_step = result.per_sequence_mean(), result.per_unit(), result.per_step()
     steps = float(result.lengths.sum())
     active = active_units(objective, splits.test, batch_size=study.eval_batch_size,
                           particles=study.active_particles)
@@ -213,6 +233,9 @@ def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study) -> 
         "test_rec": means["rec"], "test_gap": means["gap"],
         "test_kl_per_step": float(result.kl.sum() / steps),
         "test_elbo_per_unit": per_unit["elbo"], "test_iwae_per_unit": per_unit["iwae"],
+        "test_elbo_per_step": per_step["elbo"], "test_iwae_per_step": per_step["iwae"],
+        "model": objective.model.name, "exact": result.exact,
+        "params": sum(p.numel() for p in objective.parameters()),
         "gap_kl_spearman": rank_correlation(result.kl, result.gap),
         "test_aux": mean_aux(objective, splits.test, batch_size=study.eval_batch_size),
         "active_units": active["count"], "active_units_raw": active["raw_count"],
@@ -301,7 +324,8 @@ def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[S
 
 CSV_COLUMNS = ("variant", "seed", "steps", "epochs", "best_valid_elbo", "test_elbo", "test_iwae", "test_gap",
                "test_kl", "test_kl_per_step", "test_rec", "test_aux", "test_elbo_per_unit",
-               "test_iwae_per_unit", "active_units", "active_units_raw", "gap_kl_spearman")
+               "test_iwae_per_unit", "test_elbo_per_step", "test_iwae_per_step", "active_units", "active_units_raw",
+               "gap_kl_spearman", "model", "params")
 
 TABLE_COLUMNS = (("test_elbo", "ELBO"), ("test_iwae", "IWAE"), ("test_gap", "IWAE − ELBO"), ("test_kl", "KL"),
                  ("test_kl_per_step", "KL / step"), ("test_aux", "aux score"), ("active_units", "active units"))

@@ -10,7 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-EMISSIONS = ("gaussian", "bernoulli", "categorical")
+EMISSIONS = ("gaussian", "bernoulli", "categorical", "gmm")
+MODEL_NAMES = ("zforcing", "rnn", "vrnn", "srnn")  # pyro_zforcing.models.MODELS, checked by a test
+PRIORS = ("conditional", "standard")
 AUX_INPUTS = ("hz", "z")
 AUX_LOSSES = ("gaussian", "l2")
 Z_CONDITIONINGS = ("concat", "cond-ln")
@@ -20,7 +22,10 @@ INITS = ("orthogonal", "torch")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes and options of the Z-Forcing networks.
+    """Which model (``model``: a name of ``pyro_zforcing.models.MODELS``), its sizes and options.
+
+    ``emission="gmm"`` is a mixture of ``mixtures`` diagonal Gaussians; ``prior="standard"``
+    is VRNN-I's N(0, I) prior (vrnn only).
 
     ``input_dim`` is the frame size (gaussian/bernoulli) or the vocabulary size (categorical).
     Defaults follow the authors' code (``model.py``) where it is explicit: prior, posterior and
@@ -47,8 +52,21 @@ class ModelConfig:
     z_conditioning: str = "concat"
     embedding: str = "linear"
     init: str = "orthogonal"
+    model: str = "zforcing"
+    mixtures: int = 1
+    prior: str = "conditional"
 
     def __post_init__(self):
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
+        if self.mixtures < 1:
+            raise ValueError(f"mixtures must be >= 1, got {self.mixtures}")
+        if self.mixtures > 1 and self.emission != "gmm":
+            raise ValueError(f"mixtures={self.mixtures} needs the gmm emission, got {self.emission!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.prior == "standard" and self.model != "vrnn":
+            raise ValueError(f"prior='standard' (VRNN-I) is an option of the vrnn model, not {self.model!r}")
         if self.input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
         if self.emission not in EMISSIONS:

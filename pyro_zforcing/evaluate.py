@@ -58,6 +58,7 @@ class SplitResult:
     info: DataInfo
     time_s: float = 0.0
     meta: Dict = field(default_factory=dict)
+    exact: bool = False  # a model without latents: ELBO = IWAE = log p(y), KL = 0
 
     @property
     def gap(self) -> np.ndarray:
@@ -105,6 +106,7 @@ class SplitResult:
             **self.meta,
             "dataset": info.name,
             "num_sequences": int(len(self.elbo)),
+            "exact_likelihood": self.exact,
             "iwae_samples": self.num_samples,
             "time_s": self.time_s,
             "units": {"sequence": sequence_unit(info), "step": step_unit(info), "unit": info.unit,
@@ -138,13 +140,15 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
     """Bounds of every sequence of ``sequences`` (each ``(T_i, D)`` or ``(T_i,)`` tokens).
 
     ``num_samples`` importance samples per sequence (K of IWAE; the ELBO, KL and reconstruction
-    are the K-sample averages); ``chunk`` particles are traced at once (default: as many as
+    are the K-sample averages; 1 for a model without latents, whose bounds are exact); ``chunk`` particles are traced at once (default: as many as
     keep a batch's K copies near :data:`MAX_ELEMENTS` input values).
     """
     if len(sequences) == 0:
         raise ValueError("cannot evaluate an empty split")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if not objective.model.latent_sites:
+        num_samples = 1  # exact: every importance weight is p(y)
     device = torch.device(device)
     dtype = dtype if dtype is not None else next(objective.parameters()).dtype
     objective = objective.to(device)
@@ -176,7 +180,8 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
         objective.train(was_training)
     return SplitResult(**values, lengths=lengths, units=lengths * info.units_per_step,
                        kl_steps=[k for k in kl_steps if k is not None],
-                       num_samples=num_samples, info=info, time_s=time.time() - start)
+                       num_samples=num_samples, info=info, time_s=time.time() - start,
+                       exact=not objective.model.latent_sites)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -252,6 +257,9 @@ def markdown_table(report: Dict) -> str:
     gap = report["per_sequence_mean"]["gap"]
     lines += ["", f"ELBO-IWAE gap: {gap:.3f} ± {stderr['gap']:.3f} nats / {units['sequence']}; "
               "± is the standard error of the mean over sequences. Bounds exclude the aux factor."]
+    if report.get("exact_likelihood"):
+        lines.append("This model has no latent variables: its ELBO and IWAE are its exact log-likelihood "
+                     "log p(y) (KL = 0, no sampling).")
     std = report.get("normalisation_std")
     if std:
         lines.append(f"Densities are of the normalised signal (x - mean) / std; for the full-scale waveform "

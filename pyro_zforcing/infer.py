@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import pyro.poutine as poutine
 import torch
@@ -24,19 +24,20 @@ from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
 from .data.base import Batch
-from .models.zforcing import AUX_SITE, BWD_SITE, LATENT_SITE, OBS_SITE
+from .models.base import LATENT_SITE, OBS_SITE
+from .models.zforcing import AUX_SITE, BWD_SITE
 
 
 class ScaleSite(Messenger):
-    """Multiplies the log-density of the named site by ``weight`` (KL annealing)."""
+    """Multiplies the log-density of the named sites by ``weight`` (KL annealing)."""
 
-    def __init__(self, name: str, weight: float):
+    def __init__(self, names: Sequence[str], weight: float):
         super().__init__()
-        self.name = name
+        self.names = tuple(names)
         self.weight = weight
 
     def _process_message(self, msg):
-        if msg["name"] == self.name:
+        if msg["name"] in self.names:
             msg["scale"] = msg["scale"] * self.weight
 
 
@@ -88,8 +89,8 @@ class Objective(nn.Module):
         model = poutine.scale(model, scale=per_sequence)
         guide = poutine.scale(guide, scale=per_sequence)
         if weights.kl != 1.0:
-            model = ScaleSite(LATENT_SITE, weights.kl)(model)
-            guide = ScaleSite(LATENT_SITE, weights.kl)(guide)
+            model = ScaleSite(self.model.latent_sites, weights.kl)(model)
+            guide = ScaleSite(self.model.latent_sites, weights.kl)(guide)
         return self.elbo.differentiable_loss(model, guide, batch, aux_weight=weights.aux, bwd_weight=weights.bwd)
 
 
@@ -103,13 +104,23 @@ def trace_pair(model, guide, batch: Batch, weights: Weights = Weights()):
     return guide_trace, model_trace
 
 
+def latent_sites(guide_trace) -> list:
+    """The names of the latent sites a guide trace proposed (none for a model without latents)."""
+    return [name for name, node in guide_trace.nodes.items()
+            if node["type"] == "sample" and not node["is_observed"]]
+
+
 def bound_terms(guide_trace, model_trace) -> Dict[str, torch.Tensor]:
     """Per-sequence ``rec`` = log p(y | h), ``kl`` = log q(z) - log p(z) and ``elbo`` = rec - kl
-    (the log importance weight) from a guide trace and the model trace replayed on it."""
-    log_q = guide_trace.nodes[LATENT_SITE]["log_prob"]
-    log_p = model_trace.nodes[LATENT_SITE]["log_prob"]
+    (the log importance weight) from a guide trace and the model trace replayed on it.
+
+    The latent sites are those the guide proposed; with none (a model without latents) the KL
+    is 0 and the ELBO is the exact log-likelihood log p(y)."""
     rec = model_trace.nodes[OBS_SITE]["log_prob"]
-    return {"rec": rec, "kl": log_q - log_p, "elbo": rec + log_p - log_q}
+    kl = torch.zeros_like(rec)
+    for name in latent_sites(guide_trace):
+        kl = kl + guide_trace.nodes[name]["log_prob"] - model_trace.nodes[name]["log_prob"]
+    return {"rec": rec, "kl": kl, "elbo": rec - kl}
 
 
 def sequence_terms(model, guide, batch: Batch, weights: Weights = Weights(kl=1.0, aux=0.0)) -> Dict[str, torch.Tensor]:
@@ -136,8 +147,8 @@ def step_kl(guide_trace, model_trace) -> torch.Tensor:
 
 
 def has_step_params(guide_trace, model_trace) -> bool:
-    """Whether both latent sites expose per-step ``loc_scale`` (sequence-level Gaussians do)."""
-    return all(hasattr(trace.nodes[LATENT_SITE]["fn"], "loc_scale") for trace in (guide_trace, model_trace))
+    """Whether both traces have the latent site ``z`` with per-step ``loc_scale`` (sequence-level Gaussians do)."""
+    return LATENT_SITE in guide_trace.nodes and all(hasattr(trace.nodes[LATENT_SITE]["fn"], "loc_scale") for trace in (guide_trace, model_trace))
 
 
 @torch.no_grad()

@@ -322,34 +322,79 @@ class LogVarNormal(dist.Normal):
 
 
 class EmissionHead(nn.Module):
-    """p(y_t | state): Bernoulli logits, a diagonal Gaussian, or a Categorical over tokens.
+    """p(y_t | state): Bernoulli logits, a diagonal Gaussian, a mixture of ``mixtures`` diagonal
+    Gaussians (``gmm``), or a Categorical over tokens.
 
     The Gaussian's mean and log-variance are unclamped (``clamp=None``, the authors' output
     layer; only :func:`safe_logvar`'s float range guard) or clamped to +-``clamp``.
     ``dist(state, mask)`` returns the masked distribution of a whole sequence with batch shape
     ``(B,)``: event ``(T, D)`` for frames, ``(T,)`` for tokens. Padded steps score 0.
+    GMM: p(y_t) = sum_k pi_k N(y_t; mu_k, diag(exp(logvar_k))), pi = softmax(logits).
     """
 
-    def __init__(self, rnn_dim: int, out_dim: int, family: str, *, clamp: Optional[float] = None):
+    def __init__(self, rnn_dim: int, out_dim: int, family: str, *, clamp: Optional[float] = None, mixtures: int = 1):
         super().__init__()
         self.family = family
         self.clamp = clamp
-        self.linear = nn.Linear(rnn_dim, 2 * out_dim if family == "gaussian" else out_dim)
+        self.mixtures = mixtures
+        sizes = {"gaussian": 2 * out_dim, "gmm": mixtures * (2 * out_dim + 1)}
+        self.linear = nn.Linear(rnn_dim, sizes.get(family, out_dim))
 
     def step_dist(self, state: torch.Tensor) -> dist.TorchDistribution:
-        """The per-step distribution, batch shape ``state.shape[:-1]`` (+ ``(D,)`` for frames)."""
+        """The per-step distribution, batch shape ``state.shape[:-1]`` (+ ``(D,)`` for bernoulli/gaussian)."""
         out = self.linear(state)
         if self.family == "bernoulli":
             return dist.Bernoulli(logits=out)
         if self.family == "categorical":
             return dist.Categorical(logits=out)
-        if self.clamp is not None:
-            out = out.clamp(-self.clamp, self.clamp)
-        loc, logvar = out.chunk(2, dim=-1)
+        if self.family == "gmm":
+            k = self.mixtures
+            logits, params = out[..., :k], out[..., k:].reshape(out.shape[:-1] + (k, -1))
+            loc, logvar = self._clamped(params).chunk(2, dim=-1)
+            components = LogVarNormal(loc, safe_logvar(logvar)).to_event(1)
+            return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+        loc, logvar = self._clamped(out).chunk(2, dim=-1)
         return LogVarNormal(loc, safe_logvar(logvar))
+
+    def _clamped(self, params: torch.Tensor) -> torch.Tensor:
+        return params if self.clamp is None else params.clamp(-self.clamp, self.clamp)
 
     def dist(self, state: torch.Tensor, mask: torch.Tensor) -> dist.TorchDistribution:
         step = self.step_dist(state)
-        if self.family == "categorical":
+        if self.family in ("categorical", "gmm"):
             return step.mask(mask).to_event(1)
         return step.mask(mask[..., None]).to_event(2)
+
+
+def emission_head(config, in_dim: int) -> EmissionHead:
+    """The emission p(y_t | state) of ``config`` (family, mixtures, clamp) from a state of ``in_dim``."""
+    return EmissionHead(in_dim, config.input_dim, config.emission, clamp=config.emission_clamp,
+                        mixtures=config.mixtures)
+
+
+class ConditionalEmission(nn.Module):
+    """p(y_t | a_t, c_t) = emission(LReLU(W [a_t, c_t] + w)): VRNN's p(x_t | z_t, h_{t-1}) and
+    SRNN's p(x_t | z_t, d_t), one hidden layer of ``hidden_dim`` before the emission head."""
+
+    def __init__(self, config, in_dim: int):
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(in_dim, config.mlp_dim), BoundedLeakyReLU())
+        self.head = emission_head(config, config.mlp_dim)
+
+    def step_dist(self, *inputs: torch.Tensor) -> dist.TorchDistribution:
+        return self.head.step_dist(self.hidden(torch.cat(inputs, dim=-1)))
+
+    def dist(self, *inputs: torch.Tensor, mask: torch.Tensor) -> dist.TorchDistribution:
+        return self.head.dist(self.hidden(torch.cat(inputs, dim=-1)), mask)
+
+
+class StandardNormalHead(nn.Module):
+    """N(0, I) for every step whatever the state: VRNN-I's prior p(z_t) (no parameters)."""
+
+    def __init__(self, z_dim: int):
+        super().__init__()
+        self.z_dim = z_dim
+
+    def forward(self, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        loc = state.new_zeros(state.shape[:-1] + (self.z_dim,))
+        return loc, torch.ones_like(loc)

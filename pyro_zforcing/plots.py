@@ -161,9 +161,12 @@ def curve_units(data_info: Dict) -> Dict[str, str]:
 
 
 def eval_figures(report: Dict, out_dir) -> List[Path]:
-    """The figures drawn from an ``eval.json`` report: KL per step (when available) and the gap."""
+    """The figures drawn from an ``eval.json`` report: KL per step (when available) and the gap
+    (not for a model without latents, whose gap and KL are 0)."""
     out_dir = Path(out_dir)
     written = [kl_per_step(report, out_dir / KL_PER_STEP)] if report.get("kl_per_step") else []
+    if report.get("exact_likelihood"):
+        return written
     return written + [gap_vs_kl(report, out_dir / GAP_VS_KL)]
 
 

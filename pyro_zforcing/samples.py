@@ -53,8 +53,11 @@ def default_steps(info: DataInfo, seconds: float = 2.0) -> int:
 # ----------------------------------------------------------------------------- latents
 
 @torch.no_grad()
-def encode(objective, sequences: Sequence[np.ndarray], *, device="cpu") -> torch.Tensor:
-    """One trajectory z ~ q(z | y) per sequence, ``(N, T, Z)`` with T the longest length."""
+def encode(objective, sequences: Sequence[np.ndarray], *, device="cpu") -> Optional[torch.Tensor]:
+    """One trajectory z ~ q(z | y) per sequence, ``(N, T, Z)`` with T the longest length
+    (None for a model without latent variables)."""
+    if not objective.model.latent_sites:
+        return None
     param = next(objective.parameters())
     batch = collate_sequences(list(sequences)).to(device, param.dtype)
     return objective.guide.proposal(batch).sample()
@@ -84,6 +87,8 @@ def interpolate(objective, first: np.ndarray, second: np.ndarray, *, num: int = 
     means with ``mean``, else y sampled given each latent trajectory."""
     if num < 2:
         raise ValueError(f"--interpolate needs at least 2 points, got {num}")
+    if not objective.model.latent_sites:
+        raise ValueError(f"the {objective.model.name} model has no latent variables to interpolate")
     steps = min(len(first), len(second))
     z = encode(objective, [first[:steps], second[:steps]], device=device)
     alphas = torch.linspace(0, 1, num, dtype=z.dtype, device=z.device)
@@ -254,7 +259,9 @@ def sample_all(objective, info: DataInfo, sequences: Sequence[np.ndarray], out_d
                                           labels=[f"continued {i}" for i in range(len(candidates))])
     else:
         log.warning("no sequence is longer than --prime-steps %d: no primed samples", prime_steps)
-    if interpolation:
+    if interpolation and not model.latent_sites:
+        log.info("the %s model has no latent variables: no interpolation", model.name)
+    elif interpolation:
         first, second = pair
         if max(first, second) >= len(sequences):
             raise ValueError(f"--pair {first},{second}: the split has only {len(sequences)} sequences")

@@ -28,7 +28,7 @@ from .data.base import DataInfo, length_batches
 from . import distributed
 from .guides import make_guide
 from .infer import Objective, Weights, sequence_terms, weights_at
-from .models import ZForcing
+from .models import make_model
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def model_config_for(info: DataInfo, **sizes) -> ModelConfig:
-    """A :class:`ModelConfig` whose emission and input size come from the dataset."""
-    return ModelConfig(input_dim=info.dim, emission=info.emission, **sizes)
+    """A :class:`ModelConfig` whose input size, and emission unless ``emission`` is given, come
+    from the dataset; ``gmm`` may replace the ``gaussian`` emission of real-valued frames."""
+    emission = sizes.pop("emission", None) or info.emission
+    if emission != info.emission and not (info.emission == "gaussian" and emission == "gmm"):
+        raise ValueError(f"--emission {emission} does not fit dataset {info.name!r} ({info.emission} data); "
+                         "gmm can replace gaussian for real-valued frames")
+    return ModelConfig(input_dim=info.dim, emission=emission, **sizes)
 
 
-def build_objective(model_config: ModelConfig, guide_name: str) -> Objective:
-    """The model, the named guide, and the loss that trains both."""
-    model = ZForcing(model_config)
-    return Objective(model, make_guide(guide_name, model))
+def build_objective(model_config: ModelConfig, guide_name: Optional[str] = None) -> Objective:
+    """The model ``model_config.model``, the named guide (default: the model's), and the loss that trains both."""
+    model = make_model(model_config)
+    return Objective(model, make_guide(guide_name or model.default_guide, model))
 
 
 def epoch_batches(num_items: int, batch_size: int, *, seed: int, epoch: int,

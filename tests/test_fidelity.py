@@ -11,7 +11,7 @@ from pyro_zforcing.checkpoint import config_payload, load_checkpoint, save_check
 from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import collate_sequences, load_dataset
 from pyro_zforcing.data.base import DataInfo
-from pyro_zforcing.guides import GUIDES
+from pyro_zforcing.models import ZForcing
 from pyro_zforcing.infer import Weights, step_kl, trace_pair, weights_at
 from pyro_zforcing.nets import EmissionHead
 from pyro_zforcing.train import build_objective, evaluate_elbo, model_config_for
@@ -240,7 +240,7 @@ def test_training_on_digital_silence_keeps_loss_and_gradients_finite():
     assert losses[-1] < losses[0] - 50, losses  # and training makes progress on it
 
 
-@pytest.mark.parametrize("guide_name", sorted(GUIDES))
+@pytest.mark.parametrize("guide_name", ZForcing.guides)
 def test_cond_ln_trajectories_score_the_same_sampled_step_by_step_or_fused(float64, guide_name):
     """A drawn z is scored from the sampling loop's parameters; a copy of it runs the fused
     cond-ln recurrence (z-given gains for all steps at once): both must agree, for every guide."""

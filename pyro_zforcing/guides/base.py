@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
-from ..models.zforcing import LATENT_SITE, ZForcing
+from ..models.base import LATENT_SITE, SequenceModel
 
 
 class TrajectoryGuide(nn.Module):
@@ -18,12 +18,12 @@ class TrajectoryGuide(nn.Module):
     registered as a submodule, so its parameters are counted and saved once, with the model.
     """
 
-    def __init__(self, model: ZForcing):
+    def __init__(self, model: SequenceModel):
         super().__init__()
         self._model = (model,)
 
     @property
-    def model(self) -> ZForcing:
+    def model(self) -> SequenceModel:
         return self._model[0]
 
     def proposal(self, batch: Batch) -> LatentTrajectory:

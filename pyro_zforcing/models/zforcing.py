@@ -22,78 +22,45 @@ from typing import Optional
 
 import pyro
 import torch
-import torch.nn as nn
 
 from ..cache import LastResult
 from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
-from ..nets import AuxHead, BackwardRNN, CondLayerNormRNN, EmissionHead, ForwardRNN, GaussianHead, InputEmbedding
+from ..nets import AuxHead, BackwardRNN, CondLayerNormRNN, ForwardRNN, GaussianHead, emission_head
+from .base import LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
 
 FORWARD_RNNS = {"concat": ForwardRNN, "cond-ln": CondLayerNormRNN}  # by ModelConfig.z_conditioning
-LATENT_SITE = "z"
-OBS_SITE = "x"
 AUX_SITE = "aux"
 BWD_SITE = "bwd"
 TRAINING_ONLY_SITES = (AUX_SITE, BWD_SITE)
 
 
-def inputs_of(batch: Batch) -> tuple:
-    """The tensors the inputs u_{1:T} are made of: the targets, and the given first input if any."""
-    return (batch.x,) if batch.first is None else (batch.x, batch.first)
-
-
-class ZForcing(nn.Module):
+class ZForcing(SequenceModel):
     """p(y, z) with the conditional prior, forward LSTM and emission; owns every shared network.
 
     Guides take this model at construction and use its embedding, forward RNN and backward
     RNN (``trajectory``, ``backward_states``); the parameters stay owned here.
     """
 
+    name = "zforcing"
+    guides = ("backward", "filtering", "future-only", "prior")
+
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
-        tokens = config.emission == "categorical"
-        self.embed = InputEmbedding(config.input_dim, config.emb_dim, tokens=tokens, kind=config.embedding)
+        super().__init__(config)
         self.fwd = FORWARD_RNNS[config.z_conditioning](config.emb_dim, config.z_dim, config.mlp_dim, config.rnn_dim,
                                                        init=config.init)
         self.bwd = BackwardRNN(config.emb_dim, config.rnn_dim, init=config.init)
         self.prior = GaussianHead(config.rnn_dim, config.mlp_dim, config.z_dim, clamp=config.logvar_clamp)
-        self.emission = EmissionHead(config.rnn_dim, config.input_dim, config.emission, clamp=config.emission_clamp)
+        self.emission = emission_head(config, config.rnn_dim)
         self.aux = AuxHead(config.z_dim, config.rnn_dim, config.mlp_dim, use_h=config.aux_input == "hz",
                            loss=config.aux_loss, clamp=config.logvar_clamp)
-        self.bwd_head = EmissionHead(config.rnn_dim, config.input_dim, config.emission, clamp=config.emission_clamp)
-        self._embedded = LastResult(self.embed.parameters)
+        self.bwd_head = emission_head(config, config.rnn_dim)
         self._backward = LastResult(lambda: (*self.embed.parameters(), *self.bwd.parameters()))
         self._forward = LastResult(lambda: (*self.embed.parameters(), *self.fwd.parameters()))
         self._prior = LastResult(self.parameters)
 
-    def forget(self) -> None:
-        """Drop the remembered embeddings and states: a new evaluation of the loss begins.
-
-        A remembered value with grad history belongs to one autograd graph; reusing it in the
-        next evaluation (the same batch twice without an update in between, as in gradient
-        accumulation or an LBFGS closure) would backpropagate through a freed graph.
-        """
-        for cache in (self._embedded, self._backward, self._forward, self._prior):
-            cache.clear()
-
     # ----- deterministic pieces shared with the guides -----
-
-    def embedded(self, batch: Batch):
-        """(e(u_{1:T}), e(y_{1:T})), each ``(B, T, E)``, for the inputs and targets of ``batch``;
-        u_1 is ``batch.first`` when given, else the start frame or token."""
-        keys = inputs_of(batch)
-        cached = self._embedded.get(*keys)
-        if cached is None:
-            targets = self.embed(batch.x)
-            if batch.first is None:
-                first = self.embed.start(batch.batch_size, targets)
-            else:
-                first = self.embed(batch.first.unsqueeze(1))
-            cached = (torch.cat([first, targets[:, :-1]], dim=1), targets)
-            self._embedded.put(cached, *keys)
-        return cached
 
     def backward_states(self, batch: Batch) -> torch.Tensor:
         """b_{1:T} ``(B, T, H)``: b_t summarises the targets y_{t..T}."""
@@ -172,37 +139,15 @@ class ZForcing(nn.Module):
         token) and feeds back its mode, so decoding a given ``z`` is deterministic.
         """
         param = next(self.parameters())
-        tokens = self.config.emission == "categorical"
         state = self.fwd.initial(num, param)
         u = self.embed.start(num, param)[:, 0]
         outputs = []
         for t in range(steps):
-            if z is not None and t < z.shape[1]:
-                z_t = z[:, t]
-            else:
-                loc, scale = self.prior(state[0])
-                z_t = loc + scale * torch.randn_like(loc)
+            z_t = self.latent_at(t, z, lambda: self.prior(state[0]))
             advance, _ = self.fwd.stepper(u[:, None])
             state = advance(0, z_t, state)
-            if prime is not None and t < prime.shape[1]:
-                y_t = out_t = prime[:, t]
-            elif mean:
-                out_t, y_t = self.emission_mean(state[0])
-            else:
-                y_t = out_t = self.emission.step_dist(state[0]).sample()
-                if tokens:
-                    y_t = out_t = y_t.long()
+            prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
+            out_t, y_t = self.emit(self.emission.step_dist(state[0]), mean=mean, prime_t=prime_t)
             outputs.append(out_t)
             u = self.embed(y_t)
         return torch.stack(outputs, dim=1)
-
-    def emission_mean(self, h: torch.Tensor):
-        """(mean, mode) of p(y_t | h_t): pixel probabilities and pixels > 1/2, the Gaussian mean
-        twice, or the most likely token twice."""
-        step = self.emission.step_dist(h)
-        if self.config.emission == "categorical":
-            token = step.logits.argmax(-1)
-            return token, token
-        if self.config.emission == "bernoulli":
-            return step.probs, (step.probs > 0.5).to(step.probs.dtype)
-        return step.mean, step.mean

@@ -1,0 +1,259 @@
+"""The baselines (RNN, VRNN, SRNN) written in plain PyTorch: speed baselines and loss oracles.
+
+Each class is the model and its guide as one would write them without Pyro, with everything
+that does not depend on the sampled z hoisted out of the time loop (fused LSTMs for every
+z-independent recurrence, the context share of each head's first layer computed once). They
+share no code with ``pyro_zforcing``; ``like(objective)`` copies a library objective's weights,
+so equal losses from the same noise check the Pyro programs against an independent computation.
+
+``log_weights`` returns per sequence ``(B,)`` rec - kl_weight * (log q(z) - log p(z)) from one z
+(the exact log-likelihood for the RNN); ``loss`` is minus its batch mean.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .reference import TwoLayer, gauss_log_density, lrelu
+
+
+def emission_log_lik(params, y, *, family, clamp, mixtures=1):
+    """log p(y_t | params_t) per step ``(B, T)`` for the four emission families."""
+    if family == "bernoulli":
+        return -F.binary_cross_entropy_with_logits(params, y, reduction="none").sum(-1)
+    if family == "categorical":
+        return -F.cross_entropy(params.transpose(1, 2), y, reduction="none")
+    if family == "gaussian":
+        mu, logvar = (params if clamp is None else params.clamp(-clamp, clamp)).chunk(2, -1)
+        return gauss_log_density(y, mu, logvar)
+    logits, comps = params[..., :mixtures], params[..., mixtures:]
+    comps = comps if clamp is None else comps.clamp(-clamp, clamp)
+    mu, logvar = comps.reshape(params.shape[:-1] + (mixtures, -1)).chunk(2, -1)
+    per_component = gauss_log_density(y[..., None, :], mu, logvar)            # (B, T, K)
+    return torch.logsumexp(torch.log_softmax(logits, -1) + per_component, -1)
+
+
+def per_sequence_reverse(seq, lengths):
+    """Reverse each sequence's real steps ``(B, T, ...)``; padding stays in place (an involution)."""
+    t = torch.arange(seq.shape[1], device=seq.device)[None]
+    index = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return torch.gather(seq, 1, index[..., None].expand_as(seq))
+
+
+def lstm_cell(gates, c):
+    i, f, g, o = gates.chunk(4, -1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def copy_two_layer(mine: TwoLayer, sequential) -> None:
+    mine.l1.load_state_dict(sequential[0].state_dict())
+    mine.l2.load_state_dict(sequential[2].state_dict())
+
+
+class PlainBase(nn.Module):
+    """Input embedding (frames: Linear, or LReLU(Linear) with ``leaky_embedding``; tokens: lookup with a
+    start id) and the emission (its log-variance clamped to +-``emission_clamp`` when given)."""
+
+    def __init__(self, *, input_dim, emission, emb_dim, mixtures=1, clamp=8.0, emission_clamp=None,
+                 leaky_embedding=False):
+        super().__init__()
+        self.family, self.clamp, self.mixtures, self.input_dim = emission, clamp, mixtures, input_dim
+        self.emission_clamp = emission_clamp
+        self.frame_act = lrelu if leaky_embedding else (lambda v: v)
+        self.emb = nn.Embedding(input_dim + 1, emb_dim) if emission == "categorical" else nn.Linear(input_dim, emb_dim)
+        self.out_size = {"gaussian": 2 * input_dim, "gmm": mixtures * (2 * input_dim + 1)}.get(emission, input_dim)
+
+    def embed(self, y):
+        return self.emb(y) if self.family == "categorical" else self.frame_act(self.emb(y))
+
+    def inputs(self, e_y):
+        """e(u_{1:T}): the start input then e(y_{1:T-1})."""
+        B = e_y.shape[0]
+        if self.family == "categorical":
+            start = self.emb(torch.full((B, 1), self.input_dim, dtype=torch.long, device=e_y.device))
+        else:
+            start = self.frame_act(self.emb(e_y.new_zeros(B, 1, self.input_dim)))
+        return torch.cat([start, e_y[:, :-1]], 1)
+
+    def log_lik(self, params, y):
+        return emission_log_lik(params, y, family=self.family, clamp=self.emission_clamp, mixtures=self.mixtures)
+
+    def loss(self, x, mask, lengths, *, kl_weight=1.0, eps=None):
+        return -self.log_weights(x, mask, lengths, kl_weight=kl_weight, eps=eps).mean()
+
+    @staticmethod
+    def config_of(objective) -> dict:
+        c = objective.model.config
+        return dict(input_dim=c.input_dim, emission=c.emission, emb_dim=c.emb_dim, rnn_dim=c.rnn_dim,
+                    z_dim=c.z_dim, mlp_dim=c.mlp_dim, mixtures=c.mixtures, clamp=c.logvar_clamp,
+                    emission_clamp=c.emission_clamp, leaky_embedding=c.embedding == "leaky")
+
+    @torch.no_grad()
+    def copy_embedding(self, model) -> None:
+        self.emb.load_state_dict((model.embed.lookup if self.family == "categorical" else model.embed.linear).state_dict())
+
+
+class PlainRNN(PlainBase):
+    """log p(y) = sum_t log p(y_t | h_t), h_t = LSTM(e(u_t), h_{t-1})."""
+
+    def __init__(self, *, rnn_dim, z_dim=None, mlp_dim=None, **base):
+        super().__init__(**base)
+        self.lstm = nn.LSTM(base["emb_dim"], rnn_dim, batch_first=True)
+        self.out = nn.Linear(rnn_dim, self.out_size)
+
+    @classmethod
+    def like(cls, objective) -> "PlainRNN":
+        plain = cls(**cls.config_of(objective))
+        m = objective.model
+        with torch.no_grad():
+            plain.copy_embedding(m)
+            plain.lstm.load_state_dict(m.lstm.state_dict())
+            plain.out.load_state_dict(m.emission.linear.state_dict())
+        return plain.to(next(objective.parameters()).dtype)
+
+    def log_weights(self, x, mask, lengths, *, kl_weight=1.0, eps=None):
+        h, _ = self.lstm(self.inputs(self.embed(x)))
+        return (self.log_lik(self.out(h), x) * mask.to(h.dtype)).sum(-1)
+
+
+class PlainVRNN(PlainBase):
+    """VRNN with its filtering posterior q(z_t | y_t, h_{t-1}); ``standard_prior`` for VRNN-I."""
+
+    def __init__(self, *, rnn_dim, z_dim, mlp_dim, standard_prior=False, **base):
+        super().__init__(**base)
+        E = base["emb_dim"]
+        self.z_dim, self.standard_prior = z_dim, standard_prior
+        self.phi_z = nn.Linear(z_dim, mlp_dim)
+        self.lstm = nn.LSTM(E + mlp_dim, rnn_dim, batch_first=True)
+        self.prior = TwoLayer(rnn_dim, mlp_dim, 2 * z_dim)
+        self.post = TwoLayer(rnn_dim + E, mlp_dim, 2 * z_dim)
+        self.dec = nn.Linear(mlp_dim + rnn_dim, mlp_dim)
+        self.out = nn.Linear(mlp_dim, self.out_size)
+
+    @classmethod
+    def like(cls, objective) -> "PlainVRNN":
+        standard = objective.model.config.prior == "standard"
+        plain = cls(**cls.config_of(objective), standard_prior=standard)
+        m, g = objective.model, objective.guide
+        with torch.no_grad():
+            plain.copy_embedding(m)
+            plain.phi_z.load_state_dict(m.phi_z[0].state_dict())
+            plain.lstm.load_state_dict(m.lstm.state_dict())
+            if not standard:
+                copy_two_layer(plain.prior, m.prior.net)
+            copy_two_layer(plain.post, g.posterior.net)
+            plain.dec.load_state_dict(m.emission.hidden[0].state_dict())
+            plain.out.load_state_dict(m.emission.head.linear.state_dict())
+        return plain.to(next(objective.parameters()).dtype)
+
+    def _gaussian(self, net, x):
+        return net(x).clamp(-self.clamp, self.clamp).chunk(2, -1)
+
+    def log_weights(self, x, mask, lengths, *, kl_weight=1.0, eps=None):
+        e_y = self.embed(x)
+        B, T, E = e_y.shape
+        H = self.lstm.hidden_size
+        w_ih = self.lstm.weight_ih_l0
+        gates_x = torch.addmm(self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0, e_y.reshape(B * T, E),
+                              w_ih[:, :E].t()).view(B, T, 4 * H).unbind(1)
+        w_z, w_hh = w_ih[:, E:], self.lstm.weight_hh_l0
+        w1 = self.post.l1.weight
+        post_x = torch.addmm(self.post.l1.bias, e_y.reshape(B * T, E), w1[:, H:].t()).view(B, T, -1).unbind(1)
+        if eps is None:
+            eps = torch.randn(B, T, self.z_dim, dtype=e_y.dtype, device=e_y.device)
+        eps = eps.unbind(1)
+        h = e_y.new_zeros(B, H)
+        c = torch.zeros_like(h)
+        hs, zs, mus, lvs = [h], [], [], []
+        for t in range(T):
+            q_mu, q_lv = self.post.l2(lrelu(torch.addmm(post_x[t], h, w1[:, :H].t()))).clamp(
+                -self.clamp, self.clamp).chunk(2, -1)
+            z = q_mu + torch.exp(0.5 * q_lv) * eps[t]
+            gates = torch.addmm(torch.addmm(gates_x[t], lrelu(self.phi_z(z)), w_z.t()), h, w_hh.t())
+            h, c = lstm_cell(gates, c)
+            hs.append(h)
+            zs.append(z)
+            mus.append(q_mu)
+            lvs.append(q_lv)
+        h_prev, z = torch.stack(hs[:-1], 1), torch.stack(zs, 1)
+        log_q = gauss_log_density(z, torch.stack(mus, 1), torch.stack(lvs, 1))
+        if self.standard_prior:
+            log_p = gauss_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
+        else:
+            log_p = gauss_log_density(z, *self._gaussian(self.prior, h_prev))
+        rec = self.log_lik(self.out(lrelu(self.dec(torch.cat([lrelu(self.phi_z(z)), h_prev], -1)))), x)
+        return ((rec - kl_weight * (log_q - log_p)) * mask.to(rec.dtype)).sum(-1)
+
+
+class PlainSRNN(PlainBase):
+    """SRNN with the guide ``smoothing`` (Resq), ``smoothing-plain`` or ``filtering``."""
+
+    def __init__(self, *, rnn_dim, z_dim, mlp_dim, guide="smoothing", **base):
+        super().__init__(**base)
+        E = base["emb_dim"]
+        self.z_dim, self.guide = z_dim, guide
+        self.rnn = nn.LSTM(E, rnn_dim, batch_first=True)
+        self.prior = TwoLayer(z_dim + rnn_dim, mlp_dim, 2 * z_dim)
+        self.dec = nn.Linear(z_dim + rnn_dim, mlp_dim)
+        self.out = nn.Linear(mlp_dim, self.out_size)
+        if guide == "filtering":
+            self.post = TwoLayer(z_dim + rnn_dim + E, mlp_dim, 2 * z_dim)
+        else:
+            self.back = nn.LSTM(rnn_dim + E, rnn_dim, batch_first=True)
+            self.post = TwoLayer(z_dim + rnn_dim, mlp_dim, 2 * z_dim)
+
+    @classmethod
+    def like(cls, objective, guide: str) -> "PlainSRNN":
+        plain = cls(**cls.config_of(objective), guide=guide)
+        m, g = objective.model, objective.guide
+        with torch.no_grad():
+            plain.copy_embedding(m)
+            plain.rnn.load_state_dict(m.rnn.state_dict())
+            copy_two_layer(plain.prior, m.prior.net)
+            plain.dec.load_state_dict(m.emission.hidden[0].state_dict())
+            plain.out.load_state_dict(m.emission.head.linear.state_dict())
+            copy_two_layer(plain.post, g.posterior.net)
+            if guide != "filtering":
+                plain.back.load_state_dict(g.backward.lstm.state_dict())
+        return plain.to(next(objective.parameters()).dtype)
+
+    def log_weights(self, x, mask, lengths, *, kl_weight=1.0, eps=None):
+        e_y = self.embed(x)
+        B, T, _ = e_y.shape
+        Z = self.z_dim
+        d, _ = self.rnn(self.inputs(e_y))
+        if self.guide == "filtering":
+            context = torch.cat([d, e_y], -1)
+        else:
+            a, _ = self.back(per_sequence_reverse(torch.cat([d, e_y], -1), lengths))
+            context = per_sequence_reverse(a, lengths)
+        w1 = self.post.l1.weight
+        post_c = torch.addmm(self.post.l1.bias, context.reshape(B * T, -1), w1[:, Z:].t()).view(B, T, -1).unbind(1)
+        p1 = self.prior.l1.weight
+        prior_d = torch.addmm(self.prior.l1.bias, d.reshape(B * T, -1), p1[:, Z:].t()).view(B, T, -1).unbind(1)
+        if eps is None:
+            eps = torch.randn(B, T, Z, dtype=e_y.dtype, device=e_y.device)
+        eps = eps.unbind(1)
+        z = e_y.new_zeros(B, Z)
+        zs, mus, lvs = [], [], []
+        for t in range(T):
+            q_mu, q_lv = self.post.l2(lrelu(torch.addmm(post_c[t], z, w1[:, :Z].t()))).clamp(
+                -self.clamp, self.clamp).chunk(2, -1)
+            if self.guide == "smoothing":  # Resq: the prior mean plus the correction
+                p_mu = self.prior.l2(lrelu(torch.addmm(prior_d[t], z, p1[:, :Z].t()))).clamp(
+                    -self.clamp, self.clamp)[:, :Z]
+                q_mu = p_mu + q_mu
+            z = q_mu + torch.exp(0.5 * q_lv) * eps[t]
+            zs.append(z)
+            mus.append(q_mu)
+            lvs.append(q_lv)
+        z = torch.stack(zs, 1)
+        z_prev = torch.cat([z.new_zeros(B, 1, Z), z[:, :-1]], 1)
+        p_mu, p_lv = self.prior(torch.cat([z_prev, d], -1)).clamp(-self.clamp, self.clamp).chunk(2, -1)
+        log_q = gauss_log_density(z, torch.stack(mus, 1), torch.stack(lvs, 1))
+        log_p = gauss_log_density(z, p_mu, p_lv)
+        rec = self.log_lik(self.out(lrelu(self.dec(torch.cat([z, d], -1)))), x)
+        return ((rec - kl_weight * (log_q - log_p)) * mask.to(rec.dtype)).sum(-1)

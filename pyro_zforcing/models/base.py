@@ -1,0 +1,125 @@
+"""The contract every model of the registry keeps, and the pieces they share.
+
+A model is an ``nn.Module`` whose ``forward(batch, *, aux_weight=0., bwd_weight=0.)`` is a Pyro
+model of a padded batch (``batch.x``: ``(B, T, D)`` frames or ``(B, T)`` tokens) that observes
+the targets y_{1:T} at the site ``"x"`` under the batch mask. Class attributes declare:
+
+- ``latent_sites``: the sample sites a guide must propose (``()`` for a model without latents:
+  its bound is then the exact log-likelihood);
+- ``guides``: the names of ``pyro_zforcing.guides.GUIDES`` that fit it, ``default_guide`` first.
+
+Every downstream piece (objective, bounds, evaluation, samples, studies, checkpoints) talks to
+this contract. Inputs follow one convention for every model: u_t = y_{t-1}, u_1 a start frame
+(or start token), so all models score every step of every sequence and bounds are comparable.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..cache import LastResult
+from ..config import ModelConfig
+from ..data.base import Batch
+from ..nets import InputEmbedding
+
+LATENT_SITE = "z"
+OBS_SITE = "x"
+
+
+def inputs_of(batch: Batch) -> tuple:
+    """The tensors the inputs u_{1:T} are made of: the targets, and the given first input if any."""
+    return (batch.x,) if batch.first is None else (batch.x, batch.first)
+
+
+class SequenceModel(nn.Module):
+    """Base of the registered models: config, the input embedding e(.), and the guide->model memo."""
+
+    name: str = ""
+    latent_sites: Tuple[str, ...] = (LATENT_SITE,)
+    guides: Tuple[str, ...] = ()
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = InputEmbedding(config.input_dim, config.emb_dim, tokens=config.emission == "categorical",
+                                    kind=config.embedding)
+        self._embedded = LastResult(self.embed.parameters)
+
+    @property
+    def default_guide(self) -> str:
+        return self.guides[0]
+
+    def forget(self) -> None:
+        """Drop every remembered embedding and state: a new evaluation of the loss begins.
+
+        A remembered value with grad history belongs to one autograd graph; reusing it in the
+        next evaluation (the same batch twice without an update in between, as in gradient
+        accumulation or an LBFGS closure) would backpropagate through a freed graph.
+        """
+        for value in vars(self).values():
+            if isinstance(value, LastResult):
+                value.clear()
+
+    # ----- what a filtering guide reads: q(z_t | s_{t-1}, c_t) (SRNN overrides both) -----
+
+    @property
+    def state_dim(self) -> int:
+        """Size of the state s_{t-1} every proposal head reads (h_{t-1} here)."""
+        return self.config.rnn_dim
+
+    @property
+    def filtering_context_dim(self) -> int:
+        return self.config.emb_dim
+
+    def filtering_context(self, batch: Batch) -> torch.Tensor:
+        """c_t = e(y_t) ``(B, T, E)``: what a guide without look-ahead sees besides s_{t-1}."""
+        return self.embedded(batch)[1]
+
+    def embedded(self, batch: Batch):
+        """(e(u_{1:T}), e(y_{1:T})), each ``(B, T, E)``, for the inputs and targets of ``batch``;
+        u_1 is ``batch.first`` when given, else the start frame or token."""
+        keys = inputs_of(batch)
+        cached = self._embedded.get(*keys)
+        if cached is None:
+            targets = self.embed(batch.x)
+            if batch.first is None:
+                first = self.embed.start(batch.batch_size, targets)
+            else:
+                first = self.embed(batch.first.unsqueeze(1))
+            cached = (torch.cat([first, targets[:, :-1]], dim=1), targets)
+            self._embedded.put(cached, *keys)
+        return cached
+
+    def mean_and_mode(self, step) -> tuple:
+        """(mean, mode) of a per-step emission: pixel probabilities and pixels > 1/2, the Gaussian
+        (mixture) mean twice, or the most likely token twice."""
+        family = self.config.emission
+        if family == "categorical":
+            token = step.logits.argmax(-1)
+            return token, token
+        if family == "bernoulli":
+            return step.probs, (step.probs > 0.5).to(step.probs.dtype)
+        return step.mean, step.mean
+
+    @staticmethod
+    def latent_at(t: int, z: Optional[torch.Tensor], prior) -> torch.Tensor:
+        """z_t of a generated sequence: ``z[:, t]`` where given, else a draw from ``prior()`` = (loc, scale)."""
+        if z is not None and t < z.shape[1]:
+            return z[:, t]
+        loc, scale = prior()
+        return loc + scale * torch.randn_like(loc)
+
+    def emit(self, step, *, mean: bool, prime_t: Optional[torch.Tensor]):
+        """(output, fed-back value) of one generated step: the prime if given, else the mean/mode
+        or a sample of the per-step emission ``step``."""
+        if prime_t is not None:
+            return prime_t, prime_t
+        if mean:
+            return self.mean_and_mode(step)
+        y = step.sample()
+        if self.config.emission == "categorical":
+            y = y.long()
+        return y, y

@@ -1,0 +1,107 @@
+"""Every command per model through the CLI (in process, on a few digits), and `run.py compare`."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+import run
+from pyro_zforcing import data, evaluate, train
+from pyro_zforcing.checkpoint import load_checkpoint
+from pyro_zforcing.data import SequenceSplits
+from pyro_zforcing.models import MODELS
+
+SIZES = ["--emb-dim", "6", "--rnn-dim", "7", "--z-dim", "3", "--mlp-dim", "5"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread (extra threads only spin on a loaded machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def tiny_data(digits, monkeypatch):
+    splits = SequenceSplits(info=digits.info, train=digits.train[:16], valid=digits.valid[:6], test=digits.test[:5])
+    for module in (data, train, evaluate):
+        monkeypatch.setattr(module, "load_dataset", lambda config: splits)
+    return splits
+
+
+@pytest.mark.parametrize("model", ["rnn", "vrnn", "srnn"])
+def test_train_resume_evaluate_sample_and_plot_work_for_every_model(tmp_path, tiny_data, capsys, model):
+    out = tmp_path / model
+    assert run.main(["--model", model, *SIZES, "--batch-size", "8", "--max-steps", "2", "--epochs", "3",
+                     "--out", str(out), "--quiet"]) == 0
+    assert run.main(["--resume", str(out), "--max-steps", "3", "--quiet"]) == 0
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["model_config"].model == model and state["progress"]["step"] == 3
+    assert state["train_config"].guide == {"rnn": "exact", "vrnn": "filtering", "srnn": "smoothing"}[model]
+    assert run.main(["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--iwae-samples", "3",
+                     "--quiet"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    means = report["per_sequence_mean"]
+    assert report["exact_likelihood"] == (model == "rnn")
+    if model == "rnn":
+        assert means["iwae"] == means["elbo"] and means["kl"] == 0 and "exact log-likelihood" in capsys.readouterr().out
+    else:
+        assert means["iwae"] >= means["elbo"] and means["kl"] > 0
+    assert run.main(["sample", "--checkpoint", str(out / "checkpoints" / "last.pt"), "-n", "2",
+                     "--interpolate", "3", "--quiet"]) == 0
+    written = {p.name for p in (out / "samples").iterdir()}
+    assert {"samples.png", "primed.png"} <= written
+    assert ("interpolation.png" in written) == (model != "rnn")
+    assert run.main(["plot", str(out), "--quiet"]) == 0
+
+
+def test_compare_matches_parameter_counts_and_writes_the_table(tmp_path, tiny_data, capsys):
+    study = tmp_path / "cmp"
+    code = run.main(["compare", "--models", "rnn,vrnn-i,srnn,zforcing", "--match-params", *SIZES, "--seeds", "2",
+                     "--max-steps", "2", "--batch-size", "8", "--iwae-samples", "2", "--eval-batch-size", "5",
+                     "--study-dir", str(study), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    sizes = json.loads((study / "sizes.json").read_text())
+    assert sizes["reference"] == "zforcing" and sizes["sizes"]["zforcing"]["rnn_dim"] == 7
+    target = sizes["sizes"]["zforcing"]["params"]
+    rows = list(csv.DictReader((study / "compare.csv").read_text().splitlines()))
+    assert [r["variant"] for r in rows] == ["rnn", "vrnn-i", "srnn", "zforcing"]
+    for row in rows:
+        chosen = sizes["sizes"][row["variant"]]
+        assert int(row["params"]) == chosen["params"] and abs(chosen["params"] - target) <= 0.05 * target
+        config = json.loads((study / f"{row['variant']}-seed1" / "config.json").read_text())
+        assert config["model_config"]["rnn_dim"] == chosen["rnn_dim"]
+        assert config["model_config"]["model"] == row["model"]
+        assert config["train_config"]["guide"] == MODELS[row["model"]].guides[0]  # each model's own guide
+        assert row["seeds"] == "2" and float(row["iwae_mean"]) >= float(row["elbo_mean"]) - 1e-9
+    assert json.loads((study / "vrnn-i-seed0" / "config.json").read_text())["model_config"]["prior"] == "standard"
+    assert rows[0]["exact"] == "True" and rows[0]["elbo_mean"] == rows[0]["iwae_mean"]
+    assert "| rnn* |" in printed and "parameter counts matched to zforcing's" in printed
+    assert (study / "compare.png").stat().st_size > 0 and (study / "compare.md").exists()
+
+
+def test_compare_refuses_an_unknown_model_by_name(tmp_path, capsys):
+    assert run.main(["compare", "--models", "rnn,lstm", "--study-dir", str(tmp_path), "--quiet"]) == 2
+    assert "unknown variant(s) lstm" in capsys.readouterr().err
+
+
+def test_match_to_a_model_not_compared_picks_the_sizes_a_joint_comparison_picks(tiny_data):
+    """A study sharded over processes (one model each, all matched to zforcing) trains the sizes
+    that one process comparing every model would."""
+    from dataclasses import replace
+
+    from pyro_zforcing.ablation import MODEL_VARIANTS, Study
+    from pyro_zforcing.compare import match_parameters
+    from pyro_zforcing.config import DataConfig, TrainConfig
+
+    base = Study(data=DataConfig(), train=TrainConfig(), model={"emb_dim": 6, "rnn_dim": 7, "z_dim": 3, "mlp_dim": 5},
+                 variants={name: MODEL_VARIANTS[name] for name in ("rnn", "srnn", "zforcing")}, seeds=(0,))
+    _, joint = match_parameters(base, tiny_data.info, reference="zforcing")
+    for name in ("rnn", "srnn"):
+        _, alone = match_parameters(replace(base, variants={name: MODEL_VARIANTS[name]}), tiny_data.info,
+                                    reference="zforcing")
+        assert alone == {name: joint[name]}
