@@ -70,7 +70,8 @@ def write_atomic(path: Union[str, Path], data: Union[bytes, str, Callable[[Binar
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(handle, "wb") as f:
+            os.close(handle)
+            with open(tmp, "wb") as f:  # by name, so ``f.name`` says what is written
                 if callable(data):
                     data(f)
                 else:

@@ -5,6 +5,7 @@ kills) would; the tiny model on 8-row digits keeps each run to seconds.
 """
 
 import errno
+from fractions import Fraction
 import json
 import logging
 import os
@@ -341,7 +342,7 @@ def test_bad_checkpoints_name_the_file_and_never_suggest_weights_only_false(tmp_
         load_checkpoint(noise)
     assert "weights_only" not in str(error.value) and str(noise) in str(error.value)
     pickled = tmp_path / "pickled.pt"
-    torch.save({"format": 1, "thing": object.__new__(WriteError)}, pickled)
+    torch.save({"format": 1, "thing": Fraction(1, 3)}, pickled)  # a class weights_only refuses
     with pytest.raises(CheckpointError) as error:
         load_checkpoint(pickled)
     assert "weights_only" not in str(error.value)
@@ -389,3 +390,32 @@ def test_checkpoint_every_writes_last_pt_within_the_epoch(tmp_path, small_digits
     monkeypatch.setattr(trainer, "save", lambda name: (saves.append((name, trainer.progress.step)), save(name)))
     trainer.fit()
     assert saves == [("best", 0), ("last", 2), ("last", 4), ("best", 5), ("last", 5), ("last", 5)]
+
+
+# ----------------------------------------------------------------------------- tensorboard
+
+def test_tensorboard_logs_scalars_kl_per_step_and_samples_without_changing_training(tmp_path, small_digits):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    make_trainer(tmp_path / "plain", small_digits, epochs=1).fit()
+    config = TrainConfig(batch_size=8, log_every=1, epochs=1)
+    Trainer.create(data_config=DataConfig(), train_config=config, out_dir=tmp_path / "board", model_sizes=SIZES,
+                   quiet=True, splits=small_digits, tensorboard=True).fit()
+    assert same_parameters(tmp_path / "plain" / "checkpoints" / "last.pt",
+                           tmp_path / "board" / "checkpoints" / "last.pt")
+
+    events = EventAccumulator(str(tmp_path / "board" / "tensorboard"),
+                              size_guidance={"scalars": 0, "images": 0, "histograms": 0}).Reload()
+    tags = events.Tags()
+    records = step_records(tmp_path / "board")
+    elbo = events.Scalars("step/elbo")
+    assert [e.step for e in elbo] == sorted(records) == [1, 2, 3, 4, 5]
+    assert [e.value for e in elbo] == pytest.approx([records[s]["elbo"] for s in sorted(records)], rel=1e-6)
+    assert [e.step for e in events.Scalars("epoch/valid_elbo")] == [0, 5]
+    histograms = events.Histograms("kl_per_step")
+    assert [h.step for h in histograms] == [0, 5]
+    buckets = histograms[-1].histogram_value.bucket
+    assert len(buckets) == 64 and min(buckets) >= 0 and sum(buckets) > 0  # KL >= 0 at each of 64 steps
+    assert "kl_per_step_curve" in tags["images"]
+    image = events.Images("samples")[-1]
+    assert (image.step, image.width, image.height) == (5, 4 * 8, 8)  # 4 digit samples of 8 x 8 pixels side by side
