@@ -38,7 +38,7 @@ from .guides import make_guide
 from .infer import Objective, Weights, sequence_terms, weights_at
 from .interrupt import Interrupted, StopRequests
 from .models import ZForcing
-from .rundir import RunDirError, RunLock, claim_existing, claim_new
+from .rundir import RunLock, claim_existing, claim_new
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pyro_zforcing.checkpoint import CheckpointError, load_checkpoint, load_weig
 from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import SequenceSplits
 from pyro_zforcing.files import WriteError, remove_orphans, write_atomic
-from pyro_zforcing.rundir import RunDirError, RunLock, claim_new
+from pyro_zforcing.rundir import RunDirError, RunLock
 from pyro_zforcing.train import MetricsError, MetricsLog, Trainer, TrainingDiverged, build_objective
 
 ROOT = Path(__file__).resolve().parents[1]
