@@ -18,9 +18,11 @@ from typing import Dict, List, Optional
 import pyro
 
 from pyro_zforcing.ablation import MODEL_VARIANTS, VARIANTS, Study, load_study_file, run_study, select_variants
-from pyro_zforcing.checkpoint import CheckpointError
+from pyro_zforcing.checkpoint import CheckpointError, checkpoint_file
 from pyro_zforcing.config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, PRIORS, Z_CONDITIONINGS,
                                    DataConfig, ModelConfig, TrainConfig)
+from pyro_zforcing.files import WriteError
+from pyro_zforcing.interrupt import Interrupted
 from pyro_zforcing.data import DATASETS, DataError
 from pyro_zforcing.guides import GUIDES
 from pyro_zforcing.models import MODELS, default_guide
@@ -130,6 +132,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--patience", type=positive_int, default=t.early_stop_patience,
                      help="epochs without validation improvement before stopping (default: %(default)s)")
     opt.add_argument("--log-every", type=positive_int, default=t.log_every, help="updates between metric records (default: %(default)s)")
+    opt.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
+                     help="also write checkpoints/last.pt every N updates within an epoch (default: at epoch ends)")
     opt.add_argument("--seed", type=int, default=t.seed, help="seed for everything (default: %(default)s)")
     opt.add_argument("--device", default=t.device, help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     opt.add_argument("--validate", action="store_true", help="turn on Pyro's argument and shape validation (about 10%% slower)")
@@ -139,6 +143,10 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-<timestamp>)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its last checkpoint (--epochs/--max-steps/--device may change)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (its files of ours are deleted; others are kept)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also log to RUN_DIR/tensorboard: scalars, KL per step and samples at each epoch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
 
 
@@ -165,8 +173,8 @@ def train_config_from(args) -> TrainConfig:
     return TrainConfig(guide=args.guide or default_guide(args.model), batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
                        epochs=args.epochs, max_steps=args.max_steps, kl_start=args.kl_start, kl_step=args.kl_step,
                        aux_start=aux_start, aux_end=aux_end, aux_step=args.aux_step, bwd_weight=args.bwd_weight,
-                       early_stop_patience=args.patience, log_every=args.log_every, seed=args.seed,
-                       device=args.device, validate=args.validate)
+                       early_stop_patience=args.patience, log_every=args.log_every,
+                       checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, validate=args.validate)
 
 
 def model_sizes_from(args) -> Dict:
@@ -212,7 +220,7 @@ def default_out_dir(dataset: str) -> Path:
     return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-RESUME_FLAGS = ("--resume", "--epochs", "--max-steps", "--device", "--quiet")
+RESUME_FLAGS = ("--resume", "--epochs", "--max-steps", "--device", "--checkpoint-every", "--tensorboard", "--quiet")
 
 
 def resume_overrides(parser: argparse.ArgumentParser, argv: List[str]) -> Dict:
@@ -239,12 +247,15 @@ def command_train(argv: List[str]) -> int:
         ranks = {"rank": group.rank, "world_size": group.world_size}
         if args.resume:
             overrides = resume_overrides(parser, argv)
-            trainer = Trainer.resume(args.resume, quiet=args.quiet, **ranks, **overrides)
+            trainer = Trainer.resume(args.resume, quiet=args.quiet, tensorboard=args.tensorboard, **ranks, **overrides)
+            if trainer.finished():
+                raise ValueError(trainer.finished())
         else:
             data, train, model, recipe = resolve_settings(parser, argv, args)
             out = Path(args.out) if args.out else distributed.from_main(default_out_dir(data.dataset))
             trainer = Trainer.create(data_config=data, train_config=train, out_dir=out, model_sizes=model,
-                                     quiet=args.quiet, recipe=recipe, **ranks)
+                                     quiet=args.quiet, recipe=recipe, overwrite=args.overwrite,
+                                     tensorboard=args.tensorboard, **ranks)
         pyro.enable_validation(trainer.config.validate)  # Pyro validates by default; training only with --validate
         summary = trainer.fit()
     finally:
@@ -383,7 +394,8 @@ def command_compare(argv: List[str]) -> int:
 
 
 def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint file (RUN_DIR/checkpoints/best.pt)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint file, or a run directory (its checkpoints/best.pt)")
     parser.add_argument("--data-dir", default=None, help="where the data lives now, if it moved since training")
     parser.add_argument("--cache-dir", default=None, help="preprocessing cache, if it moved since training")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
@@ -416,6 +428,7 @@ def load_for(args):
     from pyro_zforcing.train import resolve_device, set_seed
 
     setup_logging(args.quiet)
+    args.checkpoint = checkpoint_file(args.checkpoint)  # a run directory means its best.pt
     device = resolve_device(args.device)
     objective, splits, _ = load_trained(args.checkpoint, device=device, data_dir=args.data_dir,
                                         cache_dir=args.cache_dir)
@@ -524,9 +537,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     command = argv.pop(0) if argv and argv[0] in HANDLERS else "train"
     try:
         return HANDLERS[command](argv)
-    except (ValueError, DataError, CheckpointError, TrainingDiverged, FileNotFoundError) as error:
+    except (ValueError, DataError, CheckpointError, TrainingDiverged, FileNotFoundError, WriteError) as error:
         print(f"run.py {command}: error: {error}", file=sys.stderr)
-        return 2 if not isinstance(error, TrainingDiverged) else 1
+        return 1 if isinstance(error, (TrainingDiverged, WriteError)) else 2
+    except Interrupted as stop:
+        print(f"run.py {command}: {stop}", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         print(f"run.py {command}: interrupted", file=sys.stderr)
         return 130

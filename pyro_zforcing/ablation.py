@@ -27,8 +27,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -41,6 +39,7 @@ from .checkpoint import load_checkpoint
 from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import load_dataset
 from .data.base import SequenceSplits
+from .files import remove_orphans, write_atomic
 from .infer import Objective, Weights, sequence_terms
 from .models import default_guide
 from .train import Trainer, eval_batches, set_seed
@@ -246,15 +245,7 @@ def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study) -> 
 # ----------------------------------------------------------------------------- running
 
 def write_json_atomic(path: Path, values: Dict) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(json.dumps(values, indent=1) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(values, indent=1) + "\n")
 
 
 def run_name(variant: str, seed: int) -> str:
@@ -286,8 +277,9 @@ def run_one(study: Study, splits: SequenceSplits, study_dir: Path, variant: str,
     if (run_dir / "checkpoints" / "last.pt").exists():
         trainer = Trainer.resume(run_dir, quiet=quiet, splits=splits)
     else:
+        # no last.pt: the run never got past its start, so it starts again
         trainer = Trainer.create(data_config=study.data, train_config=train_config, out_dir=run_dir,
-                                 model_sizes=model_sizes, quiet=quiet, splits=splits)
+                                 model_sizes=model_sizes, quiet=quiet, splits=splits, overwrite=True)
     log.info("%s: training", run_dir.name)
     summary = trainer.fit()
     objective = trainer.objective
@@ -308,6 +300,7 @@ def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[S
     """Every (variant, seed) run, then ``study.csv``, ``study.md`` and ``study.png``."""
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
+    remove_orphans(study_dir, exclusive=False)
     splits = splits if splits is not None else load_dataset(study.data)
     spec = {"data": to_dict(study.data), "train": to_dict(study.train), "model": study.model,
             "variants": study.variants, "seeds": list(study.seeds), "iwae_samples": study.iwae_samples}

@@ -8,9 +8,8 @@ and the package version, so that ``--resume`` continues exactly where training s
 
 from __future__ import annotations
 
-import os
+import io
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -20,8 +19,10 @@ import torch
 from . import __version__
 from .config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from .data.base import DataInfo
+from .files import write_atomic
 
 FORMAT = 1
+REQUIRED = ("model_config", "data_config", "train_config", "data_info", "objective")
 
 
 class CheckpointError(ValueError):
@@ -49,22 +50,23 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Union[str, Path], payload: Dict[str, Any]) -> None:
-    """Write ``payload`` (plus format and version) to ``path`` via a temp file and a rename,
+    """Write ``payload`` (plus format and version) to ``path`` atomically (:func:`write_atomic`),
     so a crash mid-write never leaves a truncated checkpoint in place of a good one."""
+    buffer = io.BytesIO()
+    torch.save({**payload, "format": FORMAT, "version": __version__}, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def checkpoint_file(path: Union[str, Path]) -> Path:
+    """``path`` itself, or for a run directory its ``checkpoints/best.pt``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {**payload, "format": FORMAT, "version": __version__}
-    handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    if not path.is_dir():
+        return path
+    for candidate in (path / "checkpoints" / "best.pt", path / "best.pt"):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"{path} is a directory without checkpoints/best.pt; give a run directory "
+                          "or a checkpoint file")
 
 
 # what a checkpoint saved before these ModelConfig fields existed was trained with
@@ -72,21 +74,50 @@ BEFORE_FIDELITY_FIELDS = {"emission_clamp": 8.0, "z_conditioning": "concat", "em
 
 
 def load_checkpoint(path: Union[str, Path], *, map_location="cpu") -> Dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`, with configs rebuilt as dataclasses."""
-    path = Path(path)
+    """Read a checkpoint written by :func:`save_checkpoint`, with configs rebuilt as dataclasses.
+
+    ``path`` may be a run directory (its ``checkpoints/best.pt``). Every failure is a one-line
+    :class:`CheckpointError` naming the file.
+    """
+    path = checkpoint_file(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (a write was interrupted?)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for bad files
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}".splitlines()[0]) from error
+    except Exception as error:  # torch raises several types for bad files; its advice is not ours to give
+        raise CheckpointError(f"{path} is not a pyro-zforcing checkpoint or is corrupt "
+                              "(torch cannot read it)") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro-zforcing checkpoint (format {FORMAT})")
-    payload["model_config"] = from_dict(ModelConfig, {**BEFORE_FIDELITY_FIELDS, **payload["model_config"]})
-    payload["data_config"] = from_dict(DataConfig, payload["data_config"])
-    payload["train_config"] = from_dict(TrainConfig, payload["train_config"])
-    payload["data_info"] = DataInfo.from_dict(payload["data_info"])
+    missing = [key for key in REQUIRED if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} is not a complete pyro-zforcing checkpoint: no {missing[0]!r} entry")
+    try:
+        payload["model_config"] = from_dict(ModelConfig, {**BEFORE_FIDELITY_FIELDS, **payload["model_config"]})
+        payload["data_config"] = from_dict(DataConfig, payload["data_config"])
+        payload["train_config"] = from_dict(TrainConfig, payload["train_config"])
+        payload["data_info"] = DataInfo.from_dict(payload["data_info"])
+    except (TypeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path}: its configs do not fit this version of pyro-zforcing "
+                              f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
     return payload
+
+
+def load_weights(module: torch.nn.Module, state: Dict[str, torch.Tensor], path: Union[str, Path]) -> None:
+    """``module.load_state_dict(state)``, failing with the file and the first mismatching key."""
+    expected = module.state_dict()
+    for key, value in expected.items():
+        if key not in state:
+            raise CheckpointError(f"{path}: weight {key!r} is missing from the checkpoint")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise CheckpointError(f"{path}: weight {key!r} has shape {tuple(state[key].shape)} in the checkpoint "
+                                  f"but {tuple(value.shape)} in the model its config builds")
+    unexpected = [key for key in state if key not in expected]
+    if unexpected:
+        raise CheckpointError(f"{path}: weight {unexpected[0]!r} in the checkpoint has no place in the model")
+    module.load_state_dict(state)
 
 
 def config_payload(model_config: ModelConfig, data_config: DataConfig, train_config: TrainConfig,

@@ -137,6 +137,7 @@ class TrainConfig:
     lr_patience: int = 2
     early_stop_patience: int = 5
     log_every: int = 20
+    checkpoint_every: Optional[int] = None  # updates between mid-epoch last.pt writes
     seed: int = 0
     device: str = "cpu"
     validate: bool = False
@@ -149,6 +150,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if not 0.0 <= self.kl_start <= 1.0:
             raise ValueError(f"kl_start must be in [0, 1], got {self.kl_start}")
         for name in ("kl_step", "aux_start", "aux_end", "aux_step", "bwd_weight"):

@@ -115,6 +115,15 @@ def all_reduce_weighted(values: Dict[str, float], weights: Dict[str, float],
     return {k: reduced[k] for k in values}
 
 
+def max_across_ranks(value: int, *, device: Optional[torch.device] = None) -> int:
+    """The largest ``value`` of any rank (e.g. a signal one rank received); identity alone."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    packed = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    return int(packed.item())
+
+
 def from_main(value):
     """Rank 0's ``value`` on every rank (e.g. a timestamped run directory); identity alone."""
     if not dist.is_initialized() or dist.get_world_size() == 1:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_weights
 from .data import collate_sequences, load_dataset
 from .data.base import MAX_ELEMENTS, DataInfo, SequenceSplits, length_batches
 from .infer import Objective, importance_terms
@@ -196,7 +196,7 @@ def load_trained(checkpoint, *, device="cpu", data_dir: Optional[str] = None,
 
     state = load_checkpoint(checkpoint)
     objective = build_objective(state["model_config"], state["train_config"].guide)
-    objective.load_state_dict(state["objective"])
+    load_weights(objective, state["objective"], checkpoint)
     objective.to(resolve_device(device) if isinstance(device, str) else device).eval()
     data_config = state["data_config"]
     if data_dir is not None:

@@ -3,6 +3,11 @@
 The loop knows the model only through :class:`~pyro_zforcing.infer.Objective`. Batches of an
 epoch come from a permutation seeded by (seed, epoch), so a run resumed from a checkpoint
 sees exactly the batches, noise and weights the uninterrupted run would have seen.
+
+The run directory belongs to one run (:mod:`.rundir`: a lock, no silent overwrite); SIGINT and
+SIGTERM stop after the current update with an exact checkpoint (:mod:`.interrupt`), and
+``checkpoint_every`` updates ``last.pt`` within an epoch too. Every rewrite is atomic
+(:mod:`.files`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import logging
 import math
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -20,21 +26,25 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .checkpoint import config_payload, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import Batch, SequenceSplits, collate_sequences, load_dataset
 from .data.base import DataInfo, length_batches
 from . import distributed
+from .files import append_line, write_atomic
 from .guides import make_guide
 from .infer import Objective, Weights, sequence_terms, weights_at
+from .interrupt import Interrupted, StopRequests
 from .models import make_model
+from .rundir import RunLock, claim_existing, claim_new
 
 log = logging.getLogger(__name__)
 
 
 # The only settings a resumed run may change; everything else comes from its checkpoint.
-RESUMABLE = ("epochs", "max_steps", "device")
+RESUMABLE = ("epochs", "max_steps", "device", "checkpoint_every")
 
 
 class TrainingDiverged(RuntimeError):
@@ -143,21 +153,50 @@ class Progress:
     best_score: float = -math.inf
     bad_epochs: int = 0
     early_stopped: bool = False
+    validated_start: bool = False  # the bound before training (epoch 0) is measured
+
+
+class MetricsError(ValueError):
+    """``metrics.jsonl`` has a corrupt line before its last; names the file and line."""
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per logged step (``kind: "step"``) or epoch."""
+    """``metrics.jsonl``: one JSON object per logged step (``kind: "step"``) or epoch.
+
+    Records are appended; on resume the records after the checkpoint's step are dropped by an
+    atomic rewrite (never in place). A torn last line (a kill mid-append) is dropped with a
+    warning; a corrupt line before it is a :class:`MetricsError`.
+    """
 
     def __init__(self, path: Path, *, keep_until_step: Optional[int] = None):
         self.path = path
         if keep_until_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= keep_until_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [line for line, record in self.read(path) if record["step"] <= keep_until_step]
+            write_atomic(path, "".join(line + "\n" for line in kept))
+
+    @staticmethod
+    def read(path: Path) -> List[tuple]:
+        """(line, record) of every complete record of ``path``."""
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                    raise ValueError("not a metrics record")
+            except ValueError:
+                if number == len(lines):
+                    log.warning("%s: dropped its torn last line %d (a write was interrupted)", path, number)
+                    break
+                raise MetricsError(f"{path}: line {number} is not a metrics record; "
+                                   "repair or remove that line to resume") from None
+            records.append((line, record))
+        return records
 
     def write(self, record: Dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))
 
 
 class Trainer:
@@ -165,7 +204,8 @@ class Trainer:
 
     def __init__(self, *, objective: Objective, splits: SequenceSplits, model_config: ModelConfig,
                  data_config: DataConfig, train_config: TrainConfig, out_dir: Path,
-                 quiet: bool = False, rank: int = 0, world_size: int = 1, loss_module=None):
+                 quiet: bool = False, rank: int = 0, world_size: int = 1, loss_module=None,
+                 lock: Optional[RunLock] = None, tensorboard: bool = False):
         self.objective = objective
         self.loss_module = loss_module if loss_module is not None else objective
         self.splits = splits
@@ -189,60 +229,110 @@ class Trainer:
             self.optimizer, mode="max", factor=train_config.lr_decay, patience=train_config.lr_patience)
         self.progress = Progress()
         self.checkpoint_dir = self.out_dir / "checkpoints"
+        self.lock = lock
+        self.board = None
+        if tensorboard and rank == 0:
+            from .tensorboard import RunBoard
+            self.board = RunBoard(self.out_dir / "tensorboard", splits)
+        self._stops: Optional[StopRequests] = None
 
     # ----- construction -----
 
     @classmethod
     def create(cls, *, data_config: DataConfig, train_config: TrainConfig, out_dir, model_sizes=None,
                quiet: bool = False, splits: Optional[SequenceSplits] = None,
-               rank: int = 0, world_size: int = 1, recipe: Optional[Dict] = None) -> "Trainer":
-        """A fresh run: read the data, size the model from it, write ``config.json`` (with
-        ``recipe``, the name and file of the recipe the settings came from, if any).
+               rank: int = 0, world_size: int = 1, recipe: Optional[Dict] = None, overwrite: bool = False,
+               tensorboard: bool = False) -> "Trainer":
+        """A fresh run: claim ``out_dir`` (missing or empty, or ``overwrite``: see :mod:`.rundir`),
+        read the data, size the model from it, write ``config.json`` (with ``recipe``, the name and
+        file of the recipe the settings came from, if any).
 
         With ``world_size > 1`` (under torchrun, see :mod:`.distributed`) every rank builds the
         same initial model from the seed, trains on its shard, and only rank 0 writes files.
         """
-        splits = splits if splits is not None else load_dataset(data_config)
-        train_config = aux_step_over_epochs(train_config, len(splits.train), world_size=world_size)
-        model_config = model_config_for(splits.info, **(model_sizes or {}))
-        set_seed(train_config.seed)
-        objective = build_objective(model_config, train_config.guide)
-        trainer = cls(objective=objective, splits=splits, model_config=model_config, data_config=data_config,
-                      train_config=train_config, out_dir=Path(out_dir), quiet=quiet, rank=rank, world_size=world_size)
-        trainer.out_dir.mkdir(parents=True, exist_ok=True)
-        if rank == 0:
-            configs = {**trainer._configs(), "recipe": recipe}
-            (trainer.out_dir / "config.json").write_text(json.dumps(configs, indent=2) + "\n")
-        trainer.metrics = MetricsLog(trainer.out_dir / "metrics.jsonl", keep_until_step=-1 if rank == 0 else None)
+        lock = claim_new(out_dir, overwrite=overwrite) if rank == 0 else None
+        try:
+            splits = splits if splits is not None else load_dataset(data_config)
+            train_config = aux_step_over_epochs(train_config, len(splits.train), world_size=world_size)
+            model_config = model_config_for(splits.info, **(model_sizes or {}))
+            set_seed(train_config.seed)
+            objective = build_objective(model_config, train_config.guide)
+            trainer = cls(objective=objective, splits=splits, model_config=model_config, data_config=data_config,
+                          train_config=train_config, out_dir=Path(out_dir), quiet=quiet, rank=rank,
+                          world_size=world_size, lock=lock, tensorboard=tensorboard)
+            if rank == 0:
+                configs = {**trainer._configs(), "recipe": recipe}
+                write_atomic(trainer.out_dir / "config.json", json.dumps(configs, indent=2) + "\n")
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        trainer.metrics = MetricsLog(trainer.out_dir / "metrics.jsonl")
         trainer._seed_rank_noise()
+        trainer._log_start()
         return trainer
 
     @classmethod
     def resume(cls, run_dir, *, quiet: bool = False, splits: Optional[SequenceSplits] = None,
-               rank: int = 0, world_size: int = 1, **overrides) -> "Trainer":
+               rank: int = 0, world_size: int = 1, tensorboard: bool = False, **overrides) -> "Trainer":
         """Continue the run in ``run_dir`` from ``checkpoints/last.pt``; ``overrides`` may raise
         ``epochs`` or ``max_steps`` (or move ``device``) and change nothing else."""
         unknown = sorted(set(overrides) - set(RESUMABLE))
         if unknown:
             raise ValueError(f"--resume can only change {list(RESUMABLE)}, not {unknown}")
         run_dir = Path(run_dir)
-        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-        train_config = replace(state["train_config"], **overrides)
-        splits = splits if splits is not None else load_dataset(state["data_config"])
-        objective = build_objective(state["model_config"], train_config.guide)
-        objective.load_state_dict(state["objective"])
-        trainer = cls(objective=objective, splits=splits, model_config=state["model_config"],
-                      data_config=state["data_config"], train_config=train_config, out_dir=run_dir, quiet=quiet,
-                      rank=rank, world_size=world_size)
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.scheduler.load_state_dict(state["scheduler"])
-        trainer.progress = Progress(**state["progress"])
-        set_rng_state(state["rng"])
-        trainer._seed_rank_noise()
-        trainer.metrics = MetricsLog(run_dir / "metrics.jsonl",
-                                     keep_until_step=trainer.progress.step if rank == 0 else None)
+        lock = claim_existing(run_dir) if rank == 0 else None
+        try:
+            path = run_dir / "checkpoints" / "last.pt"
+            state = load_checkpoint(path)
+            train_config = replace(state["train_config"], **overrides)
+            splits = splits if splits is not None else load_dataset(state["data_config"])
+            objective = build_objective(state["model_config"], train_config.guide)
+            load_weights(objective, state["objective"], path)
+            trainer = cls(objective=objective, splits=splits, model_config=state["model_config"],
+                          data_config=state["data_config"], train_config=train_config, out_dir=run_dir,
+                          quiet=quiet, rank=rank, world_size=world_size, lock=lock, tensorboard=tensorboard)
+            trainer.optimizer.load_state_dict(state["optimizer"])
+            trainer.scheduler.load_state_dict(state["scheduler"])
+            # checkpoints before ``validated_start`` existed validated epoch 0 before their first step
+            trainer.progress = Progress(**{"validated_start": state["progress"]["step"] > 0, **state["progress"]})
+            set_rng_state(state["rng"])
+            trainer._seed_rank_noise()
+            trainer.metrics = MetricsLog(run_dir / "metrics.jsonl",
+                                         keep_until_step=trainer.progress.step if rank == 0 else None)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.progress.epoch, trainer.progress.step)
+        trainer._log_start()
         return trainer
+
+    def finished(self) -> Optional[str]:
+        """Why there is nothing left to train (and what would continue it), or None."""
+        progress, config = self.progress, self.config
+        if progress.early_stopped:
+            return (f"{self.out_dir} is finished: it stopped early at epoch {progress.epoch} after "
+                    f"{progress.bad_epochs} epochs without improvement; nothing is left to train")
+        if progress.epoch >= config.epochs:
+            return (f"{self.out_dir} is finished: it trained all {config.epochs} epochs (step {progress.step}); "
+                    f"pass a larger --epochs to continue it")
+        if self._out_of_steps():
+            return (f"{self.out_dir} is finished: it reached --max-steps {config.max_steps}; "
+                    f"pass a larger --max-steps to continue it")
+        return None
+
+    def _log_start(self) -> None:
+        """One line: split sizes, dropped items, parameters, device, run directory."""
+        if self.rank != 0:
+            return
+        splits = self.splits
+        dropped = f" ({len(splits.skipped)} dropped)" if splits.skipped else ""
+        parameters = sum(p.numel() for p in self.objective.parameters())
+        ranks = f" x {self.world_size} ranks" if self.world_size > 1 else ""
+        log.info("%s: %d train / %d valid / %d test sequences%s; %s parameters; device %s%s; run directory %s",
+                 self.data_config.dataset, len(splits.train), len(splits.valid), len(splits.test), dropped,
+                 f"{parameters:,}", self.device, ranks, self.out_dir)
 
     def _seed_rank_noise(self) -> None:
         """Ranks draw independent guide noise, seeded by (seed, rank, step) so a resumed job
@@ -274,7 +364,24 @@ class Trainer:
         return self.config.max_steps is not None and self.progress.step >= self.config.max_steps
 
     def fit(self) -> Dict:
-        """Train until ``epochs``, ``max_steps`` or early stopping; returns the final summary."""
+        """Train until ``epochs``, ``max_steps`` or early stopping; returns the final summary.
+
+        SIGINT/SIGTERM save ``last.pt`` after the current update and raise :class:`Interrupted`.
+        The run directory's lock is held while training and released on return.
+        """
+        if self.lock is not None:
+            self.lock.acquire()
+        try:
+            with StopRequests() as self._stops, logging_redirect_tqdm():
+                return self._fit()
+        finally:
+            self._stops = None
+            if self.board is not None:
+                self.board.flush()
+            if self.lock is not None:
+                self.lock.release()
+
+    def _fit(self) -> Dict:
         config, progress = self.config, self.progress
         train = self.splits.train
         start = time.time()
@@ -283,10 +390,17 @@ class Trainer:
         total = config.epochs * per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * per_epoch)
         bar = tqdm(total=total, initial=min(progress.step, total), unit="step", desc="train",
                    disable=self.quiet or not sys.stderr.isatty() or self.rank != 0, dynamic_ncols=True)
-        if progress.early_stopped:
-            log.info("this run stopped early at epoch %d; nothing left to train", progress.epoch)
-        elif progress.step == 0:
-            self._validate(start)  # the bound before training, epoch 0
+        finished = self.finished()
+        if finished:
+            log.warning("%s", finished)
+        elif not progress.validated_start:
+            valid = self._validate(start)  # the bound before training, epoch 0
+            progress.validated_start = True
+            if math.isfinite(valid["elbo"]):
+                # best.pt before the first epoch ends (so a shorter run can be evaluated); early
+                # stopping and later best.pt compare trained epochs only, as the authors' code does
+                self.save("best")
+            self._stop_if_asked()
         try:
             while progress.epoch < config.epochs and not self._out_of_steps() and not progress.early_stopped:
                 batches = epoch_batches(len(train), config.batch_size, seed=config.seed, epoch=progress.epoch,
@@ -299,9 +413,14 @@ class Trainer:
                     if record is not None:
                         bar.set_postfix(loss=f"{record['loss']:.2f}", elbo=f"{record['elbo']:.2f}",
                                         epoch=progress.epoch)
+                    if config.checkpoint_every and progress.step % config.checkpoint_every == 0:
+                        self.save("last")
+                    self._stop_if_asked()
                 if self._out_of_steps() and progress.step_in_epoch < len(batches):
                     break
-                if self._end_epoch(start):
+                stop = self._end_epoch(start)
+                self._stop_if_asked()
+                if stop:
                     break
         finally:
             bar.close()
@@ -311,6 +430,19 @@ class Trainer:
         log.info("training stopped at epoch %d, step %d; best valid ELBO %.3f nats/sequence",
                  progress.epoch, progress.step, progress.best_score)
         return summary
+
+    def _stop_if_asked(self) -> None:
+        """After SIGINT/SIGTERM (on any rank): save ``last.pt`` here and raise :class:`Interrupted`."""
+        signum = self._stops.requested() if self._stops is not None else None
+        if self.world_size > 1:
+            signum = distributed.max_across_ranks(signum or 0, device=self.device) or None
+        if signum is None:
+            return
+        self.save("last")
+        name = signal.Signals(signum).name
+        raise Interrupted(f"stopped by {name} at epoch {self.progress.epoch}, step {self.progress.step}; saved "
+                          f"{self.checkpoint_dir / 'last.pt'}; continue with: python run.py --resume {self.out_dir}",
+                          signum)
 
     def _train_step(self, batch: Batch, start: float) -> Optional[Dict]:
         """One update; returns the metrics record on logging steps.
@@ -329,9 +461,12 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.config.clip_norm)
         finite = torch.isfinite(grad_norm) if self.world_size > 1 else torch.isfinite(grad_norm + loss.detach())
         if not finite:
+            last = self.checkpoint_dir / "last.pt"
+            kept = (f"the last good checkpoint is kept: {last}" if last.exists()
+                    else "no training checkpoint was written yet")
             raise TrainingDiverged(
                 f"loss is {loss.detach().item()} (gradient norm {grad_norm.item()}) at step {progress.step + 1} "
-                f"(epoch {progress.epoch}); stopped, the last good checkpoint in {self.checkpoint_dir} is kept")
+                f"(epoch {progress.epoch}); stopped, {kept}")
         self.optimizer.step()
         progress.step += 1
         progress.step_in_epoch += 1
@@ -354,6 +489,8 @@ class Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.time() - start}
         if self.rank == 0:
             self.metrics.write(record)
+            if self.board is not None:
+                self.board.scalars(record)
         return record
 
     def _validate(self, start: float) -> Dict[str, float]:
@@ -369,6 +506,8 @@ class Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.time() - start}
         if self.rank == 0:
             self.metrics.write(record)
+            if self.board is not None:
+                self.board.epoch(self.objective, record, device=self.device, dtype=self.dtype)
         log.info("epoch %d: valid ELBO %.3f nats/sequence (%.4f per %s), KL %.3f",
                  progress.epoch, valid["elbo"], valid["elbo_per_unit"], self.splits.info.unit, valid["kl"])
         return valid

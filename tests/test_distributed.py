@@ -101,7 +101,7 @@ def test_torchrun_two_cpu_ranks_train_and_only_rank_zero_writes(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "step"] == [1, 2, 3]  # one writer
     assert (out / "checkpoints" / "last.pt").exists()
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]  # best: epoch 0
 
 
 def test_outside_torchrun_everything_is_one_process(monkeypatch):

@@ -22,12 +22,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional
 
 import numpy as np
 
+from ..files import remove_orphans, write_atomic
 from .base import DataInfo, SequenceSplits
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,10 @@ def _writable_dir(path: Path) -> Optional[Path]:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
-    return path if os.access(path, os.W_OK | os.X_OK) else None
+    if not os.access(path, os.W_OK | os.X_OK):
+        return None
+    remove_orphans(path, exclusive=False)  # temporaries of killed writers (shared folder: cautiously)
+    return path
 
 
 def cache_folder(config, root: Path) -> Optional[Path]:
@@ -88,18 +91,7 @@ def save_splits(path: Path, splits: SequenceSplits, meta: dict) -> None:
         arrays[f"{name}_lengths"] = np.array([len(s) for s in seqs], dtype=np.int64)
     meta = {**meta, "info": splits.info.to_dict(), "skipped": list(splits.skipped)}
     arrays["meta"] = np.array(json.dumps(meta))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda handle: np.savez(handle, **arrays))
 
 
 def load_splits(path: Path) -> tuple:
