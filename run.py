@@ -267,7 +267,8 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
 def evaluate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py evaluate", description="Per-sequence ELBO, IWAE(K), KL and reconstruction of a split "
-        "(aux factor excluded), in nats per sequence, per step and per unit; writes eval.json, eval.md and plots.")
+        "(aux factor excluded), in nats per sequence, per step and per unit; writes eval-<split>.json, "
+        "eval-<split>.md and plots.")
     add_checkpoint_flags(parser)
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="(default: %(default)s)")
     parser.add_argument("--iwae-samples", type=positive_int, default=25, help="importance samples K (default: %(default)s)")
@@ -275,6 +276,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
                         help="particles traced at once (default: as many as keep about 16M input values in memory)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="sequences per batch (default: %(default)s)")
     parser.add_argument("--no-plots", action="store_true", help="skip the KL-per-step and gap figures")
+    parser.add_argument("--validate", action="store_true",
+                        help="turn on Pyro's distribution validation (off by default: it costs time and memory)")
     return parser
 
 
@@ -292,12 +295,13 @@ def load_for(args):
 
 
 def command_evaluate(argv: List[str]) -> int:
-    from pyro_zforcing.evaluate import evaluate_split, markdown_table, run_dir_of, write_report
+    from pyro_zforcing.evaluate import evaluate_split, markdown_table, report_name, run_dir_of, write_report
 
     args = evaluate_parser().parse_args(argv)
     objective, splits, device = load_for(args)
     result = evaluate_split(objective, splits.split(args.split), splits.info, num_samples=args.iwae_samples,
-                            batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet)
+                            batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet,
+                            validate=args.validate)
     result.meta = {"checkpoint": str(args.checkpoint), "split": args.split, "seed": args.seed,
                    "device": str(device)}
     out = Path(args.out) if args.out else run_dir_of(args.checkpoint)
@@ -306,7 +310,8 @@ def command_evaluate(argv: List[str]) -> int:
         from pyro_zforcing.plots import eval_figures
         eval_figures(report, out)
     print(markdown_table(report), end="")
-    logging.getLogger("run").info("wrote %s and %s", out / "eval.json", out / "eval.md")
+    name = report_name(args.split)
+    logging.getLogger("run").info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
     return 0
 
 
@@ -354,7 +359,7 @@ def command_sample(argv: List[str]) -> int:
 
 def plot_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py plot", description="(Re)draw a run's figures as PNG in the run directory.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with metrics.jsonl, eval.json)")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with metrics.jsonl, eval-<split>.json)")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
 

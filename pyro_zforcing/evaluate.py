@@ -10,7 +10,8 @@ batches (whole sequences, never windows) and returns per-sequence arrays plus av
 - for text, perplexity per word exp(-bound per word), with <eos> counted as a word.
 
 Every bound excludes the training-only aux and backward factors. :func:`write_report` writes
-``eval.json`` and a markdown table (``eval.md``).
+``eval-<split>.json`` and a markdown table ``eval-<split>.md`` (means, standard errors and
+medians over sequences: one long utterance can dominate a speech mean).
 """
 
 from __future__ import annotations
@@ -25,21 +26,39 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import pyro
 import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
 from .data import collate_sequences, load_dataset
-from .data.base import MAX_ELEMENTS, DataInfo, SequenceSplits, length_batches
+from .data.base import DataInfo, SequenceSplits, length_batches
 from .infer import Objective, importance_terms
 from .train import build_objective, resolve_device
 
 log = logging.getLogger(__name__)
 
 TERMS = ("elbo", "iwae", "kl", "rec")
-def particle_chunk(batch, num_samples: int, max_elements: int = MAX_ELEMENTS) -> int:
-    """How many particles of ``batch`` to trace at once: all K if their copies fit ``max_elements``."""
-    return max(1, min(num_samples, max_elements // max(1, batch.x.numel())))
+# Values held per particle chunk while tracing it (states, gates, embeddings; see values_per_step).
+PARTICLE_ELEMENTS = 48_000_000
+
+
+def values_per_step(model, step_size: int) -> int:
+    """About how many values tracing one sequence step of one particle keeps alive: the forward
+    LSTM's input gates (4H), backward, forward and stacked states (3H), input and target
+    embeddings (2E), the posterior's context share (M), z, loc and scale listed and stacked (6Z)
+    and the input step itself; a model without a ``config`` is assumed to need 1,024."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return 1024 + step_size
+    return 7 * config.rnn_dim + 2 * config.emb_dim + config.mlp_dim + 6 * config.z_dim + step_size
+
+
+def particle_chunk(batch, num_samples: int, *, model=None, max_elements: int = PARTICLE_ELEMENTS) -> int:
+    """How many particles of ``batch`` to trace at once: all K if their states fit ``max_elements``."""
+    step_size = batch.x[0, 0].numel()
+    per_particle = batch.x.shape[0] * batch.x.shape[1] * values_per_step(model, step_size)
+    return max(1, min(num_samples, max_elements // max(1, per_particle)))
 
 
 @dataclass
@@ -65,6 +84,9 @@ class SplitResult:
 
     def per_sequence_mean(self) -> Dict[str, float]:
         return {key: float(getattr(self, key).mean()) for key in TERMS + ("gap",)}
+
+    def per_sequence_median(self) -> Dict[str, float]:
+        return {key: float(np.median(getattr(self, key))) for key in TERMS + ("gap",)}
 
     def per_sequence_stderr(self) -> Dict[str, float]:
         n = len(self.elbo)
@@ -111,6 +133,7 @@ class SplitResult:
             "normalisation_std": info.std if info.emission == "gaussian" else None,
             "per_sequence_mean": self.per_sequence_mean(),
             "per_sequence_stderr": self.per_sequence_stderr(),
+            "per_sequence_median": self.per_sequence_median(),
             "per_step": self.per_step(),
             "per_unit": self.per_unit(),
             "perplexity": self.perplexity(),
@@ -133,12 +156,14 @@ def step_unit(info: DataInfo) -> str:
 
 def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: DataInfo, *,
                    num_samples: int = 25, batch_size: int = 32, chunk: Optional[int] = None,
-                   device="cpu", dtype: Optional[torch.dtype] = None, quiet: bool = True) -> SplitResult:
+                   device="cpu", dtype: Optional[torch.dtype] = None, quiet: bool = True,
+                   validate: bool = False) -> SplitResult:
     """Bounds of every sequence of ``sequences`` (each ``(T_i, D)`` or ``(T_i,)`` tokens).
 
     ``num_samples`` importance samples per sequence (K of IWAE; the ELBO, KL and reconstruction
     are the K-sample averages); ``chunk`` particles are traced at once (default: as many as
-    keep a batch's K copies near :data:`MAX_ELEMENTS` input values).
+    keep their states near :data:`PARTICLE_ELEMENTS` values). Pyro's distribution validation
+    is off unless ``validate`` (it is on by default in Pyro and costs time and memory).
     """
     if len(sequences) == 0:
         raise ValueError("cannot evaluate an empty split")
@@ -158,24 +183,32 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
     bar = tqdm(total=len(sequences), unit="seq", desc=f"evaluate K={num_samples}",
                disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
     try:
-        for indices in batches:
-            batch = collate_sequences([sequences[i] for i in indices]).to(device, dtype)
-            particles = chunk if chunk is not None else particle_chunk(batch, num_samples)
-            terms = importance_terms(objective.model, objective.guide, batch, num_samples=num_samples,
-                                     chunk=particles, kl_per_step=True)
-            for key in TERMS:
-                values[key][indices] = terms[key].double().cpu().numpy()
-            if "kl_steps" in terms:
-                steps = terms["kl_steps"].double().cpu().numpy()
-                for row, i in enumerate(indices):
-                    kl_steps[i] = steps[row, :lengths[i]]
-            bar.update(len(indices))
+        with pyro.validation_enabled(validate):
+            evaluate_batches(objective, sequences, batches, values, kl_steps, num_samples=num_samples,
+                             chunk=chunk, device=device, dtype=dtype, bar=bar)
     finally:
         bar.close()
         objective.train(was_training)
     return SplitResult(**values, lengths=lengths, units=lengths * info.units_per_step,
                        kl_steps=[k for k in kl_steps if k is not None],
                        num_samples=num_samples, info=info, time_s=time.time() - start)
+
+
+def evaluate_batches(objective: Objective, sequences, batches, values, kl_steps, *, num_samples: int,
+                     chunk: Optional[int], device, dtype, bar) -> None:
+    """Fill ``values[key][i]`` and ``kl_steps[i]`` for every sequence index of ``batches``."""
+    for indices in batches:
+        batch = collate_sequences([sequences[i] for i in indices]).to(device, dtype)
+        particles = chunk if chunk is not None else particle_chunk(batch, num_samples, model=objective.model)
+        terms = importance_terms(objective.model, objective.guide, batch, num_samples=num_samples,
+                                 chunk=particles, kl_per_step=True)
+        for key in TERMS:
+            values[key][indices] = terms[key].double().cpu().numpy()
+        if "kl_steps" in terms:
+            steps = terms["kl_steps"].double().cpu().numpy()
+            for row, i in enumerate(indices):
+                kl_steps[i] = steps[row, :int(batch.lengths[row])]
+        bar.update(len(indices))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -224,10 +257,11 @@ def run_dir_of(checkpoint) -> Path:
 # ----------------------------------------------------------------------------- reports
 
 def markdown_table(report: Dict) -> str:
-    """The averages of ``report`` (an ``eval.json`` dict) as a markdown table in nats."""
+    """The averages of ``report`` (an ``eval-<split>.json`` dict) as a markdown table in nats."""
     units = report["units"]
     k = report["iwae_samples"]
-    columns = [(f"nats / {units['sequence']}", report["per_sequence_mean"])]
+    columns = [(f"nats / {units['sequence']}", report["per_sequence_mean"]),
+               (f"median / {units['sequence']}", report["per_sequence_median"])]
     if units["units_per_step"] != 1:
         columns.append((f"nats / {units['step']}", report["per_step"]))
     columns.append((f"nats / {units['unit']}", report["per_unit"]))
@@ -244,13 +278,15 @@ def markdown_table(report: Dict) -> str:
     stderr = report["per_sequence_stderr"]
     for key, label in (("elbo", "ELBO"), ("iwae", f"IWAE (K={k})"), ("kl", "KL"), ("rec", "reconstruction")):
         first = f"{columns[0][1][key]:.3f} ± {stderr[key]:.3f}"
-        cells = [first] + [f"{values[key]:.4f}" for _, values in columns[1:]]
+        median = f"{columns[1][1][key]:.3f}"
+        cells = [first, median] + [f"{values[key]:.4f}" for _, values in columns[2:]]
         if perplexity:
             cells.append(f"{perplexity[key]:.2f}" if key in perplexity else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     gap = report["per_sequence_mean"]["gap"]
-    lines += ["", f"ELBO-IWAE gap: {gap:.3f} ± {stderr['gap']:.3f} nats / {units['sequence']}; "
-              "± is the standard error of the mean over sequences. Bounds exclude the aux factor."]
+    lines += ["", f"ELBO-IWAE gap: {gap:.3f} ± {stderr['gap']:.3f} nats / {units['sequence']} "
+              f"(median {report['per_sequence_median']['gap']:.3f}); ± is the standard error of the mean "
+              "over sequences. Bounds exclude the aux factor."]
     std = report.get("normalisation_std")
     if std:
         lines.append(f"Densities are of the normalised signal (x - mean) / std; for the full-scale waveform "
@@ -258,11 +294,18 @@ def markdown_table(report: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(result: SplitResult, out_dir, *, name: str = "eval") -> Dict:
-    """Write ``<name>.json`` and ``<name>.md`` into ``out_dir``; returns the report dict."""
+def report_name(split: str) -> str:
+    """``eval-<split>``: the stem of a split's report files, so splits never overwrite each other."""
+    return f"eval-{split}"
+
+
+def write_report(result: SplitResult, out_dir) -> Dict:
+    """Write ``eval-<split>.json`` and ``eval-<split>.md`` (split from ``result.meta``, default
+    test) into ``out_dir``; returns the report dict."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = result.to_dict()
+    name = report_name(report.setdefault("split", "test"))
     (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
     (out_dir / f"{name}.md").write_text(markdown_table(report))
     return report
