@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
 import logging
 import sys
 import time
@@ -20,12 +22,50 @@ from pyro_zforcing.ablation import VARIANTS, Study, load_study_file, run_study, 
 from pyro_zforcing.checkpoint import CheckpointError
 from pyro_zforcing.config import AUX_INPUTS, AUX_LOSSES, DataConfig, ModelConfig, TrainConfig
 from pyro_zforcing.data import DATASETS, DataError
-from pyro_zforcing.guides import GUIDES
+from pyro_zforcing.guides import GUIDES, is_guide_spec
 from pyro_zforcing import distributed
 from pyro_zforcing.train import RESUMABLE, Trainer, TrainingDiverged
 
 MODEL_DEFAULTS = ModelConfig(input_dim=1)
 TRAIN_DEFAULTS = TrainConfig()
+
+
+COMMANDS = {
+    "train": "train a model (the default command: `run.py [train] --dataset ...`)",
+    "evaluate": "ELBO, IWAE(K), KL of a split from a checkpoint (eval-<split>.json/.md)",
+    "sample": "unconditional, primed and interpolated samples from a checkpoint",
+    "plot": "(re)draw a run's figures",
+    "ablate": "train and compare named variants (guides, objectives) over seeds",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``run.py CMD: error: ...``) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog.split(' [')[0]} --help)\n")
+
+
+def seed_int(text: str) -> int:
+    """A seed: a whole number in [0, 2**32) (what NumPy accepts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A float flag's value: any finite number (NaN and infinities are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def parse_option(text: str):
@@ -38,17 +78,45 @@ def parse_option(text: str):
         return key, lowered == "true"
     for cast in (int, float):
         try:
-            return key, cast(value)
+            number = cast(value)
         except ValueError:
-            pass
+            continue
+        if not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"--data-option {key}={value}: must be a finite number")
+        return key, number
     return key, value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def guide_name(text: str) -> str:
+    """A registered guide name, or ``FILE.py:Class`` (made absolute, so the config records where
+    it is) or ``module:Class``."""
+    if text in GUIDES:
+        return text
+    if is_guide_spec(text):
+        source, _, name = text.rpartition(":")
+        return f"{Path(source).resolve()}:{name}" if source.endswith(".py") else text
+    raise argparse.ArgumentTypeError(
+        f"unknown guide {text!r}; known: {', '.join(sorted(GUIDES))}, or FILE.py:CLASS, or MODULE:CLASS")
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -76,27 +144,29 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                        help="aux cost as a Gaussian log-density or a negative squared error (default: %(default)s)")
 
     obj = parser.add_argument_group("objective")
-    obj.add_argument("--guide", choices=sorted(GUIDES), default=t.guide, help="inference network (default: %(default)s)")
-    obj.add_argument("--aux-weight", type=float, default=None,
+    obj.add_argument("--guide", type=guide_name, default=t.guide, metavar="NAME|FILE.py:CLASS|MODULE:CLASS",
+                     help=f"inference network: {', '.join(sorted(GUIDES))}, or your own class, built as "
+                          "CLASS(model) and recorded in the run's config (default: %(default)s)")
+    obj.add_argument("--aux-weight", type=finite_float, default=None,
                      help="constant aux weight beta, 0 disables the aux cost (sets --aux-start and --aux-end)")
-    obj.add_argument("--aux-start", type=float, default=t.aux_start, help="initial aux weight (default: %(default)s)")
-    obj.add_argument("--aux-end", type=float, default=t.aux_end, help="final aux weight (default: %(default)s)")
-    obj.add_argument("--aux-step", type=float, default=t.aux_step, help="aux weight change per update (default: %(default)s)")
-    obj.add_argument("--kl-start", type=float, default=t.kl_start, help="initial KL weight, 1 disables annealing (default: %(default)s)")
-    obj.add_argument("--kl-step", type=float, default=t.kl_step, help="KL weight increase per update (default: %(default)s)")
-    obj.add_argument("--bwd-weight", type=float, default=t.bwd_weight,
+    obj.add_argument("--aux-start", type=finite_float, default=t.aux_start, help="initial aux weight (default: %(default)s)")
+    obj.add_argument("--aux-end", type=finite_float, default=t.aux_end, help="final aux weight (default: %(default)s)")
+    obj.add_argument("--aux-step", type=finite_float, default=t.aux_step, help="aux weight change per update (default: %(default)s)")
+    obj.add_argument("--kl-start", type=finite_float, default=t.kl_start, help="initial KL weight, 1 disables annealing (default: %(default)s)")
+    obj.add_argument("--kl-step", type=finite_float, default=t.kl_step, help="KL weight increase per update (default: %(default)s)")
+    obj.add_argument("--bwd-weight", type=finite_float, default=t.bwd_weight,
                      help="weight of the backward language-model cost on b (default: %(default)s)")
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--batch-size", type=positive_int, default=t.batch_size, help="sequences per update (default: %(default)s)")
-    opt.add_argument("--lr", type=float, default=t.lr, help="Adam learning rate (default: %(default)s)")
-    opt.add_argument("--clip-norm", type=float, default=t.clip_norm, help="global gradient-norm clip (default: %(default)s)")
+    opt.add_argument("--lr", type=finite_float, default=t.lr, help="Adam learning rate (default: %(default)s)")
+    opt.add_argument("--clip-norm", type=finite_float, default=t.clip_norm, help="global gradient-norm clip (default: %(default)s)")
     opt.add_argument("--epochs", type=positive_int, default=t.epochs, help="passes over the training set (default: %(default)s)")
     opt.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many updates (default: no limit)")
     opt.add_argument("--patience", type=positive_int, default=t.early_stop_patience,
                      help="epochs without validation improvement before stopping (default: %(default)s)")
     opt.add_argument("--log-every", type=positive_int, default=t.log_every, help="updates between metric records (default: %(default)s)")
-    opt.add_argument("--seed", type=int, default=t.seed, help="seed for everything (default: %(default)s)")
+    opt.add_argument("--seed", type=seed_int, default=t.seed, help="seed for everything (default: %(default)s)")
     opt.add_argument("--device", default=t.device, help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     opt.add_argument("--validate", action="store_true", help="turn on Pyro's argument and shape validation (about 10%% slower)")
 
@@ -109,9 +179,11 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="run.py [train]", description="Train Z-Forcing with SVI (Trace_ELBO + aux factor).",
-        allow_abbrev=False)
+    commands = "\n".join(f"  {name:<9} {line}" for name, line in COMMANDS.items())
+    parser = Parser(
+        prog="run.py [train]", formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+        description="Z-Forcing in Pyro. Commands (`run.py COMMAND --help` lists each one's flags):\n"
+                    f"{commands}\n\nThe flags below are train's: SVI with Trace_ELBO and the aux factor.")
     add_data_flags(parser)
     add_train_flags(parser)
     add_run_flags(parser)
@@ -199,7 +271,7 @@ def write_training_plots(run_dir: Path) -> None:
 
 
 def ablate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="run.py ablate",
         description="Train named variants (guides, objectives) with identical data, sizes and budget, "
                     "evaluate each on the test split with IWAE, and compare them. The train flags set "
@@ -224,6 +296,32 @@ def ablate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def study_defaults(parser: argparse.ArgumentParser, values: Dict, path: str) -> Dict:
+    """A study file's flag values, checked and converted as the flags' own types would."""
+    actions = {action.dest: action for action in parser._actions}
+    checked = {}
+    for key, value in values.items():
+        action = actions[key]
+        try:
+            if isinstance(action, argparse._StoreTrueAction):
+                if not isinstance(value, bool):
+                    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+            elif key == "data_options":
+                if not isinstance(value, dict):
+                    raise argparse.ArgumentTypeError(f"expected an object of options, got {value!r}")
+                value = [parse_option(f"{k}={v}") for k, v in value.items()]
+            elif value is not None and action.type is not None:
+                if isinstance(value, (dict, list, bool)):
+                    raise argparse.ArgumentTypeError(f"expected a single value, got {value!r}")
+                value = action.type(str(value))
+            if action.choices is not None and value not in action.choices:
+                raise argparse.ArgumentTypeError(f"must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"{path}: {key}: {error}") from None
+        checked[key] = value
+    return checked
+
+
 def command_ablate(argv: List[str]) -> int:
     parser = ablate_parser()
     args = parser.parse_args(argv)
@@ -239,7 +337,7 @@ def command_ablate(argv: List[str]) -> int:
             extra_variants, file_names = variants, list(variants)
         elif variants is not None:
             file_names = list(variants)
-        parser.set_defaults(**values)
+        parser.set_defaults(**study_defaults(parser, values, args.study))
         args = parser.parse_args(argv)
     setup_logging(args.quiet)
     names = args.variants.split(",") if args.variants else (file_names or ["no-aux", "aux", "kla"])
@@ -259,13 +357,13 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="where the data lives now, if it moved since training")
     parser.add_argument("--cache-dir", default=None, help="preprocessing cache, if it moved since training")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled latents (default: %(default)s)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the sampled latents (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output directory (default: the checkpoint's run directory)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="run.py evaluate", description="Per-sequence ELBO, IWAE(K), KL and reconstruction of a split "
         "(aux factor excluded), in nats per sequence, per step and per unit; writes eval-<split>.json, "
         "eval-<split>.md and plots.")
@@ -324,7 +422,7 @@ def pair_of(text: str):
 
 
 def sample_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="run.py sample", description="Samples from a trained model: unconditional, primed with real "
         "sequences, and a latent interpolation. Speech -> WAV + PNG, pixels -> PNG grid, text -> .txt.")
     add_checkpoint_flags(parser)
@@ -335,7 +433,7 @@ def sample_parser() -> argparse.ArgumentParser:
                         help="real steps that prime the conditional samples (default: half of --steps)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"),
                         help="where primes and interpolation end points come from (default: %(default)s)")
-    parser.add_argument("--interpolate", type=int, default=7, metavar="N",
+    parser.add_argument("--interpolate", type=non_negative_int, default=7, metavar="N",
                         help="points on the latent interpolation, 0 for none (default: %(default)s)")
     parser.add_argument("--pair", type=pair_of, default=(0, 1), metavar="I,J",
                         help="the two sequences of --split to interpolate between (default: 0,1)")
@@ -358,7 +456,7 @@ def command_sample(argv: List[str]) -> int:
 
 
 def plot_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run.py plot", description="(Re)draw a run's figures as PNG in the run directory.")
+    parser = Parser(prog="run.py plot", description="(Re)draw a run's figures as PNG in the run directory.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with metrics.jsonl, eval-<split>.json)")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
@@ -385,9 +483,17 @@ HANDLERS = {"train": command_train, "ablate": command_ablate, "evaluate": comman
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in HANDLERS:
+        nearest = difflib.get_close_matches(argv[0], list(HANDLERS), n=1)
+        guess = f"; did you mean {nearest[0]!r}?" if nearest else ""
+        print(f"run.py: error: unknown command {argv[0]!r}{guess} (commands: {', '.join(COMMANDS)}; "
+              "see run.py --help)", file=sys.stderr)
+        return 2
     command = argv.pop(0) if argv and argv[0] in HANDLERS else "train"
     try:
         return HANDLERS[command](argv)
+    except SystemExit as done:  # argparse: --help (0) or a bad flag (2, its one line already printed)
+        return done.code if isinstance(done.code, int) else 2
     except (ValueError, DataError, CheckpointError, TrainingDiverged, FileNotFoundError) as error:
         print(f"run.py {command}: error: {error}", file=sys.stderr)
         return 2 if not isinstance(error, TrainingDiverged) else 1

@@ -7,10 +7,23 @@ fixes how the data was read, ``TrainConfig`` fixes the objective and optimiser.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 EMISSIONS = ("gaussian", "bernoulli", "categorical")
+
+
+def check_finite(config) -> None:
+    """Every number of a config dataclass (options included) must be finite: NaN passes every
+    range check (``nan < 0`` is False) and would silently switch a term off."""
+    for f in dataclasses.fields(config):
+        values = getattr(config, f.name)
+        items = values.items() if isinstance(values, dict) else [(None, values)]
+        for key, value in items:
+            if isinstance(value, float) and not math.isfinite(value):
+                name = f.name if key is None else f"option {key}"
+                raise ValueError(f"{name} must be a finite number, got {value}")
 AUX_INPUTS = ("hz", "z")
 AUX_LOSSES = ("gaussian", "l2")
 
@@ -35,6 +48,7 @@ class ModelConfig:
     logvar_clamp: float = 8.0
 
     def __post_init__(self):
+        check_finite(self)
         if self.input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
         if self.emission not in EMISSIONS:
@@ -64,6 +78,9 @@ class DataConfig:
     skip_bad_files: bool = False
     cache_dir: Optional[str] = None
     options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_finite(self)
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,7 @@ class TrainConfig:
     validate: bool = False
 
     def __post_init__(self):
+        check_finite(self)
         positive = ("batch_size", "lr", "adam_eps", "clip_norm", "epochs", "log_every")
         for name in positive:
             if getattr(self, name) <= 0:

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint
 from .data import collate_sequences, load_dataset
 from .data.base import DataInfo, SequenceSplits, length_batches
+from . import memory
 from .infer import Objective, importance_terms
 from .train import build_objective, resolve_device
 
@@ -44,14 +45,10 @@ PARTICLE_ELEMENTS = 48_000_000
 
 
 def values_per_step(model, step_size: int) -> int:
-    """About how many values tracing one sequence step of one particle keeps alive: the forward
-    LSTM's input gates (4H), backward, forward and stacked states (3H), input and target
-    embeddings (2E), the posterior's context share (M), z, loc and scale listed and stacked (6Z)
-    and the input step itself; a model without a ``config`` is assumed to need 1,024."""
+    """Values tracing one step of one particle keeps alive (:func:`.memory.values_per_step`);
+    a model without a ``config`` is assumed to need 1,024 besides the input step."""
     config = getattr(model, "config", None)
-    if config is None:
-        return 1024 + step_size
-    return 7 * config.rnn_dim + 2 * config.emb_dim + config.mlp_dim + 6 * config.z_dim + step_size
+    return 1024 + step_size if config is None else memory.values_per_step(config, step_size)
 
 
 def particle_chunk(batch, num_samples: int, *, model=None, max_elements: int = PARTICLE_ELEMENTS) -> int:
@@ -200,6 +197,11 @@ def evaluate_batches(objective: Objective, sequences, batches, values, kl_steps,
     for indices in batches:
         batch = collate_sequences([sequences[i] for i in indices]).to(device, dtype)
         particles = chunk if chunk is not None else particle_chunk(batch, num_samples, model=objective.model)
+        rows, steps = batch.x.shape[:2]
+        held = particles * rows * steps * values_per_step(objective.model, batch.x[0, 0].numel())
+        memory.check_fits(held * batch.x.element_size(), device=device,
+                          what=f"evaluating {rows} sequence(s) of {steps} steps, {particles} particle(s) at a time",
+                          hint="use a smaller --batch-size or shorter sequences")
         terms = importance_terms(objective.model, objective.guide, batch, num_samples=num_samples,
                                  chunk=particles, kl_per_step=True)
         for key in TERMS:
@@ -222,7 +224,10 @@ def load_trained(checkpoint, *, device="cpu", data_dir: Optional[str] = None,
     from dataclasses import replace
 
     state = load_checkpoint(checkpoint)
-    objective = build_objective(state["model_config"], state["train_config"].guide)
+    try:
+        objective = build_objective(state["model_config"], state["train_config"].guide)
+    except ValueError as error:  # a user's guide file recorded at training time may have moved
+        raise ValueError(f"{checkpoint}: {error}") from None
     objective.load_state_dict(state["objective"])
     objective.to(resolve_device(device) if isinstance(device, str) else device).eval()
     data_config = state["data_config"]

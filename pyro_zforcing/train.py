@@ -27,6 +27,7 @@ from .data import Batch, SequenceSplits, collate_sequences, load_dataset
 from .data.base import DataInfo, length_batches
 from . import distributed
 from .guides import make_guide
+from .memory import check_training_fits
 from .infer import Objective, Weights, sequence_terms, weights_at
 from .models import ZForcing
 
@@ -188,6 +189,9 @@ class Trainer:
         """
         splits = splits if splits is not None else load_dataset(data_config)
         model_config = model_config_for(splits.info, **(model_sizes or {}))
+        check_training_fits(model_config, guide=train_config.guide, batch_size=train_config.batch_size,
+                            steps=max(len(s) for s in splits.train), step_size=int(np.prod(splits.train[0].shape[1:])),
+                            device=resolve_device(train_config.device))
         set_seed(train_config.seed)
         objective = build_objective(model_config, train_config.guide)
         trainer = cls(objective=objective, splits=splits, model_config=model_config, data_config=data_config,
