@@ -12,20 +12,25 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 EMISSIONS = ("gaussian", "bernoulli", "categorical")
+AUX_INPUTS = ("hz", "z")
+AUX_LOSSES = ("gaussian", "l2")
 
 
 def check_finite(config) -> None:
-    """Every number of a config dataclass (options included) must be finite: NaN passes every
-    range check (``nan < 0`` is False) and would silently switch a term off."""
+    """Every number of a config dataclass (options included) must be a finite number of its
+    field's type: NaN passes every range check (``nan < 0`` is False) and would silently switch
+    a term off."""
     for f in dataclasses.fields(config):
         values = getattr(config, f.name)
+        if f.type in ("int", "float", "Optional[int]") and not (values is None and f.type.startswith("Optional")):
+            wanted = (int,) if "int" in f.type else (int, float)
+            if isinstance(values, bool) or not isinstance(values, wanted):
+                raise ValueError(f"{f.name} must be {'a whole' if 'int' in f.type else 'a'} number, got {values!r}")
         items = values.items() if isinstance(values, dict) else [(None, values)]
         for key, value in items:
             if isinstance(value, float) and not math.isfinite(value):
                 name = f.name if key is None else f"option {key}"
                 raise ValueError(f"{name} must be a finite number, got {value}")
-AUX_INPUTS = ("hz", "z")
-AUX_LOSSES = ("gaussian", "l2")
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ def test_a_text_line_of_a_million_words_is_refused_not_allocated(tmp_path):
     code, err = main_with_stderr(["--dataset", "text", "--data-dir", str(corpus), "--data-option",
                                   "max_length=2000000", "--cache-dir", str(tmp_path / "cache"),
                                   "--out", str(tmp_path / "run")])
-    assert_one_line_error(code, err, "x 1000001 steps", "TB of activations")
+    assert_one_line_error(code, err, "x 1000001 steps", "of activations", "more than the")
 
 
 # ----------------------------------------------------------------------------- fuzzing
