@@ -46,15 +46,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog.split(' [')[0]} --help)\n")
 
 
-def seed_int(text: str) -> int:
-    """A seed: a whole number in [0, 2**32) (what NumPy accepts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {value}")
-    return value
+def whole_number(low: int, high: Optional[int] = None):
+    """An argparse type: a whole number in [low, high) (high None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value >= high):
+            bound = f"must be >= {low}" if high is None else f"must be in [{low}, {high})"
+            raise argparse.ArgumentTypeError(f"{bound}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = whole_number(1)
+non_negative_int = whole_number(0)
+seed_int = whole_number(0, 2**32)  # what NumPy's seeding accepts
 
 
 def finite_float(text: str) -> float:
@@ -85,26 +95,6 @@ def parse_option(text: str):
             raise argparse.ArgumentTypeError(f"--data-option {key}={value}: must be a finite number")
         return key, number
     return key, value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def guide_name(text: str) -> str:
