@@ -188,6 +188,9 @@ class Trainer:
         same initial model from the seed, trains on its shard, and only rank 0 writes files.
         """
         splits = splits if splits is not None else load_dataset(data_config)
+        if not splits.valid:
+            raise ValueError(f"{data_config.dataset}: the validation split is empty (data option valid_fraction "
+                             f"{data_config.options.get('valid_fraction', 'default')}); training needs one")
         model_config = model_config_for(splits.info, **(model_sizes or {}))
         check_training_fits(model_config, guide=train_config.guide, batch_size=train_config.batch_size,
                             steps=max(len(s) for s in splits.train), step_size=int(np.prod(splits.train[0].shape[1:])),

@@ -98,12 +98,20 @@ def test_digits_options_are_checked_by_name(tmp_path, option, needle):
 
 
 @pytest.mark.parametrize("dataset", ["text", "audio"])
-@pytest.mark.parametrize("value", ["0", "-0.1", "1", "abc"])
+@pytest.mark.parametrize("value", ["-0.1", "1", "abc"])
 def test_valid_fraction_outside_0_1_is_a_one_line_error_naming_it(tmp_path, dataset, value):
     (tmp_path / "data").mkdir()
     code, err = main_with_stderr(["--dataset", dataset, "--data-dir", str(tmp_path / "data"), "--data-option",
                                   f"valid_fraction={value}", "--out", str(tmp_path / "run")])
-    assert_one_line_error(code, err, f"{dataset}: option valid_fraction must be a number in (0, 1)")
+    assert_one_line_error(code, err, f"{dataset}: option valid_fraction must be a number in [0, 1)")
+
+
+def test_training_without_a_validation_split_is_a_one_line_error(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"line number {i} here\n" for i in range(40)))
+    code, err = main_with_stderr(["--dataset", "text", "--data-dir", str(corpus), "--data-option", "valid_fraction=0",
+                                  "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")])
+    assert_one_line_error(code, err, "validation split is empty (data option valid_fraction 0)")
 
 
 def test_a_model_too_large_for_memory_is_refused_before_allocation_with_the_estimate(tmp_path):

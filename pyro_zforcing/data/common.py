@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -39,11 +38,9 @@ def resolve_options(dataset: str, given: dict, defaults: dict) -> dict:
 
 
 def check_fraction(dataset: str, name: str, value) -> float:
-    """A split fraction in [0, 1); ``valid_fraction`` in (0, 1): training needs a validation split."""
-    low = 0.0 if name != "valid_fraction" else math.ulp(0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) < 1.0:
-        interval = "[0, 1)" if low == 0 else "(0, 1) (training needs a validation split)"
-        raise DataError(f"{dataset}: option {name} must be a number in {interval}, got {value!r}")
+    """A split fraction in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise DataError(f"{dataset}: option {name} must be a number in [0, 1), got {value!r}")
     return float(value)
 
 
