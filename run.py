@@ -24,10 +24,14 @@ from pyro_zforcing.config import AUX_INPUTS, AUX_LOSSES, DataConfig, ModelConfig
 from pyro_zforcing.data import DATASETS, DataError
 from pyro_zforcing.guides import GUIDES, is_guide_spec
 from pyro_zforcing import distributed
+from pyro_zforcing.recipes import apply_recipe, check_dataset, find_recipe, preset_names
 from pyro_zforcing.train import RESUMABLE, Trainer, TrainingDiverged
 
 MODEL_DEFAULTS = ModelConfig(input_dim=1)
 TRAIN_DEFAULTS = TrainConfig()
+DEFAULT_DATASET = DataConfig().dataset
+# Flags whose destination is not the config field of the same name.
+FIELDS_OF_FLAG = {"patience": ("early_stop_patience",), "aux_weight": ("aux_start", "aux_end")}
 
 
 COMMANDS = {
@@ -111,8 +115,13 @@ def guide_name(text: str) -> str:
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default="digits", choices=sorted(DATASETS),
-                       help="dataset to train on (default: %(default)s, embedded)")
+    group.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS),
+                       help="dataset to train on (default: %(default)s, embedded; with a recipe, the recipe's)")
+    group.add_argument("--preset", default=None, metavar="NAME",
+                       help="a shipped recipe of the authors' settings: " + ", ".join(preset_names())
+                            + "; typed flags override it (see README)")
+    group.add_argument("--config", default=None, metavar="FILE.toml",
+                       help="a recipe file of the same form as the presets")
     group.add_argument("--data-dir", default=None, help="where the dataset's files are (default: none)")
     group.add_argument("--data-option", dest="data_options", action="append", default=[], type=parse_option,
                        metavar="KEY=VALUE", help="a dataset-specific option, repeatable (see README)")
@@ -202,6 +211,35 @@ def model_sizes_from(args) -> Dict:
             "aux_input": args.aux_input, "aux_loss": args.aux_loss}
 
 
+def typed_fields(parser: argparse.ArgumentParser, argv: List[str]) -> set:
+    """The config fields set by flags typed in ``argv`` (or by ``parser.set_defaults``, as a study
+    file does): ``argv`` parsed again with every flag's default suppressed."""
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        given = set(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in saved:
+            action.default = default
+    return {name for dest in given for name in FIELDS_OF_FLAG.get(dest, (dest,))}
+
+
+def resolve_settings(parser: argparse.ArgumentParser, argv: List[str], args):
+    """(data config, train config, model sizes, recipe description or None): the dataclass
+    defaults, then the recipe of ``--preset``/``--config``, then the flags typed in ``argv``."""
+    data, train, model = data_config_from(args), train_config_from(args), model_sizes_from(args)
+    recipe = find_recipe(preset=args.preset, config=args.config)
+    if recipe is None:
+        return data, train, model, None
+    given = typed_fields(parser, argv)
+    dataset = check_dataset(recipe, args.dataset if "dataset" in given else None)
+    from dataclasses import replace
+    model, train, data = apply_recipe(recipe, model=model, train=train, data=replace(data, dataset=dataset),
+                                      given=given)
+    return replace(data, seed=train.seed), train, model, recipe.describe()  # one seed, as --seed sets both
+
+
 def default_out_dir(dataset: str) -> Path:
     return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -235,9 +273,10 @@ def command_train(argv: List[str]) -> int:
             overrides = resume_overrides(parser, argv)
             trainer = Trainer.resume(args.resume, quiet=args.quiet, **ranks, **overrides)
         else:
-            out = Path(args.out) if args.out else distributed.from_main(default_out_dir(args.dataset))
-            trainer = Trainer.create(data_config=data_config_from(args), train_config=train_config_from(args),
-                                     out_dir=out, model_sizes=model_sizes_from(args), quiet=args.quiet, **ranks)
+            data, train, model, recipe = resolve_settings(parser, argv, args)
+            out = Path(args.out) if args.out else distributed.from_main(default_out_dir(data.dataset))
+            trainer = Trainer.create(data_config=data, train_config=train, out_dir=out, model_sizes=model,
+                                     quiet=args.quiet, recipe=recipe, **ranks)
         pyro.enable_validation(trainer.config.validate)  # Pyro validates by default; training only with --validate
         summary = trainer.fit()
     finally:
@@ -331,11 +370,12 @@ def command_ablate(argv: List[str]) -> int:
         args = parser.parse_args(argv)
     setup_logging(args.quiet)
     names = args.variants.split(",") if args.variants else (file_names or ["no-aux", "aux", "kla"])
-    study = Study(data=data_config_from(args), train=train_config_from(args), model=model_sizes_from(args),
+    data, train, model, _ = resolve_settings(parser, argv, args)
+    study = Study(data=data, train=train, model=model,
                   variants=select_variants([n.strip() for n in names], extra_variants),
                   seeds=tuple(range(args.seed, args.seed + args.seeds)),
                   iwae_samples=args.iwae_samples, eval_batch_size=args.eval_batch_size)
-    study_dir = Path(args.study_dir) if args.study_dir else Path("runs") / f"ablate-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    study_dir = Path(args.study_dir) if args.study_dir else Path("runs") / f"ablate-{data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_study(study, study_dir, quiet=args.quiet)
     logging.getLogger("run").info("study directory: %s (study.csv, study.md, study.png)", study_dir)
     print((study_dir / "study.md").read_text(), end="")
@@ -366,6 +406,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plots", action="store_true", help="skip the KL-per-step and gap figures")
     parser.add_argument("--validate", action="store_true",
                         help="turn on Pyro's distribution validation (off by default: it costs time and memory)")
+    parser.add_argument("--protocol", default="ours", choices=("ours", "paper", "both"),
+                        help="ours: whole sequences, ELBO and IWAE (eval-<split>.json); paper: the authors' eval_timit.py "
+                             "(40-frame windows, states reset, one sample, analytic KL; eval_paper-<split>.json), the number "
+                             "to compare with the paper's Table 1; both (default: %(default)s)")
     return parser
 
 
@@ -387,19 +431,29 @@ def command_evaluate(argv: List[str]) -> int:
 
     args = evaluate_parser().parse_args(argv)
     objective, splits, device = load_for(args)
-    result = evaluate_split(objective, splits.split(args.split), splits.info, num_samples=args.iwae_samples,
-                            batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet,
-                            validate=args.validate)
-    result.meta = {"checkpoint": str(args.checkpoint), "split": args.split, "seed": args.seed,
-                   "device": str(device)}
+    meta = {"checkpoint": str(args.checkpoint), "split": args.split, "seed": args.seed, "device": str(device)}
     out = Path(args.out) if args.out else run_dir_of(args.checkpoint)
-    report = write_report(result, out)
-    if not args.no_plots:
-        from pyro_zforcing.plots import eval_figures
-        eval_figures(report, out)
-    print(markdown_table(report), end="")
-    name = report_name(args.split)
-    logging.getLogger("run").info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
+    if args.protocol in ("ours", "both"):
+        result = evaluate_split(objective, splits.split(args.split), splits.info, num_samples=args.iwae_samples,
+                                batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet,
+                                validate=args.validate)
+        result.meta = meta
+        report = write_report(result, out)
+        if not args.no_plots:
+            from pyro_zforcing.plots import eval_figures
+            eval_figures(report, out)
+        print(markdown_table(report), end="")
+        name = report_name(args.split)
+        logging.getLogger("run").info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
+    if args.protocol in ("paper", "both"):
+        from pyro_zforcing.paper_protocol import evaluate_paper, markdown_lines
+
+        paper = evaluate_paper(objective, splits.split(args.split), splits.info, device=device, quiet=args.quiet)
+        paper.meta = meta
+        report = write_report(paper, out, name="eval_paper", render=markdown_lines)
+        print(("\n" if args.protocol == "both" else "") + markdown_lines(report), end="")
+        name = report_name(args.split, "eval_paper")
+        logging.getLogger("run").info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
     return 0
 
 

@@ -94,7 +94,9 @@ class TrainConfig:
 
     KL annealing: the latent site's weight starts at ``kl_start`` and grows by ``kl_step`` per
     update up to 1 (``kl_start=1`` disables it). Aux annealing: beta moves from ``aux_start``
-    to ``aux_end`` by ``aux_step`` per update (``aux_step=0`` keeps ``aux_start``).
+    to ``aux_end`` by ``aux_step`` per update (``aux_step=0`` keeps ``aux_start``); with
+    ``aux_anneal_epochs`` set, a new run sets ``aux_step`` to cover the distance in that many
+    epochs of its own batches (the authors' Blizzard script: two epochs).
     The default beta (5e-4) is small because the Gaussian aux score sums over rnn_dim
     dimensions and every step: it is thousands of nats per sequence, and beta >= 0.01 swamps
     the ELBO on the default digits (measured in the README's Results).
@@ -122,6 +124,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     validate: bool = False
+    aux_anneal_epochs: Optional[float] = None
 
     def __post_init__(self):
         check_finite(self)
@@ -136,6 +139,8 @@ class TrainConfig:
         for name in ("kl_step", "aux_start", "aux_end", "aux_step", "bwd_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.aux_anneal_epochs is not None and self.aux_anneal_epochs <= 0:
+            raise ValueError(f"aux_anneal_epochs must be > 0, got {self.aux_anneal_epochs}")
         if not 0.0 < self.lr_decay <= 1.0:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
 

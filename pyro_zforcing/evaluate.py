@@ -4,7 +4,8 @@
 batches (whole sequences, never windows) and returns per-sequence arrays plus averages:
 
 - nats per sequence (an image for MNIST/digits, an utterance or chunk for speech, a sentence
-  for text), the number the paper's tables report for TIMIT, Blizzard and MNIST;
+  for text), the unit of the paper's tables for TIMIT, Blizzard and MNIST (the authors' own
+  TIMIT arithmetic, 40-frame windows, is :mod:`.paper_protocol`);
 - nats per step (a frame of speech, a row or pixel of an image) and per unit (``info.unit``:
   sample, pixel, word), averaged as total nats / total units over the split;
 - for text, perplexity per word exp(-bound per word), with <eos> counted as a word.
@@ -299,18 +300,18 @@ def markdown_table(report: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report_name(split: str) -> str:
-    """``eval-<split>``: the stem of a split's report files, so splits never overwrite each other."""
-    return f"eval-{split}"
+def report_name(split: str, stem: str = "eval") -> str:
+    """``<stem>-<split>``: the stem of a split's report files, so splits never overwrite each other."""
+    return f"{stem}-{split}"
 
 
-def write_report(result: SplitResult, out_dir) -> Dict:
-    """Write ``eval-<split>.json`` and ``eval-<split>.md`` (split from ``result.meta``, default
-    test) into ``out_dir``; returns the report dict."""
+def write_report(result, out_dir, *, name: str = "eval", render=markdown_table) -> Dict:
+    """Write ``<name>-<split>.json`` (``result.to_dict()``) and ``<name>-<split>.md`` (``render`` of
+    it; split from ``result.meta``, default test) into ``out_dir``; returns the report dict."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = result.to_dict()
-    name = report_name(report.setdefault("split", "test"))
+    name = report_name(report.setdefault("split", "test"), name)
     (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out_dir / f"{name}.md").write_text(markdown_table(report))
+    (out_dir / f"{name}.md").write_text(render(report))
     return report

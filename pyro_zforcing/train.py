@@ -88,6 +88,16 @@ def epoch_batches(num_items: int, batch_size: int, *, seed: int, epoch: int,
     return [shard[i:i + batch_size] for i in range(0, len(shard), batch_size)]
 
 
+def aux_step_over_epochs(config: TrainConfig, num_items: int, *, world_size: int = 1) -> TrainConfig:
+    """``config`` with ``aux_step`` = |aux_end - aux_start| / (aux_anneal_epochs * updates per epoch)
+    when ``aux_anneal_epochs`` is set (train_blizzard.py: ``abs(aux_end - aux_sta) / (2 * nbatches)``)."""
+    if config.aux_anneal_epochs is None:
+        return config
+    per_epoch = len(epoch_batches(num_items, config.batch_size, seed=config.seed, epoch=0, world_size=world_size))
+    step = abs(config.aux_end - config.aux_start) / (config.aux_anneal_epochs * per_epoch)
+    return replace(config, aux_step=step)
+
+
 def eval_batches(sequences, batch_size: int) -> Iterator[Batch]:
     """Padded batches of similar-length sequences, longest first, bounded in size (``length_batches``)."""
     step_size = int(np.prod(sequences[0].shape[1:])) if len(sequences) else 1
@@ -181,8 +191,9 @@ class Trainer:
     @classmethod
     def create(cls, *, data_config: DataConfig, train_config: TrainConfig, out_dir, model_sizes=None,
                quiet: bool = False, splits: Optional[SequenceSplits] = None,
-               rank: int = 0, world_size: int = 1) -> "Trainer":
-        """A fresh run: read the data, size the model from it, write ``config.json``.
+               rank: int = 0, world_size: int = 1, recipe: Optional[Dict] = None) -> "Trainer":
+        """A fresh run: read the data, size the model from it, write ``config.json`` (with
+        ``recipe``, the name and file of the recipe the settings came from, if any).
 
         With ``world_size > 1`` (under torchrun, see :mod:`.distributed`) every rank builds the
         same initial model from the seed, trains on its shard, and only rank 0 writes files.
@@ -191,6 +202,7 @@ class Trainer:
         if not splits.valid:
             raise ValueError(f"{data_config.dataset}: the validation split is empty (data option valid_fraction "
                              f"{data_config.options.get('valid_fraction', 'default')}); training needs one")
+        train_config = aux_step_over_epochs(train_config, len(splits.train), world_size=world_size)
         model_config = model_config_for(splits.info, **(model_sizes or {}))
         check_training_fits(model_config, guide=train_config.guide, batch_size=train_config.batch_size,
                             steps=max(len(s) for s in splits.train), step_size=int(np.prod(splits.train[0].shape[1:])),
@@ -201,7 +213,8 @@ class Trainer:
                       train_config=train_config, out_dir=Path(out_dir), quiet=quiet, rank=rank, world_size=world_size)
         trainer.out_dir.mkdir(parents=True, exist_ok=True)
         if rank == 0:
-            (trainer.out_dir / "config.json").write_text(json.dumps(trainer._configs(), indent=2) + "\n")
+            configs = {**trainer._configs(), "recipe": recipe}
+            (trainer.out_dir / "config.json").write_text(json.dumps(configs, indent=2) + "\n")
         trainer.metrics = MetricsLog(trainer.out_dir / "metrics.jsonl", keep_until_step=-1 if rank == 0 else None)
         trainer._seed_rank_noise()
         return trainer

@@ -78,11 +78,16 @@ class SequenceSplits:
 
 @dataclass
 class Batch:
-    """A padded batch: ``x`` (B, T, D) or (B, T) for tokens, ``mask`` (B, T) bool, ``lengths`` (B,)."""
+    """A padded batch: ``x`` (B, T, D) or (B, T) for tokens, ``mask`` (B, T) bool, ``lengths`` (B,).
+
+    ``first`` (B, D) or (B,) is the input u_1 each sequence starts from when it continues a
+    longer signal (the frame before a window); None means the model's start frame or token.
+    """
 
     x: torch.Tensor
     mask: torch.Tensor
     lengths: torch.Tensor
+    first: Optional[torch.Tensor] = None
 
     @property
     def batch_size(self) -> int:
@@ -93,15 +98,19 @@ class Batch:
         return self.x.shape[1]
 
     def to(self, device, dtype: Optional[torch.dtype] = None) -> "Batch":
-        x = self.x.to(device)
-        if dtype is not None and x.is_floating_point():
-            x = x.to(dtype)
-        return replace(self, x=x, mask=self.mask.to(device), lengths=self.lengths.to(device))
+        def move(t):
+            t = t.to(device)
+            return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+        first = move(self.first) if self.first is not None else None
+        return replace(self, x=move(self.x), mask=self.mask.to(device), lengths=self.lengths.to(device),
+                       first=first)
 
     def repeat(self, k: int) -> "Batch":
         """K copies of every sequence, particle-major: row ``i * B + b`` is copy i of sequence b."""
         reps = (k,) + (1,) * (self.x.dim() - 1)
-        return Batch(self.x.repeat(reps), self.mask.repeat(k, 1), self.lengths.repeat(k))
+        first = self.first.repeat(reps[:self.first.dim()]) if self.first is not None else None
+        return Batch(self.x.repeat(reps), self.mask.repeat(k, 1), self.lengths.repeat(k), first)
 
 
 def collate_sequences(sequences: Sequence[np.ndarray]) -> Batch:

@@ -12,7 +12,10 @@ the Z-Forcing paper uses for speech:
    with the model through ``DataInfo``);
 4. training files are cut into chunks of ``chunk_frames`` frames (40 frames = 0.5 s); the
    last ``T % chunk_frames`` frames of a file are dropped, or kept as a shorter sequence with
-   ``keep_remainder=True``;
+   ``keep_remainder=True``. With ``stream=True`` (TIMIT only; the ``timit`` recipe sets it) the
+   training files are instead concatenated into one signal, framed and cut as Fraccaro et al.'s
+   ``timit_for_srnn.py`` (the data of the authors' ``train_timit.py``) does: frames and chunks
+   straddle utterance boundaries, and only the stream's tail is dropped (:func:`stream_chunks`);
 5. evaluation: TIMIT and audio folders score whole utterances (``extra["sequence_unit"] ==
    "utterance"``), Blizzard scores 40-frame sequences (``"chunk"``), set by
    ``eval_chunk_frames`` (None = whole files).
@@ -35,6 +38,7 @@ eval_chunk_frames       None         40           None
 valid_fraction          0.05         0.05         0.1
 test_fraction           (fixed)      0.05         0.1
 include_sa              True         -            -
+stream                  False        -            -
 ======================  ===========  ===========  ===========
 
 TIMIT's test set is the standard ``TEST`` folder (168 speakers, 1,680 utterances);
@@ -70,7 +74,7 @@ logger = logging.getLogger(__name__)
 
 _COMMON = {"frame_size": 200, "chunk_frames": 40, "sample_rate": 16000, "resample": True}
 TIMIT_OPTIONS = {**_COMMON, "keep_remainder": False, "eval_chunk_frames": None,
-                 "valid_fraction": 0.05, "include_sa": True}
+                 "valid_fraction": 0.05, "include_sa": True, "stream": False}
 BLIZZARD_OPTIONS = {**_COMMON, "keep_remainder": False, "eval_chunk_frames": 40,
                     "valid_fraction": 0.05, "test_fraction": 0.05}
 AUDIO_OPTIONS = {**_COMMON, "keep_remainder": True, "eval_chunk_frames": None,
@@ -87,7 +91,7 @@ def _speech_options(dataset: str, config, defaults: dict) -> dict:
     for name in ("frame_size", "chunk_frames", "sample_rate"):
         check_int(dataset, name, options[name])
     check_int(dataset, "eval_chunk_frames", options["eval_chunk_frames"], allow_none=True)
-    for name in ("resample", "keep_remainder", "include_sa"):
+    for name in ("resample", "keep_remainder", "include_sa", "stream"):
         if name in options:
             check_choice(dataset, name, options[name], (True, False))
     for name in ("valid_fraction", "test_fraction"):
@@ -96,26 +100,37 @@ def _speech_options(dataset: str, config, defaults: dict) -> dict:
     return options
 
 
-def _read_frames(path: Path, options: dict) -> np.ndarray:
+def _read_samples(path: Path, options: dict) -> np.ndarray:
     samples = read_audio(path, sample_rate=options["sample_rate"], resample=options["resample"])
     if len(samples) < options["frame_size"]:
         raise DataError(f"{path}: {len(samples)} samples, shorter than one frame of "
                         f"{options['frame_size']}")
-    return frame_signal(samples, options["frame_size"])
+    return samples
+
+
+def stream_chunks(frames: np.ndarray, length: int) -> List[np.ndarray]:
+    """``frames: (N, D)`` of one stream cut into consecutive ``(length, D)`` training targets
+    ``frames[1 + k * length : 1 + (k + 1) * length]``: as Fraccaro et al.'s ``reorder`` does,
+    frame 0 is only ever an input, the stream's tail shorter than a chunk is dropped."""
+    count = (len(frames) - 1) // length
+    return [frames[1 + k * length: 1 + (k + 1) * length] for k in range(count)]
 
 
 def prepare_speech(config, *, dataset: str, files: Dict[str, Sequence[Path]], options: dict,
                    extra: dict) -> SequenceSplits:
     """Read, frame, normalise and chunk ``files`` ({"train": [...], "valid": ..., "test": ...})."""
     bad = BadFiles(dataset, config.skip_bad_files)
-    framed = {}
+    framed, read = {}, {}
     for split in ("train", "valid", "test"):
-        arrays = []
+        signals = []
         for path in progress(files[split], desc=f"{dataset} {split}"):
-            frames = bad.read(path, lambda p: _read_frames(p, options))
-            if frames is not None:
-                arrays.append(frames)
-        framed[split] = arrays
+            samples = bad.read(path, lambda p: _read_samples(p, options))
+            if samples is not None:
+                signals.append(samples)
+        read[split] = len(signals)
+        if split == "train" and options.get("stream") and signals:  # one stream across file boundaries
+            signals = [np.concatenate(signals)]
+        framed[split] = [frame_signal(samples, options["frame_size"]) for samples in signals]
     if not framed["train"]:
         raise DataError(f"{dataset}: no readable training files (skipped {len(bad.skipped)})")
     mean, std = normalisation_stats(framed["train"])
@@ -125,7 +140,10 @@ def prepare_speech(config, *, dataset: str, files: Dict[str, Sequence[Path]], op
     def cut(arrays, length, keep):
         return [piece for a in arrays for piece in chunk_frames(a, length, keep_remainder=keep)]
 
-    train = cut(framed["train"], options["chunk_frames"], options["keep_remainder"])
+    if options.get("stream"):
+        train = stream_chunks(framed["train"][0], options["chunk_frames"])
+    else:
+        train = cut(framed["train"], options["chunk_frames"], options["keep_remainder"])
     if not train:
         raise DataError(f"{dataset}: no training file is as long as one chunk of "
                         f"{options['chunk_frames']} frames (set keep_remainder=True)")
@@ -140,7 +158,7 @@ def prepare_speech(config, *, dataset: str, files: Dict[str, Sequence[Path]], op
         extra={"sequence_unit": "utterance" if eval_len is None else "chunk",
                "chunk_frames": options["chunk_frames"], "eval_chunk_frames": eval_len,
                "amplitude_scale": "full-scale float (int16 / 32768)",
-               "files": {k: len(framed[k]) for k in framed}, **extra})
+               "files": read, "stream": bool(options.get("stream")), **extra})
     bad.report()
     return SequenceSplits(info, train, valid, test, skipped=list(bad.skipped))
 

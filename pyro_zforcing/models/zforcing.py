@@ -36,6 +36,11 @@ BWD_SITE = "bwd"
 TRAINING_ONLY_SITES = (AUX_SITE, BWD_SITE)
 
 
+def inputs_of(batch: Batch) -> tuple:
+    """The tensors the inputs u_{1:T} are made of: the targets, and the given first input if any."""
+    return (batch.x,) if batch.first is None else (batch.x, batch.first)
+
+
 class ZForcing(nn.Module):
     """p(y, z) with the conditional prior, forward LSTM and emission; owns every shared network.
 
@@ -72,13 +77,18 @@ class ZForcing(nn.Module):
     # ----- deterministic pieces shared with the guides -----
 
     def embedded(self, batch: Batch):
-        """(e(u_{1:T}), e(y_{1:T})), each ``(B, T, E)``, for the inputs and targets of ``batch``."""
-        cached = self._embedded.get(batch.x)
+        """(e(u_{1:T}), e(y_{1:T})), each ``(B, T, E)``, for the inputs and targets of ``batch``;
+        u_1 is ``batch.first`` when given, else the start frame or token."""
+        keys = inputs_of(batch)
+        cached = self._embedded.get(*keys)
         if cached is None:
             targets = self.embed(batch.x)
-            inputs = torch.cat([self.embed.start(batch.batch_size, targets), targets[:, :-1]], dim=1)
-            cached = (inputs, targets)
-            self._embedded.put(cached, batch.x)
+            if batch.first is None:
+                first = self.embed.start(batch.batch_size, targets)
+            else:
+                first = self.embed(batch.first.unsqueeze(1))
+            cached = (torch.cat([first, targets[:, :-1]], dim=1), targets)
+            self._embedded.put(cached, *keys)
         return cached
 
     def backward_states(self, batch: Batch) -> torch.Tensor:
@@ -91,10 +101,10 @@ class ZForcing(nn.Module):
 
     def forward_states(self, batch: Batch, z: torch.Tensor) -> torch.Tensor:
         """h_{0:T} ``(B, T+1, H)`` driven by the inputs of ``batch`` and the latents ``z: (B, T, Z)``."""
-        cached = self._forward.get(batch.x, z)
+        cached = self._forward.get(*inputs_of(batch), z)
         if cached is None:
             cached = self.fwd.states(self.embedded(batch)[0], z)
-            self._forward.put(cached, batch.x, z)
+            self._forward.put(cached, *inputs_of(batch), z)
         return cached
 
     def trajectory(self, batch: Batch, head, context: Optional[torch.Tensor] = None) -> LatentTrajectory:
@@ -112,7 +122,7 @@ class ZForcing(nn.Module):
         return LatentTrajectory(
             head=head, context=context, mask=batch.mask, z_dim=self.config.z_dim,
             states=lambda z: self.forward_states(batch, z), stepper=stepper,
-            remember=lambda z, h: self._forward.put(h, batch.x, z))
+            remember=lambda z, h: self._forward.put(h, *inputs_of(batch), z))
 
     def prior_trajectory(self, batch: Batch) -> LatentTrajectory:
         """p(z_{1:T} | u_{1:T}) = prod_t N(z_t; prior(h_{t-1}))."""
