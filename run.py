@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
 import logging
 import sys
 import time
@@ -24,7 +26,7 @@ from pyro_zforcing.config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS,
 from pyro_zforcing.files import WriteError
 from pyro_zforcing.interrupt import Interrupted
 from pyro_zforcing.data import DATASETS, DataError
-from pyro_zforcing.guides import GUIDES
+from pyro_zforcing.guides import GUIDES, is_guide_spec
 from pyro_zforcing.models import MODELS, default_guide
 from pyro_zforcing import distributed
 from pyro_zforcing.recipes import apply_recipe, check_dataset, find_recipe, preset_names
@@ -37,6 +39,55 @@ DEFAULT_DATASET = DataConfig().dataset
 FIELDS_OF_FLAG = {"patience": ("early_stop_patience",), "aux_weight": ("aux_start", "aux_end")}
 
 
+COMMANDS = {
+    "train": "train a model (the default command: `run.py [train] --dataset ...`)",
+    "evaluate": "ELBO, IWAE(K), KL of a split from a checkpoint (eval-<split>.json/.md)",
+    "sample": "unconditional, primed and interpolated samples from a checkpoint",
+    "plot": "(re)draw a run's figures",
+    "ablate": "train and compare named variants (guides, objectives) over seeds",
+    "compare": "train and compare models (rnn, vrnn, srnn, zforcing) with matched sizes: a Table-1-style table",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``run.py CMD: error: ...``) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog.split(' [')[0]} --help)\n")
+
+
+def whole_number(low: int, high: Optional[int] = None):
+    """An argparse type: a whole number in [low, high) (high None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value >= high):
+            bound = f"must be >= {low}" if high is None else f"must be in [{low}, {high})"
+            raise argparse.ArgumentTypeError(f"{bound}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = whole_number(1)
+non_negative_int = whole_number(0)
+seed_int = whole_number(0, 2**32)  # what NumPy's seeding accepts
+
+
+def finite_float(text: str) -> float:
+    """A float flag's value: any finite number (NaN and infinities are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def parse_option(text: str):
     """``KEY=VALUE`` with VALUE read as int, float, true/false, or a string."""
     if "=" not in text:
@@ -47,17 +98,25 @@ def parse_option(text: str):
         return key, lowered == "true"
     for cast in (int, float):
         try:
-            return key, cast(value)
+            number = cast(value)
         except ValueError:
-            pass
+            continue
+        if not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"--data-option {key}={value}: must be a finite number")
+        return key, number
     return key, value
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def guide_name(text: str) -> str:
+    """A registered guide name, or ``FILE.py:Class`` (made absolute, so the config records where
+    it is) or ``module:Class``."""
+    if text in GUIDES:
+        return text
+    if is_guide_spec(text):
+        source, _, name = text.rpartition(":")
+        return f"{Path(source).resolve()}:{name}" if source.endswith(".py") else text
+    raise argparse.ArgumentTypeError(
+        f"unknown guide {text!r}; known: {', '.join(sorted(GUIDES))}, or FILE.py:CLASS, or MODULE:CLASS")
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -105,28 +164,29 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--init", choices=INITS, default=m.init,
                        help="orthogonal recurrent weights and zero forward-LSTM biases (the authors') or "
                             "PyTorch's defaults (default: %(default)s)")
-    model.add_argument("--emission-clamp", type=float, default=m.emission_clamp, metavar="FLOAT",
+    model.add_argument("--emission-clamp", type=finite_float, default=m.emission_clamp, metavar="FLOAT",
                        help="clamp the Gaussian emission's mean and log-variance to +-FLOAT (default: none, as the "
                             "authors; 8 was this project's earlier setting)")
 
     obj = parser.add_argument_group("objective")
-    obj.add_argument("--guide", choices=sorted(GUIDES), default=None,
-                     help="inference network (default: the model's: " + ", ".join(
-                         f"{name} {default_guide(name)}" for name in MODELS) + ")")
-    obj.add_argument("--aux-weight", type=float, default=None,
+    obj.add_argument("--guide", type=guide_name, default=None, metavar="NAME|FILE.py:CLASS|MODULE:CLASS",
+                     help=f"inference network: {', '.join(sorted(GUIDES))}, or your own class, built as "
+                          "CLASS(model) and recorded in the run's config (default: the model's: " + ", ".join(
+                              f"{name} {default_guide(name)}" for name in MODELS) + ")")
+    obj.add_argument("--aux-weight", type=finite_float, default=None,
                      help="constant aux weight beta, 0 disables the aux cost (sets --aux-start and --aux-end)")
-    obj.add_argument("--aux-start", type=float, default=t.aux_start, help="initial aux weight (default: %(default)s)")
-    obj.add_argument("--aux-end", type=float, default=t.aux_end, help="final aux weight (default: %(default)s)")
-    obj.add_argument("--aux-step", type=float, default=t.aux_step, help="aux weight change per update (default: %(default)s)")
-    obj.add_argument("--kl-start", type=float, default=t.kl_start, help="initial KL weight, 1 disables annealing (default: %(default)s)")
-    obj.add_argument("--kl-step", type=float, default=t.kl_step, help="KL weight increase per update (default: %(default)s)")
-    obj.add_argument("--bwd-weight", type=float, default=t.bwd_weight,
+    obj.add_argument("--aux-start", type=finite_float, default=t.aux_start, help="initial aux weight (default: %(default)s)")
+    obj.add_argument("--aux-end", type=finite_float, default=t.aux_end, help="final aux weight (default: %(default)s)")
+    obj.add_argument("--aux-step", type=finite_float, default=t.aux_step, help="aux weight change per update (default: %(default)s)")
+    obj.add_argument("--kl-start", type=finite_float, default=t.kl_start, help="initial KL weight, 1 disables annealing (default: %(default)s)")
+    obj.add_argument("--kl-step", type=finite_float, default=t.kl_step, help="KL weight increase per update (default: %(default)s)")
+    obj.add_argument("--bwd-weight", type=finite_float, default=t.bwd_weight,
                      help="weight of the backward language-model cost on b, applied while the aux weight is > 0 (default: %(default)s)")
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--batch-size", type=positive_int, default=t.batch_size, help="sequences per update (default: %(default)s)")
-    opt.add_argument("--lr", type=float, default=t.lr, help="Adam learning rate (default: %(default)s)")
-    opt.add_argument("--clip-norm", type=float, default=t.clip_norm, help="global gradient-norm clip (default: %(default)s)")
+    opt.add_argument("--lr", type=finite_float, default=t.lr, help="Adam learning rate (default: %(default)s)")
+    opt.add_argument("--clip-norm", type=finite_float, default=t.clip_norm, help="global gradient-norm clip (default: %(default)s)")
     opt.add_argument("--epochs", type=positive_int, default=t.epochs, help="passes over the training set (default: %(default)s)")
     opt.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many updates (default: no limit)")
     opt.add_argument("--patience", type=positive_int, default=t.early_stop_patience,
@@ -134,7 +194,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--log-every", type=positive_int, default=t.log_every, help="updates between metric records (default: %(default)s)")
     opt.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                      help="also write checkpoints/last.pt every N updates within an epoch (default: at epoch ends)")
-    opt.add_argument("--seed", type=int, default=t.seed, help="seed for everything (default: %(default)s)")
+    opt.add_argument("--seed", type=seed_int, default=t.seed, help="seed for everything (default: %(default)s)")
     opt.add_argument("--device", default=t.device, help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     opt.add_argument("--validate", action="store_true", help="turn on Pyro's argument and shape validation (about 10%% slower)")
 
@@ -151,9 +211,11 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="run.py [train]", description="Train Z-Forcing with SVI (Trace_ELBO + aux factor).",
-        allow_abbrev=False)
+    commands = "\n".join(f"  {name:<9} {line}" for name, line in COMMANDS.items())
+    parser = Parser(
+        prog="run.py [train]", formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+        description="Z-Forcing in Pyro. Commands (`run.py COMMAND --help` lists each one's flags):\n"
+                    f"{commands}\n\nThe flags below are train's: SVI with Trace_ELBO and the aux factor.")
     add_data_flags(parser)
     add_train_flags(parser)
     add_run_flags(parser)
@@ -279,7 +341,7 @@ def write_training_plots(run_dir: Path) -> None:
 
 
 def ablate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="run.py ablate",
         description="Train named variants (guides, objectives) with identical data, sizes and budget, "
                     "evaluate each on the test split with IWAE, and compare them. The train flags set "
@@ -304,6 +366,32 @@ def ablate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def study_defaults(parser: argparse.ArgumentParser, values: Dict, path: str) -> Dict:
+    """A study file's flag values, checked and converted as the flags' own types would."""
+    actions = {action.dest: action for action in parser._actions}
+    checked = {}
+    for key, value in values.items():
+        action = actions[key]
+        try:
+            if isinstance(action, argparse._StoreTrueAction):
+                if not isinstance(value, bool):
+                    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+            elif key == "data_options":
+                if not isinstance(value, dict):
+                    raise argparse.ArgumentTypeError(f"expected an object of options, got {value!r}")
+                value = [parse_option(f"{k}={v}") for k, v in value.items()]
+            elif value is not None and action.type is not None:
+                if isinstance(value, (dict, list, bool)):
+                    raise argparse.ArgumentTypeError(f"expected a single value, got {value!r}")
+                value = action.type(str(value))
+            if action.choices is not None and value not in action.choices:
+                raise argparse.ArgumentTypeError(f"must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"{path}: {key}: {error}") from None
+        checked[key] = value
+    return checked
+
+
 def parse_study_args(parser: argparse.ArgumentParser, argv: List[str]):
     """(args, variants a --study file defines, variant names it lists) with the file's keys as defaults."""
     args = parser.parse_args(argv)
@@ -319,7 +407,7 @@ def parse_study_args(parser: argparse.ArgumentParser, argv: List[str]):
             extra_variants, file_names = variants, list(variants)
         elif variants is not None:
             file_names = list(variants)
-        parser.set_defaults(**values)
+        parser.set_defaults(**study_defaults(parser, values, args.study))
         args = parser.parse_args(argv)
     return args, extra_variants, file_names
 
@@ -399,15 +487,16 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="where the data lives now, if it moved since training")
     parser.add_argument("--cache-dir", default=None, help="preprocessing cache, if it moved since training")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled latents (default: %(default)s)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the sampled latents (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output directory (default: the checkpoint's run directory)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="run.py evaluate", description="Per-sequence ELBO, IWAE(K), KL and reconstruction of a split "
-        "(aux factor excluded), in nats per sequence, per step and per unit; writes eval.json, eval.md and plots.")
+        "(aux factor excluded), in nats per sequence, per step and per unit; writes eval-<split>.json, "
+        "eval-<split>.md and plots.")
     add_checkpoint_flags(parser)
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="(default: %(default)s)")
     parser.add_argument("--iwae-samples", type=positive_int, default=25, help="importance samples K (default: %(default)s)")
@@ -415,9 +504,11 @@ def evaluate_parser() -> argparse.ArgumentParser:
                         help="particles traced at once (default: as many as keep about 16M input values in memory)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="sequences per batch (default: %(default)s)")
     parser.add_argument("--no-plots", action="store_true", help="skip the KL-per-step and gap figures")
+    parser.add_argument("--validate", action="store_true",
+                        help="turn on Pyro's distribution validation (off by default: it costs time and memory)")
     parser.add_argument("--protocol", default="ours", choices=("ours", "paper", "both"),
-                        help="ours: whole sequences, ELBO and IWAE (eval.json); paper: the authors' eval_timit.py "
-                             "(40-frame windows, states reset, one sample, analytic KL; eval_paper.json), the number "
+                        help="ours: whole sequences, ELBO and IWAE (eval-<split>.json); paper: the authors' eval_timit.py "
+                             "(40-frame windows, states reset, one sample, analytic KL; eval_paper-<split>.json), the number "
                              "to compare with the paper's Table 1; both (default: %(default)s)")
     return parser
 
@@ -437,7 +528,7 @@ def load_for(args):
 
 
 def command_evaluate(argv: List[str]) -> int:
-    from pyro_zforcing.evaluate import evaluate_split, markdown_table, run_dir_of, write_report
+    from pyro_zforcing.evaluate import evaluate_split, markdown_table, report_name, run_dir_of, write_report
 
     args = evaluate_parser().parse_args(argv)
     objective, splits, device = load_for(args)
@@ -445,14 +536,16 @@ def command_evaluate(argv: List[str]) -> int:
     out = Path(args.out) if args.out else run_dir_of(args.checkpoint)
     if args.protocol in ("ours", "both"):
         result = evaluate_split(objective, splits.split(args.split), splits.info, num_samples=args.iwae_samples,
-                                batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet)
+                                batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet,
+                                validate=args.validate)
         result.meta = meta
         report = write_report(result, out)
         if not args.no_plots:
             from pyro_zforcing.plots import eval_figures
             eval_figures(report, out)
         print(markdown_table(report), end="")
-        logging.getLogger("run").info("wrote %s and %s", out / "eval.json", out / "eval.md")
+        name = report_name(args.split)
+        logging.getLogger("run").info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
     if args.protocol in ("paper", "both"):
         from pyro_zforcing.paper_protocol import evaluate_paper, markdown_lines
 
@@ -460,7 +553,8 @@ def command_evaluate(argv: List[str]) -> int:
         paper.meta = meta
         report = write_report(paper, out, name="eval_paper", render=markdown_lines)
         print(("\n" if args.protocol == "both" else "") + markdown_lines(report), end="")
-        logging.getLogger("run").info("wrote %s and %s", out / "eval_paper.json", out / "eval_paper.md")
+        name = report_name(args.split, "eval_paper")
+        logging.getLogger("run").info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
     return 0
 
 
@@ -473,7 +567,7 @@ def pair_of(text: str):
 
 
 def sample_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="run.py sample", description="Samples from a trained model: unconditional, primed with real "
         "sequences, and a latent interpolation. Speech -> WAV + PNG, pixels -> PNG grid, text -> .txt.")
     add_checkpoint_flags(parser)
@@ -484,7 +578,7 @@ def sample_parser() -> argparse.ArgumentParser:
                         help="real steps that prime the conditional samples (default: half of --steps)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"),
                         help="where primes and interpolation end points come from (default: %(default)s)")
-    parser.add_argument("--interpolate", type=int, default=7, metavar="N",
+    parser.add_argument("--interpolate", type=non_negative_int, default=7, metavar="N",
                         help="points on the latent interpolation, 0 for none (default: %(default)s)")
     parser.add_argument("--pair", type=pair_of, default=(0, 1), metavar="I,J",
                         help="the two sequences of --split to interpolate between (default: 0,1)")
@@ -507,8 +601,8 @@ def command_sample(argv: List[str]) -> int:
 
 
 def plot_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run.py plot", description="(Re)draw a run's figures as PNG in the run directory.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with metrics.jsonl, eval.json)")
+    parser = Parser(prog="run.py plot", description="(Re)draw a run's figures as PNG in the run directory.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with metrics.jsonl, eval-<split>.json)")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
 
@@ -534,9 +628,17 @@ HANDLERS = {"train": command_train, "ablate": command_ablate, "compare": command
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in HANDLERS:
+        nearest = difflib.get_close_matches(argv[0], list(HANDLERS), n=1)
+        guess = f"; did you mean {nearest[0]!r}?" if nearest else ""
+        print(f"run.py: error: unknown command {argv[0]!r}{guess} (commands: {', '.join(COMMANDS)}; "
+              "see run.py --help)", file=sys.stderr)
+        return 2
     command = argv.pop(0) if argv and argv[0] in HANDLERS else "train"
     try:
         return HANDLERS[command](argv)
+    except SystemExit as done:  # argparse: --help (0) or a bad flag (2, its one line already printed)
+        return done.code if isinstance(done.code, int) else 2
     except (ValueError, DataError, CheckpointError, TrainingDiverged, FileNotFoundError, WriteError) as error:
         print(f"run.py {command}: error: {error}", file=sys.stderr)
         return 1 if isinstance(error, (TrainingDiverged, WriteError)) else 2

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import pyro.poutine as poutine
 import torch
 from scipy.stats import spearmanr
 
@@ -42,6 +43,7 @@ from .data.base import SequenceSplits
 from .files import remove_orphans, write_atomic
 from .infer import Objective, Weights, sequence_terms
 from .models import default_guide
+from .models.base import LATENT_SITE
 from .train import Trainer, eval_batches, set_seed
 
 log = logging.getLogger(__name__)
@@ -150,8 +152,12 @@ def load_study_file(path) -> Dict:
     ``dataset``, ``rnn_dim`` ...) and act as their defaults.
     """
     path = Path(path)
+
+    def not_finite(constant):
+        raise ValueError(f"{path}: {constant} is not a finite number")
+
     try:
-        values = json.loads(path.read_text())
+        values = json.loads(path.read_text(), parse_constant=not_finite)
     except FileNotFoundError:
         raise FileNotFoundError(f"study file not found: {path}") from None
     except json.JSONDecodeError as error:
@@ -168,21 +174,30 @@ def active_units(objective: Objective, sequences, *, batch_size: int = 50, parti
                  threshold: float = ACTIVE_THRESHOLD) -> Dict:
     """Per-unit variance over (sequence, step) pairs of the posterior mean, prior mean removed.
 
-    Returns ``{"count", "variance" (Z,), "raw_count", "raw_variance" (Z,)}``; see the module
-    docstring for the definition. ``particles`` trajectories per sequence estimate the means.
+    Returns ``{"count", "variance" (Z,), "raw_count", "raw_variance" (Z,), "method"}``; see the
+    module docstring for the definition. ``particles`` trajectories per sequence estimate the
+    means: from the guide's per-step means where its proposal has them (``"guide means"``), else
+    (any guide whose only sample site is ``z``) the traced z themselves (``"monte carlo"``).
     """
     model, guide = objective.model, objective.guide
     if not model.latent_sites:
         return {"count": 0, "variance": [], "raw_count": 0, "raw_variance": []}
     dtype = next(objective.parameters()).dtype
     device = next(objective.parameters()).device
+    means_of_guide = hasattr(guide, "proposal")
+    if not means_of_guide:
+        log.info("guide %s has no proposal(): active units from Monte Carlo means of %d traced z per sequence",
+                 type(guide).__name__, particles)
     deltas, means = [], []
     for batch in eval_batches(sequences, batch_size):
         batch = batch.to(device, dtype)
         repeated = batch.repeat(particles)
-        q = guide.proposal(repeated)
-        z = q.rsample()
-        q_loc, _ = q.loc_scale(z)
+        if means_of_guide:
+            q = guide.proposal(repeated)
+            z = q.rsample()
+            q_loc, _ = q.loc_scale(z)
+        else:
+            z = q_loc = poutine.trace(guide).get_trace(repeated).nodes[LATENT_SITE]["value"]
         p_loc, _ = model.prior_trajectory(repeated).loc_scale(z)
         shape = (particles, batch.batch_size) + tuple(z.shape[1:])
         q_mean = q_loc.view(shape).mean(0)
@@ -192,7 +207,8 @@ def active_units(objective: Objective, sequences, *, batch_size: int = 50, parti
     delta, mean = torch.cat(deltas), torch.cat(means)
     variance, raw = delta.var(0, unbiased=False), mean.var(0, unbiased=False)
     return {"count": int((variance > threshold).sum()), "variance": variance.tolist(),
-            "raw_count": int((raw > threshold).sum()), "raw_variance": raw.tolist()}
+            "raw_count": int((raw > threshold).sum()), "raw_variance": raw.tolist(),
+            "method": "guide means" if means_of_guide else "monte carlo"}
 
 
 @torch.no_grad()
@@ -238,7 +254,7 @@ def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study) -> 
         "gap_kl_spearman": rank_correlation(result.kl, result.gap),
         "test_aux": mean_aux(objective, splits.test, batch_size=study.eval_batch_size),
         "active_units": active["count"], "active_units_raw": active["raw_count"],
-        "active_variance": active["variance"],
+        "active_variance": active["variance"], "active_units_method": active["method"],
     }
 
 
@@ -357,6 +373,10 @@ def markdown(results: List[Dict], info, *, iwae_samples: int) -> str:
         delta = paired_difference(results, variant, baseline, "test_iwae")
         cells.append(mean_std(delta) if delta and variant != baseline else "")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    estimated = sorted({r["variant"] for r in results if r.get("active_units_method") == "monte carlo"})
+    if estimated:
+        lines += ["", f"Active units of {', '.join(estimated)}: the guide has no per-step means (no "
+                  "`proposal`), so they are Monte Carlo means of the traced z."]
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ fixes how the data was read, ``TrainConfig`` fixes the objective and optimiser.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -18,6 +19,23 @@ AUX_LOSSES = ("gaussian", "l2")
 Z_CONDITIONINGS = ("concat", "cond-ln")
 EMBEDDINGS = ("linear", "leaky")
 INITS = ("orthogonal", "torch")
+
+
+def check_finite(config) -> None:
+    """Every number of a config dataclass (options included) must be a finite number of its
+    field's type: NaN passes every range check (``nan < 0`` is False) and would silently switch
+    a term off."""
+    for f in dataclasses.fields(config):
+        values = getattr(config, f.name)
+        if f.type in ("int", "float", "Optional[int]") and not (values is None and f.type.startswith("Optional")):
+            wanted = (int,) if "int" in f.type else (int, float)
+            if isinstance(values, bool) or not isinstance(values, wanted):
+                raise ValueError(f"{f.name} must be {'a whole' if 'int' in f.type else 'a'} number, got {values!r}")
+        items = values.items() if isinstance(values, dict) else [(None, values)]
+        for key, value in items:
+            if isinstance(value, float) and not math.isfinite(value):
+                name = f.name if key is None else f"option {key}"
+                raise ValueError(f"{name} must be a finite number, got {value}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,7 @@ class ModelConfig:
     prior: str = "conditional"
 
     def __post_init__(self):
+        check_finite(self)
         if self.model not in MODEL_NAMES:
             raise ValueError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
         if self.mixtures < 1:
@@ -102,6 +121,9 @@ class DataConfig:
     cache_dir: Optional[str] = None
     options: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        check_finite(self)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -144,6 +166,7 @@ class TrainConfig:
     aux_anneal_epochs: Optional[float] = None
 
     def __post_init__(self):
+        check_finite(self)
         positive = ("batch_size", "lr", "adam_eps", "clip_norm", "epochs", "log_every")
         for name in positive:
             if getattr(self, name) <= 0:

@@ -42,7 +42,7 @@ class LatentTrajectory(TorchDistribution):
         self.states = states
         self.stepper = stepper
         self.remember = remember
-        self._drawn = None
+        self._drawn = None  # (z, loc, scale) of the last trajectory drawn or scored
         batch_size, steps = mask.shape
         super().__init__(torch.Size([batch_size]), torch.Size([steps, z_dim]), validate_args=False)
 
@@ -98,8 +98,9 @@ class LatentTrajectory(TorchDistribution):
         """(loc, scale) of every step ``(B, T, Z)`` along the trajectory ``z``."""
         if self._drawn is not None and self._drawn[0] is z:
             return self._drawn[1], self._drawn[2]
-        h = self.states(z)
-        return self._params(h[:, :-1])
+        loc, scale = self._params(self.states(z)[:, :-1])
+        self._drawn = (z, loc, scale)  # log_prob and the per-step KL of one trace share them
+        return loc, scale
 
     def step_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z_t; loc_t, scale_t) per step ``(B, T)``, zero on padded steps."""
@@ -114,4 +115,54 @@ class LatentTrajectory(TorchDistribution):
             raise NotImplementedError(
                 f"LatentTrajectory cannot be expanded from {tuple(self.batch_shape)} to "
                 f"{tuple(batch_shape)}; repeat the batch instead")
+        return self
+
+
+# Values of one slice of emission outputs (steps x rows x outputs) scored at once without gradients.
+EMISSION_ELEMENTS = 8_000_000
+
+
+class MaskedEmission(TorchDistribution):
+    """p(y_{1:T} | h_{1:T}) = prod_{t: mask_t} p(y_t | h_t) of a padded batch: batch shape ``(B,)``,
+    event shape ``(T,)`` (tokens) or ``(T, D)`` (frames); padded steps score 0.
+
+    ``head.step_log_prob(h, y)`` scores the steps. Without gradients (evaluation) the steps are
+    scored a slice at a time, so memory does not grow with rows x steps x vocabulary; with
+    gradients (training) all steps at once, one graph as before.
+    """
+
+    arg_constraints = {}
+    has_rsample = False
+
+    def __init__(self, head, state: torch.Tensor, mask: torch.Tensor, *, tokens: bool):
+        self.head = head
+        self.state = state
+        self.mask = mask
+        self.width = head.linear.out_features
+        batch_size, steps = mask.shape
+        event = (steps,) if tokens else (steps, head.out_dim)
+        self._support = constraints.independent(
+            constraints.nonnegative_integer if tokens else constraints.real, len(event))
+        super().__init__(torch.Size([batch_size]), torch.Size(event), validate_args=False)
+
+    @property
+    def support(self):
+        return self._support
+
+    def log_prob(self, y: torch.Tensor) -> torch.Tensor:
+        steps = self.mask.shape[1]
+        span = steps if torch.is_grad_enabled() else \
+            max(1, EMISSION_ELEMENTS // max(1, self.mask.shape[0] * self.width))
+        total = None
+        for start in range(0, steps, span):
+            window = slice(start, start + span)
+            step = self.head.step_log_prob(self.state[:, window], y[:, window])
+            part = torch.where(self.mask[:, window], step, step.new_zeros(())).sum(-1)
+            total = part if total is None else total + part
+        return total
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != self.batch_shape:
+            raise NotImplementedError(
+                f"MaskedEmission cannot be expanded from {tuple(self.batch_shape)} to {tuple(batch_shape)}")
         return self

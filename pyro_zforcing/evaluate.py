@@ -11,7 +11,8 @@ batches (whole sequences, never windows) and returns per-sequence arrays plus av
 - for text, perplexity per word exp(-bound per word), with <eos> counted as a word.
 
 Every bound excludes the training-only aux and backward factors. :func:`write_report` writes
-``eval.json`` and a markdown table (``eval.md``).
+``eval-<split>.json`` and a markdown table ``eval-<split>.md`` (means, standard errors and
+medians over sequences: one long utterance can dominate a speech mean).
 """
 
 from __future__ import annotations
@@ -26,21 +27,36 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import pyro
 import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, load_weights
 from .data import collate_sequences, load_dataset
-from .data.base import MAX_ELEMENTS, DataInfo, SequenceSplits, length_batches
+from .data.base import DataInfo, SequenceSplits, length_batches
+from . import memory
 from .infer import Objective, importance_terms
 from .train import build_objective, resolve_device
 
 log = logging.getLogger(__name__)
 
 TERMS = ("elbo", "iwae", "kl", "rec")
-def particle_chunk(batch, num_samples: int, max_elements: int = MAX_ELEMENTS) -> int:
-    """How many particles of ``batch`` to trace at once: all K if their copies fit ``max_elements``."""
-    return max(1, min(num_samples, max_elements // max(1, batch.x.numel())))
+# Values held per particle chunk while tracing it (states, gates, embeddings; see values_per_step).
+PARTICLE_ELEMENTS = 48_000_000
+
+
+def values_per_step(model, step_size: int) -> int:
+    """Values tracing one step of one particle keeps alive (:func:`.memory.values_per_step`);
+    a model without a ``config`` is assumed to need 1,024 besides the input step."""
+    config = getattr(model, "config", None)
+    return 1024 + step_size if config is None else memory.values_per_step(config, step_size)
+
+
+def particle_chunk(batch, num_samples: int, *, model=None, max_elements: int = PARTICLE_ELEMENTS) -> int:
+    """How many particles of ``batch`` to trace at once: all K if their states fit ``max_elements``."""
+    step_size = batch.x[0, 0].numel()
+    per_particle = batch.x.shape[0] * batch.x.shape[1] * values_per_step(model, step_size)
+    return max(1, min(num_samples, max_elements // max(1, per_particle)))
 
 
 @dataclass
@@ -67,6 +83,9 @@ class SplitResult:
 
     def per_sequence_mean(self) -> Dict[str, float]:
         return {key: float(getattr(self, key).mean()) for key in TERMS + ("gap",)}
+
+    def per_sequence_median(self) -> Dict[str, float]:
+        return {key: float(np.median(getattr(self, key))) for key in TERMS + ("gap",)}
 
     def per_sequence_stderr(self) -> Dict[str, float]:
         n = len(self.elbo)
@@ -114,6 +133,7 @@ class SplitResult:
             "normalisation_std": info.std if info.emission == "gaussian" else None,
             "per_sequence_mean": self.per_sequence_mean(),
             "per_sequence_stderr": self.per_sequence_stderr(),
+            "per_sequence_median": self.per_sequence_median(),
             "per_step": self.per_step(),
             "per_unit": self.per_unit(),
             "perplexity": self.perplexity(),
@@ -136,12 +156,15 @@ def step_unit(info: DataInfo) -> str:
 
 def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: DataInfo, *,
                    num_samples: int = 25, batch_size: int = 32, chunk: Optional[int] = None,
-                   device="cpu", dtype: Optional[torch.dtype] = None, quiet: bool = True) -> SplitResult:
+                   device="cpu", dtype: Optional[torch.dtype] = None, quiet: bool = True,
+                   validate: bool = False) -> SplitResult:
     """Bounds of every sequence of ``sequences`` (each ``(T_i, D)`` or ``(T_i,)`` tokens).
 
     ``num_samples`` importance samples per sequence (K of IWAE; the ELBO, KL and reconstruction
-    are the K-sample averages; 1 for a model without latents, whose bounds are exact); ``chunk`` particles are traced at once (default: as many as
-    keep a batch's K copies near :data:`MAX_ELEMENTS` input values).
+    are the K-sample averages; 1 for a model without latents, whose bounds are exact); ``chunk``
+    particles are traced at once (default: as many as keep their states near
+    :data:`PARTICLE_ELEMENTS` values). Pyro's distribution validation is off unless ``validate``
+    (it is on by default in Pyro and costs time and memory).
     """
     if len(sequences) == 0:
         raise ValueError("cannot evaluate an empty split")
@@ -163,18 +186,9 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
     bar = tqdm(total=len(sequences), unit="seq", desc=f"evaluate K={num_samples}",
                disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
     try:
-        for indices in batches:
-            batch = collate_sequences([sequences[i] for i in indices]).to(device, dtype)
-            particles = chunk if chunk is not None else particle_chunk(batch, num_samples)
-            terms = importance_terms(objective.model, objective.guide, batch, num_samples=num_samples,
-                                     chunk=particles, kl_per_step=True)
-            for key in TERMS:
-                values[key][indices] = terms[key].double().cpu().numpy()
-            if "kl_steps" in terms:
-                steps = terms["kl_steps"].double().cpu().numpy()
-                for row, i in enumerate(indices):
-                    kl_steps[i] = steps[row, :lengths[i]]
-            bar.update(len(indices))
+        with pyro.validation_enabled(validate):
+            evaluate_batches(objective, sequences, batches, values, kl_steps, num_samples=num_samples,
+                             chunk=chunk, device=device, dtype=dtype, bar=bar)
     finally:
         bar.close()
         objective.train(was_training)
@@ -182,6 +196,28 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
                        kl_steps=[k for k in kl_steps if k is not None],
                        num_samples=num_samples, info=info, time_s=time.time() - start,
                        exact=not objective.model.latent_sites)
+
+
+def evaluate_batches(objective: Objective, sequences, batches, values, kl_steps, *, num_samples: int,
+                     chunk: Optional[int], device, dtype, bar) -> None:
+    """Fill ``values[key][i]`` and ``kl_steps[i]`` for every sequence index of ``batches``."""
+    for indices in batches:
+        batch = collate_sequences([sequences[i] for i in indices]).to(device, dtype)
+        particles = chunk if chunk is not None else particle_chunk(batch, num_samples, model=objective.model)
+        rows, steps = batch.x.shape[:2]
+        held = particles * rows * steps * values_per_step(objective.model, batch.x[0, 0].numel())
+        memory.check_fits(held * batch.x.element_size(), device=device,
+                          what=f"evaluating {rows} sequence(s) of {steps} steps, {particles} particle(s) at a time",
+                          hint="use a smaller --batch-size or shorter sequences")
+        terms = importance_terms(objective.model, objective.guide, batch, num_samples=num_samples,
+                                 chunk=particles, kl_per_step=True)
+        for key in TERMS:
+            values[key][indices] = terms[key].double().cpu().numpy()
+        if "kl_steps" in terms:
+            steps = terms["kl_steps"].double().cpu().numpy()
+            for row, i in enumerate(indices):
+                kl_steps[i] = steps[row, :int(batch.lengths[row])]
+        bar.update(len(indices))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -195,7 +231,10 @@ def load_trained(checkpoint, *, device="cpu", data_dir: Optional[str] = None,
     from dataclasses import replace
 
     state = load_checkpoint(checkpoint)
-    objective = build_objective(state["model_config"], state["train_config"].guide)
+    try:
+        objective = build_objective(state["model_config"], state["train_config"].guide)
+    except ValueError as error:  # a user's guide file recorded at training time may have moved
+        raise ValueError(f"{checkpoint}: {error}") from None
     load_weights(objective, state["objective"], checkpoint)
     objective.to(resolve_device(device) if isinstance(device, str) else device).eval()
     data_config = state["data_config"]
@@ -230,10 +269,11 @@ def run_dir_of(checkpoint) -> Path:
 # ----------------------------------------------------------------------------- reports
 
 def markdown_table(report: Dict) -> str:
-    """The averages of ``report`` (an ``eval.json`` dict) as a markdown table in nats."""
+    """The averages of ``report`` (an ``eval-<split>.json`` dict) as a markdown table in nats."""
     units = report["units"]
     k = report["iwae_samples"]
-    columns = [(f"nats / {units['sequence']}", report["per_sequence_mean"])]
+    columns = [(f"nats / {units['sequence']}", report["per_sequence_mean"]),
+               (f"median / {units['sequence']}", report["per_sequence_median"])]
     if units["units_per_step"] != 1:
         columns.append((f"nats / {units['step']}", report["per_step"]))
     columns.append((f"nats / {units['unit']}", report["per_unit"]))
@@ -250,13 +290,15 @@ def markdown_table(report: Dict) -> str:
     stderr = report["per_sequence_stderr"]
     for key, label in (("elbo", "ELBO"), ("iwae", f"IWAE (K={k})"), ("kl", "KL"), ("rec", "reconstruction")):
         first = f"{columns[0][1][key]:.3f} ± {stderr[key]:.3f}"
-        cells = [first] + [f"{values[key]:.4f}" for _, values in columns[1:]]
+        median = f"{columns[1][1][key]:.3f}"
+        cells = [first, median] + [f"{values[key]:.4f}" for _, values in columns[2:]]
         if perplexity:
             cells.append(f"{perplexity[key]:.2f}" if key in perplexity else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     gap = report["per_sequence_mean"]["gap"]
-    lines += ["", f"ELBO-IWAE gap: {gap:.3f} ± {stderr['gap']:.3f} nats / {units['sequence']}; "
-              "± is the standard error of the mean over sequences. Bounds exclude the aux factor."]
+    lines += ["", f"ELBO-IWAE gap: {gap:.3f} ± {stderr['gap']:.3f} nats / {units['sequence']} "
+              f"(median {report['per_sequence_median']['gap']:.3f}); ± is the standard error of the mean "
+              "over sequences. Bounds exclude the aux factor."]
     if report.get("exact_likelihood"):
         lines.append("This model has no latent variables: its ELBO and IWAE are its exact log-likelihood "
                      "log p(y) (KL = 0, no sampling).")
@@ -267,12 +309,18 @@ def markdown_table(report: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_name(split: str, stem: str = "eval") -> str:
+    """``<stem>-<split>``: the stem of a split's report files, so splits never overwrite each other."""
+    return f"{stem}-{split}"
+
+
 def write_report(result, out_dir, *, name: str = "eval", render=markdown_table) -> Dict:
-    """Write ``<name>.json`` (``result.to_dict()``) and ``<name>.md`` (``render`` of it) into
-    ``out_dir``; returns the report dict."""
+    """Write ``<name>-<split>.json`` (``result.to_dict()``) and ``<name>-<split>.md`` (``render`` of
+    it; split from ``result.meta``, default test) into ``out_dir``; returns the report dict."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = result.to_dict()
+    name = report_name(report.setdefault("split", "test"), name)
     (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
     (out_dir / f"{name}.md").write_text(render(report))
     return report

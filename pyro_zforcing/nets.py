@@ -16,6 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import pyro.distributions as dist
+from pyro.distributions.util import is_validation_enabled
+
+from .distributions import MaskedEmission
 
 LEAKY_SLOPE = 1.0 / 3.0
 LOG_2PI = math.log(2 * math.pi)
@@ -337,6 +340,7 @@ class EmissionHead(nn.Module):
         self.family = family
         self.clamp = clamp
         self.mixtures = mixtures
+        self.out_dim = out_dim
         sizes = {"gaussian": 2 * out_dim, "gmm": mixtures * (2 * out_dim + 1)}
         self.linear = nn.Linear(rnn_dim, sizes.get(family, out_dim))
 
@@ -359,11 +363,23 @@ class EmissionHead(nn.Module):
     def _clamped(self, params: torch.Tensor) -> torch.Tensor:
         return params if self.clamp is None else params.clamp(-self.clamp, self.clamp)
 
+    def step_log_prob(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p(y_t | state_t) for states ``(..., H)`` and targets ``(...)`` tokens or ``(..., D)``
+        frames, summed over D: returns ``state.shape[:-1]``.
+
+        Tokens score only their own logit, log_softmax gathered at the target
+        (logit_y - logsumexp(logits)), without a normalised copy of the logits; under Pyro's
+        validation the torch distribution scores (and checks) instead.
+        """
+        if is_validation_enabled() or self.family != "categorical":
+            log_prob = self.step_dist(state).log_prob(y)
+            return log_prob if self.family in ("categorical", "gmm") else log_prob.sum(-1)
+        logits = self.linear(state)
+        return logits.gather(-1, y.long()[..., None]).squeeze(-1) - logits.logsumexp(-1)
+
     def dist(self, state: torch.Tensor, mask: torch.Tensor) -> dist.TorchDistribution:
-        step = self.step_dist(state)
-        if self.family in ("categorical", "gmm"):
-            return step.mask(mask).to_event(1)
-        return step.mask(mask[..., None]).to_event(2)
+        """p(y_{1:T} | state_{1:T}) of a padded batch, ``state: (B, T, H)``, ``mask: (B, T)``."""
+        return MaskedEmission(self, state, mask, tokens=self.family == "categorical")
 
 
 def emission_head(config, in_dim: int) -> EmissionHead:

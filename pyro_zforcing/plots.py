@@ -2,10 +2,10 @@
 
 - ``learning_curves.png`` from ``metrics.jsonl``: train/valid ELBO, KL, the aux score, and the
   KL and aux annealing weights against updates;
-- ``kl_per_step.png`` from ``eval.json``: analytic KL(q || p) at each step, mean and spread
-  over the evaluated sequences;
-- ``iwae_gap_vs_kl.png`` from ``eval.json``: IWAE - ELBO against KL per sequence (the paper
-  observes the gap grows with the KL).
+- ``kl_per_step-<split>.png`` from ``eval-<split>.json``: analytic KL(q || p) at each step, mean
+  and spread over the evaluated sequences;
+- ``iwae_gap_vs_kl-<split>.png`` from ``eval-<split>.json``: IWAE - ELBO against KL per sequence
+  (the paper observes the gap grows with the KL).
 
 :func:`plot_run` regenerates every figure whose source file exists.
 """
@@ -27,8 +27,13 @@ import seaborn as sns  # noqa: E402
 log = logging.getLogger(__name__)
 
 LEARNING_CURVES = "learning_curves.png"
-KL_PER_STEP = "kl_per_step.png"
-GAP_VS_KL = "iwae_gap_vs_kl.png"
+KL_PER_STEP = "kl_per_step"
+GAP_VS_KL = "iwae_gap_vs_kl"
+
+
+def eval_figure_name(stem: str, split: str) -> str:
+    """``<stem>-<split>.png``: each evaluated split has its own figures."""
+    return f"{stem}-{split}.png"
 
 
 def read_metrics(path) -> List[Dict]:
@@ -161,17 +166,19 @@ def curve_units(data_info: Dict) -> Dict[str, str]:
 
 
 def eval_figures(report: Dict, out_dir) -> List[Path]:
-    """The figures drawn from an ``eval.json`` report: KL per step (when available) and the gap
+    """The figures drawn from an ``eval-<split>.json`` report: KL per step (when available) and the gap
     (not for a model without latents, whose gap and KL are 0)."""
     out_dir = Path(out_dir)
-    written = [kl_per_step(report, out_dir / KL_PER_STEP)] if report.get("kl_per_step") else []
+    split = report.get("split", "test")
+    written = [kl_per_step(report, out_dir / eval_figure_name(KL_PER_STEP, split))] \
+        if report.get("kl_per_step") else []
     if report.get("exact_likelihood"):
         return written
-    return written + [gap_vs_kl(report, out_dir / GAP_VS_KL)]
+    return written + [gap_vs_kl(report, out_dir / eval_figure_name(GAP_VS_KL, split))]
 
 
-def plot_run(run_dir, *, eval_file: Optional[str] = None) -> List[Path]:
-    """Every figure of ``run_dir`` whose source exists (``metrics.jsonl``, ``eval.json``)."""
+def plot_run(run_dir) -> List[Path]:
+    """Every figure of ``run_dir`` whose source exists (``metrics.jsonl``, ``eval-<split>.json``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
@@ -185,11 +192,11 @@ def plot_run(run_dir, *, eval_file: Optional[str] = None) -> List[Path]:
         records = read_metrics(metrics)
         if records:
             written.append(learning_curves(records, run_dir / LEARNING_CURVES, **units))
-    report_path = run_dir / (eval_file or "eval.json")
-    if report_path.is_file():
+    reports = sorted(run_dir.glob("eval-*.json"))
+    for report_path in reports:
         written += eval_figures(json.loads(report_path.read_text()), run_dir)
-    else:
-        log.info("%s not found: run `run.py evaluate` for the KL-per-step and gap figures", report_path)
+    if not reports:
+        log.info("%s: no eval-<split>.json: run `run.py evaluate` for the KL-per-step and gap figures", run_dir)
     if not written:
-        raise FileNotFoundError(f"{run_dir}: neither metrics.jsonl nor {report_path.name} to plot")
+        raise FileNotFoundError(f"{run_dir}: neither metrics.jsonl nor an eval-<split>.json to plot")
     return written

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import pyro.poutine as poutine
 import torch
 
 from .data import collate_sequences
 from .data.base import DataInfo
+from .models.zforcing import LATENT_SITE
 from .plots import save_figure
 
 log = logging.getLogger(__name__)
@@ -54,13 +56,22 @@ def default_steps(info: DataInfo, seconds: float = 2.0) -> int:
 
 @torch.no_grad()
 def encode(objective, sequences: Sequence[np.ndarray], *, device="cpu") -> Optional[torch.Tensor]:
-    """One trajectory z ~ q(z | y) per sequence, ``(N, T, Z)`` with T the longest length
-    (None for a model without latent variables)."""
+    """One trajectory z ~ q(z | y) per sequence, ``(N, T, Z)`` with T the longest length (None for
+    a model without latent variables).
+
+    A guide with a ``proposal`` samples it; any other guide (the contract is only the model's
+    signature and the one sample site ``"z"``) is run and its ``"z"`` read from the trace.
+    """
     if not objective.model.latent_sites:
         return None
     param = next(objective.parameters())
     batch = collate_sequences(list(sequences)).to(device, param.dtype)
-    return objective.guide.proposal(batch).sample()
+    guide = objective.guide
+    if hasattr(guide, "proposal"):
+        return guide.proposal(batch).sample()
+    log.info("guide %s has no proposal(): latents encoded by tracing the guide's site %r",
+             type(guide).__name__, LATENT_SITE)
+    return poutine.trace(guide).get_trace(batch).nodes[LATENT_SITE]["value"]
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ from .data.base import DataInfo, length_batches
 from . import distributed
 from .files import append_line, write_atomic
 from .guides import make_guide
+from .memory import check_training_fits
 from .infer import Objective, Weights, sequence_terms, weights_at
 from .interrupt import Interrupted, StopRequests
 from .models import make_model
@@ -253,8 +254,15 @@ class Trainer:
         lock = claim_new(out_dir, overwrite=overwrite) if rank == 0 else None
         try:
             splits = splits if splits is not None else load_dataset(data_config)
+            if not splits.valid:
+                raise ValueError(f"{data_config.dataset}: the validation split is empty (data option valid_fraction "
+                                 f"{data_config.options.get('valid_fraction', 'default')}); training needs one")
             train_config = aux_step_over_epochs(train_config, len(splits.train), world_size=world_size)
             model_config = model_config_for(splits.info, **(model_sizes or {}))
+            check_training_fits(model_config, guide=train_config.guide, batch_size=train_config.batch_size,
+                                steps=max(len(s) for s in splits.train),
+                                step_size=int(np.prod(splits.train[0].shape[1:])),
+                                device=resolve_device(train_config.device))
             set_seed(train_config.seed)
             objective = build_objective(model_config, train_config.guide)
             trainer = cls(objective=objective, splits=splits, model_config=model_config, data_config=data_config,

@@ -13,7 +13,7 @@ from benchmarks.reference import PlainZForcing
 from pyro_zforcing.data import collate_sequences
 from pyro_zforcing.data.base import DataInfo
 from pyro_zforcing.data.base import length_batches
-from pyro_zforcing.evaluate import evaluate_split, markdown_table, particle_chunk
+from pyro_zforcing.evaluate import evaluate_split, markdown_table, particle_chunk, values_per_step
 from pyro_zforcing.infer import importance_terms, iwae_bound, sequence_terms
 from pyro_zforcing.models import LATENT_SITE, OBS_SITE
 from pyro_zforcing.train import build_objective
@@ -225,6 +225,8 @@ def test_evaluate_split_reports_per_unit_bounds_and_text_perplexity(float64):
     assert report["units"] == {"sequence": "sentence", "step": "word", "unit": "word", "units_per_step": 1}
     table = markdown_table(report)
     assert "| IWAE (K=4) |" in table and "perplexity" in table and "nats / word" in table
+    assert report["per_sequence_median"]["iwae"] == sorted(result.iwae)[2]  # the middle of 5
+    assert "median / sentence" in table and f"{sorted(result.elbo)[2]:.3f}" in table
 
 
 def test_evaluate_split_batches_do_not_change_the_bounds(digits, float64):
@@ -257,7 +259,54 @@ def test_length_batches_bound_the_padded_size_and_particles_fill_the_budget():
         padded = len(b) * max(lengths[i] for i in b) * 4
         assert padded <= 450 or len(b) == 1
     assert batches[0] == [1, 3]  # 3 x 50 x 4 = 600 > 450
-    batch = collate_sequences([np.zeros((10, 4), np.float32)] * 2)  # 80 values per particle
-    assert particle_chunk(batch, 25, max_elements=800) == 10
-    assert particle_chunk(batch, 5, max_elements=800) == 5
+    batch = collate_sequences([np.zeros((10, 4), np.float32)] * 2)  # 20 steps of 1024 + 4 values per particle
+    assert particle_chunk(batch, 25, max_elements=20 * 1028 * 10) == 10
+    assert particle_chunk(batch, 5, max_elements=20 * 1028 * 10) == 5
     assert particle_chunk(batch, 25, max_elements=10) == 1
+    model = build_objective(small_config(input_dim=4), "backward").model  # H 7, E 6, M 5, Z 3
+    assert values_per_step(model, 4) == 7 * 7 + 2 * 6 + 5 + 6 * 3 + 4
+
+
+# ----------------------------------------------------------------------------- cost of evaluation
+
+@pytest.mark.parametrize("family", ["categorical", "gaussian", "bernoulli"])
+def test_emission_scored_in_slices_equals_the_torch_distribution_over_all_steps(float64, monkeypatch, family):
+    import pyro.distributions as dist
+    from pyro_zforcing import distributions as sequence_dists
+    from pyro_zforcing.nets import EmissionHead
+
+    torch.manual_seed(4)
+    head = EmissionHead(5, 13, family, clamp=8.0)
+    state, mask = torch.randn(3, 9, 5), torch.arange(9)[None, :] < torch.tensor([[9], [4], [1]])
+    y = torch.randint(0, 13, (3, 9)) if family == "categorical" else \
+        (torch.rand(3, 9, 13) > 0.5).double() if family == "bernoulli" else torch.randn(3, 9, 13)
+    out = torch.nn.functional.linear(state, head.linear.weight, head.linear.bias)  # a second computation
+    if family == "categorical":
+        steps = dist.Categorical(logits=out).log_prob(y)
+    elif family == "bernoulli":
+        steps = dist.Bernoulli(logits=out).log_prob(y).sum(-1)
+    else:
+        loc, logvar = out.clamp(-8, 8).chunk(2, -1)
+        steps = dist.Normal(loc, torch.exp(logvar / 2)).log_prob(y).sum(-1)
+    expected = (steps * mask).sum(-1)
+    monkeypatch.setattr(sequence_dists, "EMISSION_ELEMENTS", 2 * 3 * head.linear.out_features)  # 2 steps a slice
+    with pyro.validation_enabled(False), torch.no_grad():
+        sliced = head.dist(state, mask).log_prob(y)
+    with torch.no_grad():
+        validated = head.dist(state, mask).log_prob(y)  # validation on: torch distributions score
+    whole = head.dist(state, mask).log_prob(y)  # with gradients: all steps at once
+    for got in (sliced, validated, whole):
+        assert got.shape == (3,)
+        assert torch.allclose(got, expected, atol=1e-12), (got, expected)
+
+
+def test_evaluate_split_turns_pyro_validation_off_unless_asked(digits):
+    from pyro.distributions.util import is_validation_enabled
+
+    objective = build_objective(small_config(), "backward")
+    seen = []
+    objective.guide.register_forward_pre_hook(lambda module, args: seen.append(is_validation_enabled()))
+    assert is_validation_enabled()  # conftest turns it on, as Pyro's default is
+    evaluate_split(objective, digits.test[:3], digits.info, num_samples=2)
+    evaluate_split(objective, digits.test[:3], digits.info, num_samples=2, validate=True)
+    assert seen == [False, True] and is_validation_enabled()

@@ -102,11 +102,11 @@ def test_evaluate_protocol_both_writes_both_reports(tmp_path):
     assert run.main(["--preset", "timit", *common, *TINY, "--max-steps", "1", "--out", str(out), "--quiet"]) == 0
     assert run.main(["evaluate", "--protocol", "both", "--checkpoint", str(out / "checkpoints" / "last.pt"),
                      "--iwae-samples", "2", "--no-plots", "--quiet"]) == 0
-    paper = json.loads((out / "eval_paper.json").read_text())
-    ours = json.loads((out / "eval.json").read_text())
+    paper = json.loads((out / "eval_paper-test.json").read_text())
+    ours = json.loads((out / "eval-test.json").read_text())
     assert paper["num_sequences"] == ours["num_sequences"] == 3
     assert paper["padded_sequences"] == 32 and math.isfinite(paper["table_bound"])
-    assert (out / "eval_paper.md").read_text().startswith("timit test split, paper protocol")
+    assert (out / "eval_paper-test.md").read_text().startswith("timit test split, paper protocol")
 
 
 def test_a_given_first_input_travels_with_the_batch_and_replaces_the_start_frame():

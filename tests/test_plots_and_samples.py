@@ -137,9 +137,9 @@ def test_plot_run_draws_learning_curves_and_the_evaluation_figures(tmp_path):
               "kl_per_step": {"mean": list(gen.rand(8)), "std": list(gen.rand(8) / 4), "count": [30] * 8},
               "per_sequence": {"elbo": list(-40 - kl), "iwae": list(-40 - kl / 2), "kl": list(kl),
                                "kl_analytic": list(kl), "rec": list(-40 + 0 * kl)}}
-    (run_dir / "eval.json").write_text(json.dumps(report))
+    (run_dir / "eval-test.json").write_text(json.dumps(report))
     written = plot_run(run_dir)
-    assert [p.name for p in written] == [LEARNING_CURVES, KL_PER_STEP, GAP_VS_KL]
+    assert [p.name for p in written] == [LEARNING_CURVES, f"{KL_PER_STEP}-test.png", f"{GAP_VS_KL}-test.png"]
     for path in written:
         image = mpimg.imread(path)
         assert image.shape[0] > 300 and image.shape[1] > 500
@@ -158,14 +158,20 @@ def test_cli_trains_evaluates_samples_and_plots_a_run(tmp_path, digits, capsys):
     checkpoint = str(tmp_path / "run" / "checkpoints" / "last.pt")
     assert run.main(["evaluate", "--checkpoint", checkpoint, "--iwae-samples", "3", "--quiet",
                      "--split", "valid", "--batch-size", "100"]) == 0
-    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert run.main(["evaluate", "--checkpoint", checkpoint, "--iwae-samples", "2", "--quiet", "--no-plots"]) == 0
+    report = json.loads((tmp_path / "run" / "eval-valid.json").read_text())
     assert report["split"] == "valid" and report["num_sequences"] == len(digits.valid)
+    test_report = json.loads((tmp_path / "run" / "eval-test.json").read_text())
+    assert test_report["split"] == "test" and test_report["iwae_samples"] == 2
+    assert "valid split" in (tmp_path / "run" / "eval-valid.md").read_text()
+    assert "test split" in (tmp_path / "run" / "eval-test.md").read_text()
     assert report["per_sequence_mean"]["iwae"] >= report["per_sequence_mean"]["elbo"]
     assert "| IWAE (K=3) |" in capsys.readouterr().out
     assert run.main(["sample", "--checkpoint", checkpoint, "-n", "2", "--interpolate", "3", "--quiet",
                      "--out", str(tmp_path / "samples")]) == 0
     assert (tmp_path / "samples" / "primed.png").exists()
     assert run.main(["plot", str(tmp_path / "run"), "--quiet"]) == 0
-    assert (tmp_path / "run" / GAP_VS_KL).exists()
+    assert (tmp_path / "run" / f"{GAP_VS_KL}-valid.png").exists()
+    assert (tmp_path / "run" / f"{GAP_VS_KL}-test.png").exists()
     assert run.main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

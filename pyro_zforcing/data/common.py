@@ -39,7 +39,7 @@ def resolve_options(dataset: str, given: dict, defaults: dict) -> dict:
 
 def check_fraction(dataset: str, name: str, value) -> float:
     """A split fraction in [0, 1)."""
-    if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
         raise DataError(f"{dataset}: option {name} must be a number in [0, 1), got {value!r}")
     return float(value)
 
@@ -94,10 +94,23 @@ def child_ci(parent: Path, name: str) -> Optional[Path]:
 
 def walk_files(root: Path, accept: Callable[[Path], bool]) -> List[Path]:
     """Files below ``root`` (recursively, sorted, hidden files and folders skipped) that
-    ``accept``; a file reachable by several names (symlinks) is listed once."""
+    ``accept``; symlinks are followed, but every real folder is entered once (a link to an
+    ancestor cannot loop) and a file reachable by several names is listed once. Unreadable
+    folders are skipped with a warning."""
     found, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    entered = {os.path.realpath(root)}
+
+    def unreadable(error: OSError) -> None:
+        logger.warning("%s: cannot read folder, skipped (%s)", error.filename, error.strerror or error)
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, name))
+            if real not in entered:
+                entered.add(real)
+                kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             path = Path(dirpath) / name
             if name.startswith(".") or not accept(path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import DataError, DataInfo, SequenceSplits
+from .common import check_choice, resolve_options
 
 NUM_VALID = 250
 NUM_TEST = 250
@@ -21,13 +22,11 @@ def load_digits(config) -> SequenceSplits:
     """Binarized digits as (64, 1) sequences, or (8, 8) with ``options["rows"]``."""
     from sklearn.datasets import load_digits as sklearn_digits
 
-    unknown = sorted(set(config.options) - set(OPTIONS))
-    if unknown:
-        raise DataError(f"digits: unknown option(s) {', '.join(unknown)}; known: {sorted(OPTIONS)}")
-    options = {**OPTIONS, **config.options}
+    options = resolve_options("digits", config.options, OPTIONS)
     threshold = options["threshold"]
-    if not 0 <= threshold < 16:
-        raise DataError(f"digits: threshold must be in [0, 16), got {threshold}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 16:
+        raise DataError(f"digits: option threshold must be a number in [0, 16), got {threshold!r}")
+    check_choice("digits", "rows", options["rows"], (True, False))
     images = sklearn_digits().images  # (1797, 8, 8), values 0..16
     binary = (images > threshold).astype(np.float32)
     if options["rows"]:
