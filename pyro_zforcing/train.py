@@ -251,18 +251,17 @@ class Trainer:
         With ``world_size > 1`` (under torchrun, see :mod:`.distributed`) every rank builds the
         same initial model from the seed, trains on its shard, and only rank 0 writes files.
         """
-        lock = claim_new(out_dir, overwrite=overwrite) if rank == 0 else None
+        splits = splits if splits is not None else load_dataset(data_config)
+        if not splits.valid:
+            raise ValueError(f"{data_config.dataset}: the validation split is empty (data option valid_fraction "
+                             f"{data_config.options.get('valid_fraction', 'default')}); training needs one")
+        train_config = aux_step_over_epochs(train_config, len(splits.train), world_size=world_size)
+        model_config = model_config_for(splits.info, **(model_sizes or {}))
+        check_training_fits(model_config, guide=train_config.guide, batch_size=train_config.batch_size,
+                            steps=max(len(s) for s in splits.train), step_size=int(np.prod(splits.train[0].shape[1:])),
+                            device=resolve_device(train_config.device))
+        lock = claim_new(out_dir, overwrite=overwrite) if rank == 0 else None  # nothing is written before the checks
         try:
-            splits = splits if splits is not None else load_dataset(data_config)
-            if not splits.valid:
-                raise ValueError(f"{data_config.dataset}: the validation split is empty (data option valid_fraction "
-                                 f"{data_config.options.get('valid_fraction', 'default')}); training needs one")
-            train_config = aux_step_over_epochs(train_config, len(splits.train), world_size=world_size)
-            model_config = model_config_for(splits.info, **(model_sizes or {}))
-            check_training_fits(model_config, guide=train_config.guide, batch_size=train_config.batch_size,
-                                steps=max(len(s) for s in splits.train),
-                                step_size=int(np.prod(splits.train[0].shape[1:])),
-                                device=resolve_device(train_config.device))
             set_seed(train_config.seed)
             objective = build_objective(model_config, train_config.guide)
             trainer = cls(objective=objective, splits=splits, model_config=model_config, data_config=data_config,
