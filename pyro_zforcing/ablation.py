@@ -177,11 +177,12 @@ def active_units(objective: Objective, sequences, *, batch_size: int = 50, parti
     Returns ``{"count", "variance" (Z,), "raw_count", "raw_variance" (Z,), "method"}``; see the
     module docstring for the definition. ``particles`` trajectories per sequence estimate the
     means: from the guide's per-step means where its proposal has them (``"guide means"``), else
-    (any guide whose only sample site is ``z``) the traced z themselves (``"monte carlo"``).
+    (any guide whose only sample site is ``z``) the traced z themselves (``"monte carlo"``); a
+    model without latents has none (``"no latent variables"``).
     """
     model, guide = objective.model, objective.guide
     if not model.latent_sites:
-        return {"count": 0, "variance": [], "raw_count": 0, "raw_variance": []}
+        return {"count": 0, "variance": [], "raw_count": 0, "raw_variance": [], "method": "no latent variables"}
     dtype = next(objective.parameters()).dtype
     device = next(objective.parameters()).device
     means_of_guide = hasattr(guide, "proposal")

@@ -43,7 +43,7 @@ def test_train_resume_evaluate_sample_and_plot_work_for_every_model(tmp_path, ti
     assert state["train_config"].guide == {"rnn": "exact", "vrnn": "filtering", "srnn": "smoothing"}[model]
     assert run.main(["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--iwae-samples", "3",
                      "--quiet"]) == 0
-    report = json.loads((out / "eval.json").read_text())
+    report = json.loads((out / "eval-test.json").read_text())
     means = report["per_sequence_mean"]
     assert report["exact_likelihood"] == (model == "rnn")
     if model == "rnn":
