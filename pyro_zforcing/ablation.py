@@ -24,7 +24,6 @@ statistic without the prior subtracted, for comparison (it counts collapsed unit
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from dataclasses import dataclass, field, fields, replace
@@ -40,7 +39,7 @@ from .checkpoint import load_checkpoint
 from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import load_dataset
 from .data.base import SequenceSplits
-from .files import remove_orphans, write_atomic
+from .files import csv_text, remove_orphans, write_atomic
 from .infer import Objective, Weights, sequence_terms
 from .models import default_guide
 from .models.base import LATENT_SITE
@@ -411,6 +410,8 @@ def plot_study(study_dir: Path, results: List[Dict], info, path: Path) -> Option
     import pandas as pd
     import seaborn as sns
 
+    from .plots import save_figure
+
     unit = info.extra.get("sequence_unit", "sequence")
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
@@ -433,17 +434,10 @@ def plot_study(study_dir: Path, results: List[Dict], info, path: Path) -> Option
     axes[2].set_ylabel(f"IWAE − ELBO (nats / {unit})")
     axes[2].legend(title="variant", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.suptitle(f"{info.name}: mean ± sd over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def write_outputs(study_dir: Path, results: List[Dict], info, *, iwae_samples: int) -> None:
-    with (study_dir / "study.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for r in results:
-            writer.writerow(r)
-    (study_dir / "study.md").write_text(markdown(results, info, iwae_samples=iwae_samples))
+    write_atomic(study_dir / "study.csv", csv_text(results, CSV_COLUMNS))
+    write_atomic(study_dir / "study.md", markdown(results, info, iwae_samples=iwae_samples))
     plot_study(study_dir, results, info, study_dir / "study.png")

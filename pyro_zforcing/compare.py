@@ -9,7 +9,6 @@ over seeds, with parameter counts. The study itself runs with :func:`~.ablation.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from dataclasses import replace
@@ -21,6 +20,7 @@ import numpy as np
 from .ablation import VARIANTS, Study, mean_std
 from .config import ModelConfig
 from .evaluate import step_unit
+from .files import csv_text, write_atomic
 from .train import build_objective, model_config_for
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def match_parameters(study: Study, info, *, reference: str,
 def write_sizes(study_dir: Path, chosen: Dict[str, Dict], *, reference: str) -> Path:
     path = Path(study_dir) / SIZES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"reference": reference, "sizes": chosen}, indent=1) + "\n")
+    write_atomic(path, json.dumps({"reference": reference, "sizes": chosen}, indent=1) + "\n")
     return path
 
 
@@ -146,6 +146,8 @@ def plot_comparison(rows: List[Dict], results: List[Dict], info, path: Path) -> 
     import pandas as pd
     import seaborn as sns
 
+    from .plots import save_figure
+
     frame = pd.DataFrame([{"model": r["variant"], "bound": bound.upper(), "nats": r[f"test_{bound}_per_step"]}
                           for r in results for bound in ("elbo", "iwae")])
     sns.set_theme(style="whitegrid", context="notebook")
@@ -157,21 +159,15 @@ def plot_comparison(rows: List[Dict], results: List[Dict], info, path: Path) -> 
     ax.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
     ax.set_ylabel(f"test bound (nats / {step_unit(info)})")
     ax.set_title(f"{info.name}: test bounds per model (bars: mean ± sd over seeds; dots: seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def write_comparison(study_dir, results: List[Dict], info, *, iwae_samples: int) -> str:
     """``compare.csv``, ``compare.md`` and ``compare.png`` in ``study_dir``; returns the markdown."""
     study_dir = Path(study_dir)
     rows = comparison_rows(results)
-    with (study_dir / "compare.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_atomic(study_dir / "compare.csv", csv_text(rows, list(rows[0])))
     text = comparison_markdown(rows, info, iwae_samples=iwae_samples)
-    (study_dir / "compare.md").write_text(text)
+    write_atomic(study_dir / "compare.md", text)
     plot_comparison(rows, results, info, study_dir / "compare.png")
     return text

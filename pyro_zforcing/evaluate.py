@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, load_weights
 from .data import collate_sequences, load_dataset
 from .data.base import DataInfo, SequenceSplits, length_batches
+from .files import write_atomic
 from . import memory
 from .infer import Objective, importance_terms
 from .train import build_objective, resolve_device
@@ -321,6 +322,6 @@ def write_report(result, out_dir, *, name: str = "eval", render=markdown_table) 
     out_dir.mkdir(parents=True, exist_ok=True)
     report = result.to_dict()
     name = report_name(report.setdefault("split", "test"), name)
-    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out_dir / f"{name}.md").write_text(render(report))
+    write_atomic(out_dir / f"{name}.json", json.dumps(report, indent=1) + "\n")
+    write_atomic(out_dir / f"{name}.md", render(report))
     return report

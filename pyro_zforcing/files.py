@@ -1,7 +1,7 @@
 """Writing our files safely: atomic replacement, orphaned temporaries, full disks.
 
 A file we rewrite (checkpoint, ``config.json``, ``metrics.jsonl`` on resume, a dataset cache,
-a study's JSON) is written whole to ``NAME.<pid>.<random>.tmp`` beside it, flushed to disk and
+a study's JSON, reports, tables and figures) is written whole to ``NAME.<pid>.<random>.tmp`` beside it, flushed to disk and
 moved over ``NAME`` with ``os.replace``: a crash at any moment leaves the old ``NAME`` intact,
 at worst with a temporary beside it, which :func:`remove_orphans` deletes at the next start.
 Errors of the disk (full, read-only, no permission) become a one-line :class:`WriteError`
@@ -10,7 +10,9 @@ naming the file.
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import logging
 import os
 import re
@@ -19,13 +21,13 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, List, Union
+from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, Sequence, Union
 
 log = logging.getLogger(__name__)
 
 # NAME.<pid>.<random>.tmp (this module), NAME.<random>.tmp (earlier versions): NAME ends in a
 # suffix of ours, so a user's own *.tmp files are never matched.
-TEMPORARY = re.compile(r"^.+\.(pt|json|jsonl|md|npz|csv)\.(?:(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp$")
+TEMPORARY = re.compile(r"^.+\.(pt|json|jsonl|md|npz|csv|png|txt)\.(?:(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp$")
 # a folder of an overwritten run, moved aside before it is deleted (rundir.py)
 SET_ASIDE = re.compile(r"^\.overwritten\.(?P<pid>\d+)$")
 # a temporary whose writer may live on another host (shared cache) must be this old to go
@@ -145,3 +147,12 @@ def remove_orphans(folder: Union[str, Path], *, exclusive: bool) -> List[Path]:
         log.info("removed %d orphaned temporary file(s) in %s: %s", len(removed), folder,
                  ", ".join(p.name for p in removed))
     return removed
+
+
+def csv_text(rows: Iterable[Dict], fieldnames: Sequence[str]) -> str:
+    """``rows`` as CSV text with a header (keys outside ``fieldnames`` ignored), for :func:`write_atomic`."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -23,6 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from .files import write_atomic  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +52,11 @@ def read_metrics(path) -> List[Dict]:
 
 
 def save_figure(fig, path, *, dpi: int = 120) -> Path:
-    """Lay out, write as PNG and close ``fig``."""
+    """Lay out, write as PNG (atomically) and close ``fig``."""
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    write_atomic(path, buffer.getvalue())
     plt.close(fig)
     return Path(path)
 

@@ -25,6 +25,7 @@ import torch
 
 from .data import collate_sequences
 from .data.base import DataInfo
+from .files import write_atomic
 from .models.zforcing import LATENT_SITE
 from .plots import save_figure
 
@@ -218,7 +219,7 @@ def write_samples(samples: np.ndarray, info: DataInfo, out_dir, *, name: str,
             else:
                 lines.append(f"{labels[i]}: {words(samples[i], info)}")
         path = out_dir / f"{name}.txt"
-        path.write_text("\n".join(lines) + "\n")
+        write_atomic(path, "\n".join(lines) + "\n")
         return [path]
     if kind == "image":
         images = [to_image(s, info) for s in samples]

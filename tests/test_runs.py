@@ -247,6 +247,31 @@ def test_full_disk_during_a_checkpoint_write_names_the_file_and_keeps_the_old_on
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+def test_full_disk_keeps_the_old_report_table_and_figure(tmp_path, monkeypatch):
+    """Reports, study tables and figures are replaced whole or not at all, like checkpoints."""
+    from pyro_zforcing.ablation import CSV_COLUMNS
+    from pyro_zforcing.plots import plt, save_figure
+
+    rows = [{"variant": "aux", "seed": 0, "test_iwae": -1.5, "not_a_column": 1}]
+    files.write_atomic(tmp_path / "study.csv", files.csv_text(rows, CSV_COLUMNS))
+    header, line = (tmp_path / "study.csv").read_text().splitlines()
+    assert header.split(",") == list(CSV_COLUMNS) and line.startswith("aux,0,") and "-1.5" in line
+    save_figure(plt.figure(), tmp_path / "study.png")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert before["study.png"].startswith(b"\x89PNG")
+
+    def full(handle, data):
+        handle.write(data[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "write_all", full)
+    with pytest.raises(WriteError, match="^disk full while writing .*study.png$"):
+        save_figure(plt.figure(), tmp_path / "study.png")
+    with pytest.raises(WriteError, match="^disk full while writing .*study.csv$"):
+        files.write_atomic(tmp_path / "study.csv", files.csv_text(rows * 2, CSV_COLUMNS))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_full_disk_on_the_command_line_is_one_line_naming_the_checkpoint(tmp_path):
     out = tmp_path / "run"
     program = ("import errno, sys; sys.argv[0] = 'run.py'; import run; from pyro_zforcing import files\n"
