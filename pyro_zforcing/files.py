@@ -26,8 +26,10 @@ from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, Sequence,
 log = logging.getLogger(__name__)
 
 # NAME.<pid>.<random>.tmp (this module), NAME.<random>.tmp (earlier versions): NAME ends in a
-# suffix of ours, so a user's own *.tmp files are never matched.
-TEMPORARY = re.compile(r"^.+\.(pt|json|jsonl|md|npz|csv|png|txt)\.(?:(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp$")
+# suffix of ours, so a user's own *.tmp files are never matched. Figures (.png) were never
+# written the older way, so only this module's form with the writer's pid counts for them.
+TEMPORARY = re.compile(r"^.+\.(?:(?:pt|json|jsonl|md|npz|csv)(?:\.(?P<pid>\d+))?|png\.(?P<png_pid>\d+))"
+                       r"\.[A-Za-z0-9_]+\.tmp$")
 # a folder of an overwritten run, moved aside before it is deleted (rundir.py)
 SET_ASIDE = re.compile(r"^\.overwritten\.(?P<pid>\d+)$")
 # a temporary whose writer may live on another host (shared cache) must be this old to go
@@ -126,7 +128,7 @@ def remove_orphans(folder: Union[str, Path], *, exclusive: bool) -> List[Path]:
         match = TEMPORARY.match(path.name) or SET_ASIDE.match(path.name)
         if match is None:
             continue
-        pid = match.group("pid")
+        pid = match.group("pid") or match.group("png_pid")
         if not exclusive:
             try:
                 quiet = now - path.lstat().st_mtime > QUIET_SECONDS

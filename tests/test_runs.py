@@ -312,6 +312,7 @@ def test_orphaned_temporaries_of_dead_writers_go_and_live_or_foreign_files_stay(
     dead_pid = int(dead.stdout)
     names = {f"last.pt.{dead_pid}.abc123.tmp": True, "cache.npz.k2j4_x.tmp": True,  # older, pid-less
              f"metrics.jsonl.{os.getpid()}.zz9.tmp": False,  # a live writer (this process)
+             f"study.png.{dead_pid}.q7.tmp": True, "photo.png.1.tmp": False,  # figures: only with a pid
              "notes.tmp": False, "user.txt.1.tmp": False, "last.pt": False}
     for name in names:
         (tmp_path / name).write_text("x")
