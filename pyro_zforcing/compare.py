@@ -17,7 +17,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .ablation import VARIANTS, Study, mean_std
+from .ablation import VARIANTS, Study
 from .config import ModelConfig
 from .evaluate import step_unit
 from .files import csv_text, write_atomic
