@@ -35,8 +35,8 @@ from benchmarks.common import _status_kb, device_and_threads, environment, memor
 from pyro_zforcing.config import ModelConfig  # noqa: E402
 from pyro_zforcing.data import collate_sequences  # noqa: E402
 from pyro_zforcing.data.base import DataInfo  # noqa: E402
-from pyro_zforcing.evaluate import evaluate_split  # noqa: E402
-from pyro_zforcing.train import build_objective  # noqa: E402
+from pyro_zforcing.evaluation.bounds import evaluate_split  # noqa: E402
+from pyro_zforcing.training.trainer import build_objective  # noqa: E402
 
 CASES = ("text", "speech")
 

@@ -48,7 +48,7 @@ def human(size: float) -> str:
 
 def parameter_count(model_config: ModelConfig, guide: str) -> int:
     """Parameters of the model and guide (counted once), built without storage on ``meta``."""
-    from .train import build_objective
+    from .training.trainer import build_objective
 
     with torch.device("meta"):
         objective = build_objective(model_config, guide)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import run
-from pyro_zforcing import ablation
-from pyro_zforcing.ablation import Study, active_units, markdown, mean_std, run_study, select_variants
+from pyro_zforcing.cli import main as run
+from pyro_zforcing.studies import ablation
+from pyro_zforcing.studies.ablation import Study, active_units, markdown, mean_std, run_study, select_variants
 from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import SequenceSplits
 from pyro_zforcing.guides import TrajectoryGuide

@@ -78,7 +78,7 @@ def test_resume_keeps_saved_settings_and_refuses_flags_it_would_ignore(tmp_path)
 
 
 def test_model_option_flags_reach_the_model_config():
-    import run
+    from pyro_zforcing.cli import main as run
 
     args = run.train_parser().parse_args(["--z-conditioning", "cond-ln", "--embedding", "leaky", "--init", "torch",
                                           "--emission-clamp", "8"])

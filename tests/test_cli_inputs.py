@@ -8,11 +8,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import run
+from pyro_zforcing.cli import main as run
 from pyro_zforcing.config import DataConfig, ModelConfig, TrainConfig
 from pyro_zforcing.guides import GUIDES
 from pyro_zforcing.memory import check_training_fits, parameter_count
-from pyro_zforcing.train import build_objective
+from pyro_zforcing.training.trainer import build_objective
 
 from test_cli import run_cli
 

@@ -6,8 +6,10 @@ import json
 import pytest
 import torch
 
-import run
-from pyro_zforcing import data, evaluate, train
+from pyro_zforcing.cli import main as run
+from pyro_zforcing import data
+from pyro_zforcing.evaluation import bounds as evaluate
+from pyro_zforcing.training import trainer as train
 from pyro_zforcing.checkpoint import load_checkpoint
 from pyro_zforcing.data import SequenceSplits
 from pyro_zforcing.models import MODELS
@@ -94,8 +96,8 @@ def test_match_to_a_model_not_compared_picks_the_sizes_a_joint_comparison_picks(
     that one process comparing every model would."""
     from dataclasses import replace
 
-    from pyro_zforcing.ablation import MODEL_VARIANTS, Study
-    from pyro_zforcing.compare import match_parameters
+    from pyro_zforcing.studies.ablation import MODEL_VARIANTS, Study
+    from pyro_zforcing.studies.compare import match_parameters
     from pyro_zforcing.config import DataConfig, TrainConfig
 
     base = Study(data=DataConfig(), train=TrainConfig(), model={"emb_dim": 6, "rnn_dim": 7, "z_dim": 3, "mlp_dim": 5},

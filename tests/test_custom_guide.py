@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import run
-from pyro_zforcing.ablation import active_units
+from pyro_zforcing.cli import main as run
+from pyro_zforcing.studies.ablation import active_units
 from pyro_zforcing.guides import PriorGuide, make_guide
 from pyro_zforcing.infer import Objective
 from pyro_zforcing.models import ZForcing

@@ -9,7 +9,7 @@ import torch
 from pyro_zforcing.guides import GUIDES, make_guide
 from pyro_zforcing.infer import Weights, iwae_bound, sequence_terms
 from pyro_zforcing.models import LATENT_SITE
-from pyro_zforcing.train import build_objective
+from pyro_zforcing.training.trainer import build_objective
 
 from conftest import ragged_digit_batch, small_config
 
@@ -115,7 +115,7 @@ def test_future_only_guide_ignores_the_past(float64, digits):
 
 @pytest.mark.parametrize("name", ["backward", *NEW_GUIDES])
 def test_every_guide_encodes_for_the_samplers(float64, digits, name):
-    from pyro_zforcing.samples import interpolate
+    from pyro_zforcing.evaluation.samples import interpolate
 
     objective = objective_for(name)
     alphas, decoded = interpolate(objective, digits.test[0], digits.test[1][:40], num=3)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-import run
+from pyro_zforcing.cli import main as run
 from pyro_zforcing.config import ModelConfig
 from pyro_zforcing.data import load_dataset
-from pyro_zforcing.paper_protocol import evaluate_paper, paper_windows
-from pyro_zforcing.train import build_objective
+from pyro_zforcing.evaluation.paper_protocol import evaluate_paper, paper_windows
+from pyro_zforcing.training.trainer import build_objective
 from test_data_builders import config
 from test_recipes import TINY, requires_sox, sox_timit
 

@@ -8,13 +8,13 @@ import pytest
 import soundfile
 import torch
 
-import run
+from pyro_zforcing.cli import main as run
 from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import SequenceSplits, collate_sequences
 from pyro_zforcing.data.base import DataInfo
-from pyro_zforcing.plots import GAP_VS_KL, KL_PER_STEP, LEARNING_CURVES, plot_run
-from pyro_zforcing.samples import interpolate, primed_continuations, sample_all, waveform, words, write_wav
-from pyro_zforcing.train import Trainer, build_objective
+from pyro_zforcing.evaluation.plots import GAP_VS_KL, KL_PER_STEP, LEARNING_CURVES, plot_run
+from pyro_zforcing.evaluation.samples import interpolate, primed_continuations, sample_all, waveform, words, write_wav
+from pyro_zforcing.training.trainer import Trainer, build_objective
 
 from conftest import small_config
 

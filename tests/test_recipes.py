@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile
 
-import run
+from pyro_zforcing.cli import main as run
 from pyro_zforcing.data import load_dataset
-from pyro_zforcing.recipes import apply_recipe, load_recipe, preset_names, preset_path
+from pyro_zforcing.training.recipes import apply_recipe, load_recipe, preset_names, preset_path
 from test_cli import run_cli
 from test_data_builders import config
 from test_data_mnist import _amat_tree
@@ -247,7 +247,7 @@ def test_stream_chunks_skip_the_first_frame_and_drop_the_tail(frames, length, ex
 
 def test_aux_anneal_epochs_sets_the_step_from_the_runs_batches_per_epoch(tmp_path):
     from pyro_zforcing.config import TrainConfig
-    from pyro_zforcing.train import aux_step_over_epochs, weights_at
+    from pyro_zforcing.training.trainer import aux_step_over_epochs, weights_at
 
     config = TrainConfig(batch_size=10, aux_start=0.5, aux_end=0.1, aux_anneal_epochs=2.0)
     resolved = aux_step_over_epochs(config, 95)  # 10 batches per epoch (the last one of 5)

@@ -23,8 +23,8 @@ from pyro_zforcing.checkpoint import CheckpointError, load_checkpoint, load_weig
 from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import SequenceSplits
 from pyro_zforcing.files import WriteError, remove_orphans, write_atomic
-from pyro_zforcing.rundir import RunDirError, RunLock
-from pyro_zforcing.train import MetricsError, MetricsLog, Trainer, TrainingDiverged, build_objective
+from pyro_zforcing.training.rundir import RunDirError, RunLock
+from pyro_zforcing.training.trainer import MetricsError, MetricsLog, Trainer, TrainingDiverged, build_objective
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--data-option", "rows=true", "--emb-dim", "4", "--rnn-dim", "6", "--z-dim", "2", "--mlp-dim", "6",
@@ -249,8 +249,8 @@ def test_full_disk_during_a_checkpoint_write_names_the_file_and_keeps_the_old_on
 
 def test_full_disk_keeps_the_old_report_table_and_figure(tmp_path, monkeypatch):
     """Reports, study tables and figures are replaced whole or not at all, like checkpoints."""
-    from pyro_zforcing.ablation import CSV_COLUMNS
-    from pyro_zforcing.plots import plt, save_figure
+    from pyro_zforcing.studies.ablation import CSV_COLUMNS
+    from pyro_zforcing.evaluation.plots import plt, save_figure
 
     rows = [{"variant": "aux", "seed": 0, "test_iwae": -1.5, "not_a_column": 1}]
     files.write_atomic(tmp_path / "study.csv", files.csv_text(rows, CSV_COLUMNS))

@@ -10,8 +10,8 @@ from pyro_zforcing.checkpoint import CheckpointError, load_checkpoint, save_chec
 from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import SequenceSplits
 from pyro_zforcing.infer import anneal, weights_at
-from pyro_zforcing import train
-from pyro_zforcing.train import Trainer, TrainingDiverged, epoch_batches
+from pyro_zforcing.training import trainer as train
+from pyro_zforcing.training.trainer import Trainer, TrainingDiverged, epoch_batches
 
 SIZES = dict(emb_dim=8, rnn_dim=12, z_dim=4, mlp_dim=10)
 

@@ -15,9 +15,9 @@ from typing import Dict
 import numpy as np
 import torch
 
-from .data import collate_sequences
-from .data.base import SequenceSplits
-from .infer import has_step_params, step_kl, trace_pair
+from ..data import collate_sequences
+from ..data.base import SequenceSplits
+from ..infer import has_step_params, step_kl, trace_pair
 
 NUM_SAMPLES = 4
 KL_BATCH = 16
@@ -74,7 +74,7 @@ class RunBoard:
                                       sum=float((steps * mean).sum()), sum_squares=float((steps ** 2 * mean).sum()),
                                       bucket_limits=(steps + 0.5).tolist(), bucket_counts=mean.tolist(),
                                       global_step=step)
-        from .plots import plt
+        from ..evaluation.plots import plt
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.plot(steps, mean)
         ax.set_xlabel("step t")
@@ -84,7 +84,7 @@ class RunBoard:
         self.writer.add_figure("kl_per_step_curve", fig, step)  # closes the figure
 
     def _samples(self, objective, step: int) -> None:
-        from .samples import default_steps, kind_of, to_image, waveform, words
+        from ..evaluation.samples import default_steps, kind_of, to_image, waveform, words
 
         info = self.splits.info
         try:

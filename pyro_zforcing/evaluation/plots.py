@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .files import write_atomic  # noqa: E402
+from ..files import write_atomic  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -31,13 +31,13 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, load_weights
-from .data import collate_sequences, load_dataset
-from .data.base import DataInfo, SequenceSplits, length_batches
-from .files import write_atomic
-from . import memory
-from .infer import Objective, importance_terms
-from .train import build_objective, resolve_device
+from ..checkpoint import load_checkpoint, load_weights
+from ..data import collate_sequences, load_dataset
+from ..data.base import DataInfo, SequenceSplits, length_batches
+from ..files import write_atomic
+from .. import memory
+from ..infer import Objective, importance_terms
+from ..training.trainer import build_objective, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ import numpy as np
 import pyro.poutine as poutine
 import torch
 
-from .data import collate_sequences
-from .data.base import DataInfo
-from .files import write_atomic
-from .models.zforcing import LATENT_SITE
+from ..data import collate_sequences
+from ..data.base import DataInfo
+from ..files import write_atomic
+from ..models.zforcing import LATENT_SITE
 from .plots import save_figure
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,10 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from .ablation import VARIANTS, Study
-from .config import ModelConfig
-from .evaluate import step_unit
-from .files import csv_text, write_atomic
-from .train import build_objective, model_config_for
+from ..config import ModelConfig
+from ..evaluation.bounds import step_unit
+from ..files import csv_text, write_atomic
+from ..training.trainer import build_objective, model_config_for
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def plot_comparison(rows: List[Dict], results: List[Dict], info, path: Path) -> 
     import pandas as pd
     import seaborn as sns
 
-    from .plots import save_figure
+    from ..evaluation.plots import save_figure
 
     frame = pd.DataFrame([{"model": r["variant"], "bound": bound.upper(), "nats": r[f"test_{bound}_per_step"]}
                           for r in results for bound in ("elbo", "iwae")])

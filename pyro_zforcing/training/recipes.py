@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
-from .config import DataConfig, ModelConfig, TrainConfig
+from ..config import DataConfig, ModelConfig, TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

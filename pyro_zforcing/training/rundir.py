@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import List, Optional
 
-from .files import SET_ASIDE, TEMPORARY, remove_orphans
+from ..files import SET_ASIDE, TEMPORARY, remove_orphans
 
 log = logging.getLogger(__name__)
 

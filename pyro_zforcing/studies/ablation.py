@@ -4,7 +4,7 @@ A *variant* is a name and a set of overrides of :class:`~pyro_zforcing.config.Tr
 and :class:`~pyro_zforcing.config.ModelConfig` fields (``aux_weight`` is shorthand for a
 constant beta, ``aux_start = aux_end``). :data:`VARIANTS` holds the built-in ones; a study
 file (JSON) may define more. Each (variant, seed) trains in ``<study>/<variant>-seed<k>/``
-with :class:`~pyro_zforcing.train.Trainer`, is evaluated on the test split (its best
+with :class:`~pyro_zforcing.training.trainer.Trainer`, is evaluated on the test split (its best
 validation checkpoint; ELBO, IWAE(K), KL, reconstruction, aux score, active units) and writes
 ``result.json`` atomically. A run with a ``result.json`` is skipped, an interrupted one
 resumes from its last checkpoint, so an interrupted study is continued by running it again.
@@ -35,15 +35,15 @@ import pyro.poutine as poutine
 import torch
 from scipy.stats import spearmanr
 
-from .checkpoint import load_checkpoint
-from .config import DataConfig, ModelConfig, TrainConfig, to_dict
-from .data import load_dataset
-from .data.base import SequenceSplits
-from .files import csv_text, remove_orphans, write_atomic
-from .infer import Objective, Weights, sequence_terms
-from .models import default_guide
-from .models.base import LATENT_SITE
-from .train import Trainer, eval_batches, set_seed
+from ..checkpoint import load_checkpoint
+from ..config import DataConfig, ModelConfig, TrainConfig, to_dict
+from ..data import load_dataset
+from ..data.base import SequenceSplits
+from ..files import csv_text, remove_orphans, write_atomic
+from ..infer import Objective, Weights, sequence_terms
+from ..models import default_guide
+from ..models.base import LATENT_SITE
+from ..training.trainer import Trainer, eval_batches, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> Optional[float]:
 
 def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study) -> Dict:
     """Test-split numbers of a trained objective: bounds per sequence and per unit, aux, active units."""
-    from .evaluate import evaluate_split
+    from ..evaluation.bounds import evaluate_split
 
     objective.eval()
     result = evaluate_split(objective, splits.test, splits.info, num_samples=study.iwae_samples,
@@ -410,7 +410,7 @@ def plot_study(study_dir: Path, results: List[Dict], info, path: Path) -> Option
     import pandas as pd
     import seaborn as sns
 
-    from .plots import save_figure
+    from ..evaluation.plots import save_figure
 
     unit = info.extra.get("sequence_unit", "sequence")
     sns.set_theme(style="whitegrid", context="notebook")

@@ -19,18 +19,18 @@ from typing import Dict, List, Optional
 
 import pyro
 
-from pyro_zforcing.ablation import MODEL_VARIANTS, VARIANTS, Study, load_study_file, run_study, select_variants
+from pyro_zforcing.studies.ablation import MODEL_VARIANTS, VARIANTS, Study, load_study_file, run_study, select_variants
 from pyro_zforcing.checkpoint import CheckpointError, checkpoint_file
 from pyro_zforcing.config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, PRIORS, Z_CONDITIONINGS,
                                    DataConfig, ModelConfig, TrainConfig)
 from pyro_zforcing.files import WriteError
-from pyro_zforcing.interrupt import Interrupted
+from pyro_zforcing.training.interrupt import Interrupted
 from pyro_zforcing.data import DATASETS, DataError
 from pyro_zforcing.guides import GUIDES, is_guide_spec
 from pyro_zforcing.models import MODELS, default_guide
-from pyro_zforcing import distributed
-from pyro_zforcing.recipes import apply_recipe, check_dataset, find_recipe, preset_names
-from pyro_zforcing.train import RESUMABLE, Trainer, TrainingDiverged
+from pyro_zforcing.training import distributed
+from pyro_zforcing.training.recipes import apply_recipe, check_dataset, find_recipe, preset_names
+from pyro_zforcing.training.trainer import RESUMABLE, Trainer, TrainingDiverged
 
 MODEL_DEFAULTS = ModelConfig(input_dim=1)
 TRAIN_DEFAULTS = TrainConfig()
@@ -331,7 +331,7 @@ def command_train(argv: List[str]) -> int:
 
 def write_training_plots(run_dir: Path) -> None:
     """Learning curves (and the evaluation figures, if the run was evaluated) into ``run_dir``."""
-    from pyro_zforcing.plots import plot_run
+    from pyro_zforcing.evaluation.plots import plot_run
 
     try:
         for path in plot_run(run_dir):
@@ -458,7 +458,7 @@ def compare_parser() -> argparse.ArgumentParser:
 
 
 def command_compare(argv: List[str]) -> int:
-    from pyro_zforcing.compare import match_parameters, sizes_table, write_comparison, write_sizes
+    from pyro_zforcing.studies.compare import match_parameters, sizes_table, write_comparison, write_sizes
     from pyro_zforcing.data import load_dataset
 
     parser = compare_parser()
@@ -515,8 +515,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def load_for(args):
     """(objective, splits, device) of ``--checkpoint``, with logging set up and the seed set."""
-    from pyro_zforcing.evaluate import load_trained
-    from pyro_zforcing.train import resolve_device, set_seed
+    from pyro_zforcing.evaluation.bounds import load_trained
+    from pyro_zforcing.training.trainer import resolve_device, set_seed
 
     setup_logging(args.quiet)
     args.checkpoint = checkpoint_file(args.checkpoint)  # a run directory means its best.pt
@@ -528,7 +528,7 @@ def load_for(args):
 
 
 def command_evaluate(argv: List[str]) -> int:
-    from pyro_zforcing.evaluate import evaluate_split, markdown_table, report_name, run_dir_of, write_report
+    from pyro_zforcing.evaluation.bounds import evaluate_split, markdown_table, report_name, run_dir_of, write_report
 
     args = evaluate_parser().parse_args(argv)
     objective, splits, device = load_for(args)
@@ -541,13 +541,13 @@ def command_evaluate(argv: List[str]) -> int:
         result.meta = meta
         report = write_report(result, out)
         if not args.no_plots:
-            from pyro_zforcing.plots import eval_figures
+            from pyro_zforcing.evaluation.plots import eval_figures
             eval_figures(report, out)
         print(markdown_table(report), end="")
         name = report_name(args.split)
         logging.getLogger("run").info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
     if args.protocol in ("paper", "both"):
-        from pyro_zforcing.paper_protocol import evaluate_paper, markdown_lines
+        from pyro_zforcing.evaluation.paper_protocol import evaluate_paper, markdown_lines
 
         paper = evaluate_paper(objective, splits.split(args.split), splits.info, device=device, quiet=args.quiet)
         paper.meta = meta
@@ -586,8 +586,8 @@ def sample_parser() -> argparse.ArgumentParser:
 
 
 def command_sample(argv: List[str]) -> int:
-    from pyro_zforcing.evaluate import run_dir_of
-    from pyro_zforcing.samples import sample_all
+    from pyro_zforcing.evaluation.bounds import run_dir_of
+    from pyro_zforcing.evaluation.samples import sample_all
 
     args = sample_parser().parse_args(argv)
     objective, splits, device = load_for(args)
@@ -608,7 +608,7 @@ def plot_parser() -> argparse.ArgumentParser:
 
 
 def command_plot(argv: List[str]) -> int:
-    from pyro_zforcing.plots import plot_run
+    from pyro_zforcing.evaluation.plots import plot_run
 
     args = plot_parser().parse_args(argv)
     setup_logging(args.quiet)

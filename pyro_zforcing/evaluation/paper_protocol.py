@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.base import Batch, DataInfo
-from .infer import Objective, bound_terms, has_step_params, step_kl, trace_pair
+from ..data.base import Batch, DataInfo
+from ..infer import Objective, bound_terms, has_step_params, step_kl, trace_pair
 
 WINDOW = 40  # eval_timit.py: length = 40
 PAPER_BATCH = 32  # eval_timit.py: load.TimitData(..., 32)

@@ -28,17 +28,17 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .checkpoint import config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
-from .config import DataConfig, ModelConfig, TrainConfig
-from .data import Batch, SequenceSplits, collate_sequences, load_dataset
-from .data.base import DataInfo, length_batches
+from ..checkpoint import config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
+from ..config import DataConfig, ModelConfig, TrainConfig
+from ..data import Batch, SequenceSplits, collate_sequences, load_dataset
+from ..data.base import DataInfo, length_batches
 from . import distributed
-from .files import append_line, write_atomic
-from .guides import make_guide
-from .memory import check_training_fits
-from .infer import Objective, Weights, sequence_terms, weights_at
+from ..files import append_line, write_atomic
+from ..guides import make_guide
+from ..memory import check_training_fits
+from ..infer import Objective, Weights, sequence_terms, weights_at
 from .interrupt import Interrupted, StopRequests
-from .models import make_model
+from ..models import make_model
 from .rundir import RunLock, claim_existing, claim_new
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Evaluation of trained models: bounds over a split, the authors' protocol, samples, figures."""

@@ -1,0 +1,1 @@
+"""Studies: train variants (guides, objectives, models) over seeds, resume, tabulate."""
