@@ -36,7 +36,7 @@ from pyro_zforcing.config import ModelConfig  # noqa: E402
 from pyro_zforcing.data import collate_sequences  # noqa: E402
 from pyro_zforcing.data.base import DataInfo  # noqa: E402
 from pyro_zforcing.evaluation.bounds import evaluate_split  # noqa: E402
-from pyro_zforcing.training.trainer import build_objective  # noqa: E402
+from pyro_zforcing.build import build_objective  # noqa: E402
 
 CASES = ("text", "speech")
 

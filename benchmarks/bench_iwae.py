@@ -38,7 +38,7 @@ from benchmarks.fast_reference import FastPlainZForcing, plain_iwae_bound  # noq
 from pyro_zforcing.config import ModelConfig  # noqa: E402
 from pyro_zforcing.data.base import Batch  # noqa: E402
 from pyro_zforcing.infer import iwae_bound  # noqa: E402
-from pyro_zforcing.training.trainer import build_objective  # noqa: E402
+from pyro_zforcing.build import build_objective  # noqa: E402
 
 
 @torch.no_grad()

@@ -40,7 +40,7 @@ from benchmarks.fast_reference import FastPlainZForcing  # noqa: E402
 from benchmarks.reference import PlainZForcing  # noqa: E402
 from pyro_zforcing.config import ModelConfig, TrainConfig  # noqa: E402
 from pyro_zforcing.infer import Weights  # noqa: E402
-from pyro_zforcing.training.trainer import build_objective  # noqa: E402
+from pyro_zforcing.build import build_objective  # noqa: E402
 
 DEFAULTS = TrainConfig()
 WEIGHTS = Weights(kl=1.0, aux=DEFAULTS.aux_start, bwd=0.0)

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List
 import torch
 
 from pyro_zforcing.data.base import Batch
-from pyro_zforcing.training.trainer import resolve_device
+from pyro_zforcing.build import resolve_device
 
 
 @dataclass(frozen=True)

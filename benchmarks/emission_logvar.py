@@ -27,7 +27,8 @@ import torch  # noqa: E402
 from pyro_zforcing.checkpoint import load_checkpoint  # noqa: E402
 from pyro_zforcing.data import load_dataset  # noqa: E402
 from pyro_zforcing.models import LATENT_SITE  # noqa: E402
-from pyro_zforcing.training.trainer import build_objective, eval_batches  # noqa: E402
+from pyro_zforcing.build import build_objective  # noqa: E402
+from pyro_zforcing.evaluation.bounds import eval_batches  # noqa: E402
 
 
 @torch.no_grad()

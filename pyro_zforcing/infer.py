@@ -24,8 +24,7 @@ from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
 from .data.base import Batch
-from .models.base import LATENT_SITE, OBS_SITE
-from .models.zforcing import AUX_SITE, BWD_SITE
+from .models.base import AUX_SITE, BWD_SITE, LATENT_SITE, OBS_SITE
 
 
 class ScaleSite(Messenger):

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from .build import build_objective
 from .config import ModelConfig
 
 # Values kept per parameter while training: the parameter, its gradient and Adam's two moments.
@@ -48,8 +49,6 @@ def human(size: float) -> str:
 
 def parameter_count(model_config: ModelConfig, guide: str) -> int:
     """Parameters of the model and guide (counted once), built without storage on ``meta``."""
-    from .training.trainer import build_objective
-
     with torch.device("meta"):
         objective = build_objective(model_config, guide)
     return sum(p.numel() for p in objective.parameters())

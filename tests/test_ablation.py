@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_zforcing.cli import main as run
+from pyro_zforcing.cli.main import main as zforcing
 from pyro_zforcing.studies import ablation
-from pyro_zforcing.studies.ablation import Study, active_units, markdown, mean_std, run_study, select_variants
+from pyro_zforcing.evaluation.latents import active_units
+from pyro_zforcing.studies.ablation import Study, markdown, mean_std, run_study, select_variants
 from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import SequenceSplits
 from pyro_zforcing.guides import TrajectoryGuide
@@ -150,7 +151,7 @@ def test_cli_ablate_with_a_study_file_defining_a_variant(tmp_path, capsys):
     study_file.write_text(json.dumps({"variants": {"wide-beta": {"aux_weight": 0.01}, "plain": {"aux_weight": 0.0}},
                                       "max_steps": 2, "seeds": 1, "iwae_samples": 2, "rnn_dim": 7,
                                       "emb_dim": 6, "z_dim": 3, "mlp_dim": 5, "log_every": 1}))
-    code = run.main(["ablate", "--study", str(study_file), "--study-dir", str(tmp_path / "s"), "--quiet"])
+    code = zforcing(["ablate", "--study", str(study_file), "--study-dir", str(tmp_path / "s"), "--quiet"])
     assert code == 0
     rows = list(csv.DictReader((tmp_path / "s" / "study.csv").read_text().splitlines()))
     assert [r["variant"] for r in rows] == ["wide-beta", "plain"]
@@ -160,6 +161,6 @@ def test_cli_ablate_with_a_study_file_defining_a_variant(tmp_path, capsys):
 
 
 def test_cli_ablate_rejects_an_unknown_variant(tmp_path, capsys):
-    code = run.main(["ablate", "--variants", "aux,nope", "--study-dir", str(tmp_path), "--quiet"])
+    code = zforcing(["ablate", "--variants", "aux,nope", "--study-dir", str(tmp_path), "--quiet"])
     assert code == 2
     assert "unknown variant(s) nope" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from pyro_zforcing.guides import GUIDES, make_guide
 from pyro_zforcing.infer import Weights, importance_terms, sequence_terms
 from pyro_zforcing.models import LATENT_SITE, MODELS, make_model
 from pyro_zforcing.nets import EmissionHead
-from pyro_zforcing.training.trainer import build_objective
+from pyro_zforcing.build import build_objective
 
 from conftest import ragged_digit_batch, small_config
 from stepwise_oracle import stepwise_joint, stepwise_srnn, stepwise_vrnn

@@ -78,13 +78,14 @@ def test_resume_keeps_saved_settings_and_refuses_flags_it_would_ignore(tmp_path)
 
 
 def test_model_option_flags_reach_the_model_config():
-    from pyro_zforcing.cli import main as run
+    from pyro_zforcing.cli.flags import model_sizes_from
+    from pyro_zforcing.cli.train import train_parser
 
-    args = run.train_parser().parse_args(["--z-conditioning", "cond-ln", "--embedding", "leaky", "--init", "torch",
+    args = train_parser().parse_args(["--z-conditioning", "cond-ln", "--embedding", "leaky", "--init", "torch",
                                           "--emission-clamp", "8"])
-    sizes = run.model_sizes_from(args)
+    sizes = model_sizes_from(args)
     assert (sizes["z_conditioning"], sizes["embedding"], sizes["init"], sizes["emission_clamp"]) == \
         ("cond-ln", "leaky", "torch", 8.0)
-    defaults = run.model_sizes_from(run.train_parser().parse_args([]))
+    defaults = model_sizes_from(train_parser().parse_args([]))
     assert (defaults["z_conditioning"], defaults["embedding"], defaults["init"], defaults["emission_clamp"]) == \
         ("concat", "linear", "orthogonal", None)

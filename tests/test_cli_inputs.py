@@ -2,26 +2,24 @@
 
 import contextlib
 import io
-import json
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pyro_zforcing.cli import main as run
+from pyro_zforcing.cli.main import main as zforcing
 from pyro_zforcing.config import DataConfig, ModelConfig, TrainConfig
 from pyro_zforcing.guides import GUIDES
 from pyro_zforcing.memory import check_training_fits, parameter_count
-from pyro_zforcing.training.trainer import build_objective
+from pyro_zforcing.build import build_objective
 
 from test_cli import run_cli
 
 
 def main_with_stderr(argv):
-    """``run.main(argv)`` in this process: (exit code, what it wrote to stderr)."""
+    """``zforcing(argv)`` in this process: (exit code, what it wrote to stderr)."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = run.main(list(argv))
+        code = zforcing(list(argv))
     return code, err.getvalue()
 
 

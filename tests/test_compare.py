@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from pyro_zforcing.cli import main as run
+from pyro_zforcing.cli.main import main as zforcing
 from pyro_zforcing import data
-from pyro_zforcing.evaluation import bounds as evaluate
+from pyro_zforcing import build
 from pyro_zforcing.training import trainer as train
 from pyro_zforcing.checkpoint import load_checkpoint
 from pyro_zforcing.data import SequenceSplits
@@ -29,7 +29,7 @@ def one_thread():
 @pytest.fixture
 def tiny_data(digits, monkeypatch):
     splits = SequenceSplits(info=digits.info, train=digits.train[:16], valid=digits.valid[:6], test=digits.test[:5])
-    for module in (data, train, evaluate):
+    for module in (data, train, build):
         monkeypatch.setattr(module, "load_dataset", lambda config: splits)
     return splits
 
@@ -37,13 +37,13 @@ def tiny_data(digits, monkeypatch):
 @pytest.mark.parametrize("model", ["rnn", "vrnn", "srnn"])
 def test_train_resume_evaluate_sample_and_plot_work_for_every_model(tmp_path, tiny_data, capsys, model):
     out = tmp_path / model
-    assert run.main(["--model", model, *SIZES, "--batch-size", "8", "--max-steps", "2", "--epochs", "3",
+    assert zforcing(["--model", model, *SIZES, "--batch-size", "8", "--max-steps", "2", "--epochs", "3",
                      "--out", str(out), "--quiet"]) == 0
-    assert run.main(["--resume", str(out), "--max-steps", "3", "--quiet"]) == 0
+    assert zforcing(["--resume", str(out), "--max-steps", "3", "--quiet"]) == 0
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert state["model_config"].model == model and state["progress"]["step"] == 3
     assert state["train_config"].guide == {"rnn": "exact", "vrnn": "filtering", "srnn": "smoothing"}[model]
-    assert run.main(["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--iwae-samples", "3",
+    assert zforcing(["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--iwae-samples", "3",
                      "--quiet"]) == 0
     report = json.loads((out / "eval-test.json").read_text())
     means = report["per_sequence_mean"]
@@ -52,17 +52,17 @@ def test_train_resume_evaluate_sample_and_plot_work_for_every_model(tmp_path, ti
         assert means["iwae"] == means["elbo"] and means["kl"] == 0 and "exact log-likelihood" in capsys.readouterr().out
     else:
         assert means["iwae"] >= means["elbo"] and means["kl"] > 0
-    assert run.main(["sample", "--checkpoint", str(out / "checkpoints" / "last.pt"), "-n", "2",
+    assert zforcing(["sample", "--checkpoint", str(out / "checkpoints" / "last.pt"), "-n", "2",
                      "--interpolate", "3", "--quiet"]) == 0
     written = {p.name for p in (out / "samples").iterdir()}
     assert {"samples.png", "primed.png"} <= written
     assert ("interpolation.png" in written) == (model != "rnn")
-    assert run.main(["plot", str(out), "--quiet"]) == 0
+    assert zforcing(["plot", str(out), "--quiet"]) == 0
 
 
 def test_compare_matches_parameter_counts_and_writes_the_table(tmp_path, tiny_data, capsys):
     study = tmp_path / "cmp"
-    code = run.main(["compare", "--models", "rnn,vrnn-i,srnn,zforcing", "--match-params", *SIZES, "--seeds", "2",
+    code = zforcing(["compare", "--models", "rnn,vrnn-i,srnn,zforcing", "--match-params", *SIZES, "--seeds", "2",
                      "--max-steps", "2", "--batch-size", "8", "--iwae-samples", "2", "--eval-batch-size", "5",
                      "--study-dir", str(study), "--quiet"])
     assert code == 0
@@ -87,7 +87,7 @@ def test_compare_matches_parameter_counts_and_writes_the_table(tmp_path, tiny_da
 
 
 def test_compare_refuses_an_unknown_model_by_name(tmp_path, capsys):
-    assert run.main(["compare", "--models", "rnn,lstm", "--study-dir", str(tmp_path), "--quiet"]) == 2
+    assert zforcing(["compare", "--models", "rnn,lstm", "--study-dir", str(tmp_path), "--quiet"]) == 2
     assert "unknown variant(s) lstm" in capsys.readouterr().err
 
 

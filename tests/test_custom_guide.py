@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_zforcing.cli import main as run
-from pyro_zforcing.studies.ablation import active_units
+from pyro_zforcing.cli.main import main as zforcing
+from pyro_zforcing.evaluation.latents import active_units
 from pyro_zforcing.guides import PriorGuide, make_guide
 from pyro_zforcing.infer import Objective
 from pyro_zforcing.models import ZForcing
@@ -46,22 +46,22 @@ def test_a_guide_from_a_file_trains_evaluates_samples_and_is_found_again_by_its_
     guide_file = tmp_path / "my_guides.py"
     guide_file.write_text(GUIDE_FILE)
     out = tmp_path / "run"
-    assert run.main(["--guide", f"{guide_file}:MeanField", "--max-steps", "2", "--out", str(out), "--quiet",
+    assert zforcing(["--guide", f"{guide_file}:MeanField", "--max-steps", "2", "--out", str(out), "--quiet",
                      *SIZES]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["train_config"]["guide"] == f"{guide_file.resolve()}:MeanField"
     checkpoint = str(out / "checkpoints" / "last.pt")
-    assert run.main(["evaluate", "--checkpoint", checkpoint, "--iwae-samples", "3", "--quiet", "--no-plots"]) == 0
+    assert zforcing(["evaluate", "--checkpoint", checkpoint, "--iwae-samples", "3", "--quiet", "--no-plots"]) == 0
     report = json.loads((out / "eval-test.json").read_text())
     assert report["kl_per_step"] is None  # a plain Normal has no per-step loc_scale: no analytic KL per step
     elbo, iwae = (np.array(report["per_sequence"][k]) for k in ("elbo", "iwae"))
     assert np.all(iwae >= elbo - 1e-6)  # log-mean-exp of the K log-weights >= their mean
-    assert run.main(["sample", "--checkpoint", checkpoint, "-n", "2", "--interpolate", "3", "--quiet",
+    assert zforcing(["sample", "--checkpoint", checkpoint, "-n", "2", "--interpolate", "3", "--quiet",
                      "--out", str(tmp_path / "samples")]) == 0
     assert {p.name for p in (tmp_path / "samples").iterdir()} == {"samples.png", "primed.png", "interpolation.png"}
     shutil.move(str(guide_file), str(tmp_path / "elsewhere.py"))
     capsys.readouterr()
-    assert run.main(["evaluate", "--checkpoint", checkpoint, "--quiet"]) == 2
+    assert zforcing(["evaluate", "--checkpoint", checkpoint, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"last.pt: --guide {guide_file.resolve()}:MeanField: file {guide_file.resolve()} not found" in err
@@ -75,7 +75,7 @@ def test_a_guide_class_is_found_by_module_name_and_bad_specs_are_one_line_errors
                           (f"{tmp_path / 'absent.py'}:Guide", "not found")):
         with pytest.raises(ValueError, match=message):
             make_guide(spec, model)
-    assert run.main(["--guide", "backwrd", "--max-steps", "1"]) == 2
+    assert zforcing(["--guide", "backwrd", "--max-steps", "1"]) == 2
     assert "unknown guide 'backwrd'" in capsys.readouterr().err
 
 

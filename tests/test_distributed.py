@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from pyro_zforcing.training import distributed
 from pyro_zforcing.data.base import Batch
 from pyro_zforcing.infer import Weights
-from pyro_zforcing.training.trainer import build_objective
+from pyro_zforcing.build import build_objective
 
 from conftest import small_config
 

@@ -16,7 +16,7 @@ from pyro_zforcing.data.base import length_batches
 from pyro_zforcing.evaluation.bounds import evaluate_split, markdown_table, particle_chunk, values_per_step
 from pyro_zforcing.infer import importance_terms, iwae_bound, sequence_terms
 from pyro_zforcing.models import LATENT_SITE, OBS_SITE
-from pyro_zforcing.training.trainer import build_objective
+from pyro_zforcing.build import build_objective
 
 from conftest import ragged_digit_batch, small_config
 

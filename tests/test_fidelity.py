@@ -14,7 +14,8 @@ from pyro_zforcing.data.base import DataInfo
 from pyro_zforcing.models import ZForcing
 from pyro_zforcing.infer import Weights, step_kl, trace_pair, weights_at
 from pyro_zforcing.nets import EmissionHead
-from pyro_zforcing.training.trainer import build_objective, evaluate_elbo, model_config_for
+from pyro_zforcing.build import build_objective, model_config_for
+from pyro_zforcing.evaluation.bounds import evaluate_elbo
 
 from authors_reference import AuthorsZForcing
 from conftest import small_config

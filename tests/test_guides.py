@@ -9,7 +9,7 @@ import torch
 from pyro_zforcing.guides import GUIDES, make_guide
 from pyro_zforcing.infer import Weights, iwae_bound, sequence_terms
 from pyro_zforcing.models import LATENT_SITE
-from pyro_zforcing.training.trainer import build_objective
+from pyro_zforcing.build import build_objective
 
 from conftest import ragged_digit_batch, small_config
 

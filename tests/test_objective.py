@@ -8,7 +8,7 @@ from benchmarks.reference import PlainZForcing
 from pyro_zforcing.data import collate_sequences
 from pyro_zforcing.infer import Weights, sequence_terms
 from pyro_zforcing.models import LATENT_SITE
-from pyro_zforcing.training.trainer import build_objective
+from pyro_zforcing.build import build_objective
 
 from conftest import ragged_digit_batch, small_config
 from stepwise_oracle import stepwise_log_joint

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_zforcing.cli import main as run
+from pyro_zforcing.cli.main import main as zforcing
 from pyro_zforcing.config import ModelConfig
 from pyro_zforcing.data import load_dataset
 from pyro_zforcing.evaluation.paper_protocol import evaluate_paper, paper_windows
-from pyro_zforcing.training.trainer import build_objective
+from pyro_zforcing.build import build_objective
 from test_data_builders import config
 from test_recipes import TINY, requires_sox, sox_timit
 
@@ -99,8 +99,8 @@ def test_evaluate_protocol_both_writes_both_reports(tmp_path):
     root = sox_timit(tmp_path / "timit")
     out = tmp_path / "run"
     common = ["--data-dir", str(root), "--cache-dir", str(tmp_path / "cache")]
-    assert run.main(["--preset", "timit", *common, *TINY, "--max-steps", "1", "--out", str(out), "--quiet"]) == 0
-    assert run.main(["evaluate", "--protocol", "both", "--checkpoint", str(out / "checkpoints" / "last.pt"),
+    assert zforcing(["--preset", "timit", *common, *TINY, "--max-steps", "1", "--out", str(out), "--quiet"]) == 0
+    assert zforcing(["evaluate", "--protocol", "both", "--checkpoint", str(out / "checkpoints" / "last.pt"),
                      "--iwae-samples", "2", "--no-plots", "--quiet"]) == 0
     paper = json.loads((out / "eval_paper-test.json").read_text())
     ours = json.loads((out / "eval-test.json").read_text())

@@ -8,13 +8,15 @@ import pytest
 import soundfile
 import torch
 
-from pyro_zforcing.cli import main as run
+from pyro_zforcing.cli.main import main as zforcing
+from pyro_zforcing.cli.train import write_training_plots
 from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import SequenceSplits, collate_sequences
 from pyro_zforcing.data.base import DataInfo
 from pyro_zforcing.evaluation.plots import GAP_VS_KL, KL_PER_STEP, LEARNING_CURVES, plot_run
 from pyro_zforcing.evaluation.samples import interpolate, primed_continuations, sample_all, waveform, words, write_wav
-from pyro_zforcing.training.trainer import Trainer, build_objective
+from pyro_zforcing.build import build_objective
+from pyro_zforcing.training.trainer import Trainer
 
 from conftest import small_config
 
@@ -153,12 +155,12 @@ def test_cli_trains_evaluates_samples_and_plots_a_run(tmp_path, digits, capsys):
     trainer = Trainer.create(data_config=DataConfig(), train_config=config, out_dir=tmp_path / "run",
                              model_sizes=dict(emb_dim=6, rnn_dim=7, z_dim=3, mlp_dim=5), quiet=True, splits=splits)
     trainer.fit()
-    run.write_training_plots(trainer.out_dir)
+    write_training_plots(trainer.out_dir)
     assert (tmp_path / "run" / LEARNING_CURVES).exists()
     checkpoint = str(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert run.main(["evaluate", "--checkpoint", checkpoint, "--iwae-samples", "3", "--quiet",
+    assert zforcing(["evaluate", "--checkpoint", checkpoint, "--iwae-samples", "3", "--quiet",
                      "--split", "valid", "--batch-size", "100"]) == 0
-    assert run.main(["evaluate", "--checkpoint", checkpoint, "--iwae-samples", "2", "--quiet", "--no-plots"]) == 0
+    assert zforcing(["evaluate", "--checkpoint", checkpoint, "--iwae-samples", "2", "--quiet", "--no-plots"]) == 0
     report = json.loads((tmp_path / "run" / "eval-valid.json").read_text())
     assert report["split"] == "valid" and report["num_sequences"] == len(digits.valid)
     test_report = json.loads((tmp_path / "run" / "eval-test.json").read_text())
@@ -167,11 +169,11 @@ def test_cli_trains_evaluates_samples_and_plots_a_run(tmp_path, digits, capsys):
     assert "test split" in (tmp_path / "run" / "eval-test.md").read_text()
     assert report["per_sequence_mean"]["iwae"] >= report["per_sequence_mean"]["elbo"]
     assert "| IWAE (K=3) |" in capsys.readouterr().out
-    assert run.main(["sample", "--checkpoint", checkpoint, "-n", "2", "--interpolate", "3", "--quiet",
+    assert zforcing(["sample", "--checkpoint", checkpoint, "-n", "2", "--interpolate", "3", "--quiet",
                      "--out", str(tmp_path / "samples")]) == 0
     assert (tmp_path / "samples" / "primed.png").exists()
-    assert run.main(["plot", str(tmp_path / "run"), "--quiet"]) == 0
+    assert zforcing(["plot", str(tmp_path / "run"), "--quiet"]) == 0
     assert (tmp_path / "run" / f"{GAP_VS_KL}-valid.png").exists()
     assert (tmp_path / "run" / f"{GAP_VS_KL}-test.png").exists()
-    assert run.main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert zforcing(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from pyro_zforcing.cli import main as run
+from pyro_zforcing.cli.main import main as zforcing
+from pyro_zforcing.cli.flags import resolve_settings
+from pyro_zforcing.cli.study import ablate_parser
 from pyro_zforcing.data import load_dataset
 from pyro_zforcing.training.recipes import apply_recipe, load_recipe, preset_names, preset_path
 from test_cli import run_cli
@@ -88,7 +90,7 @@ def test_every_preset_resolves_and_trains_one_step_on_its_real_format(tmp_path, 
     fixture_for(recipe.dataset, data_dir)
     out = tmp_path / "run"
     short = ["--data-option", "rows=true"] if name == "mnist" else []  # 28 steps of 28 pixels: a fast test
-    code = run.main(["--preset", name, "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
+    code = zforcing(["--preset", name, "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
                      *TINY, *short, "--max-steps", "1", "--out", str(out), "--quiet"])
     assert code == 0
     saved = read_json(out / "config.json")
@@ -113,7 +115,7 @@ def test_every_preset_resolves_and_trains_one_step_on_its_real_format(tmp_path, 
 def test_typed_flags_beat_the_recipe_even_at_their_default_value_and_config_json_records_them(tmp_path):
     data_dir = sox_timit(tmp_path / "timit")
     out = tmp_path / "run"
-    code = run.main(["--preset", "timit", "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
+    code = zforcing(["--preset", "timit", "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
                      *TINY, "--epochs", "20", "--lr", "0.01", "--aux-weight", "0.3", "--patience", "7",
                      "--data-option", "stream=false", "--seed", "5", "--max-steps", "1", "--out", str(out), "--quiet"])
     assert code == 0
@@ -133,7 +135,7 @@ def test_user_config_file_sets_fields_and_options(tmp_path):
     path.write_text('dataset = "digits"  # the embedded digits\n[train]\nlr = 0.002\nkl_start = 0.5\n'
                     '[model]\nrnn_dim = 9\n[data]\nthreshold = 4\n')
     out = tmp_path / "run"
-    assert run.main(["--config", str(path), "--max-steps", "1", "--z-dim", "3", "--out", str(out), "--quiet"]) == 0
+    assert zforcing(["--config", str(path), "--max-steps", "1", "--z-dim", "3", "--out", str(out), "--quiet"]) == 0
     saved = read_json(out / "config.json")
     assert saved["recipe"]["name"] == "mine" and saved["recipe"]["file"] == str(path.resolve())
     assert (saved["train_config"]["lr"], saved["train_config"]["kl_start"]) == (0.002, 0.5)
@@ -176,7 +178,7 @@ def bad_recipe_args(tmp_path, recipe_text, args):
 @pytest.mark.parametrize("recipe_text,args,needles", BAD_RECIPES)
 def test_bad_recipes_are_a_one_line_error_and_exit_2(tmp_path, capsys, recipe_text, args, needles):
     args = bad_recipe_args(tmp_path, recipe_text, args)
-    assert run.main([*args, "--max-steps", "1", "--quiet", "--out", str(tmp_path / "run")]) == 2
+    assert zforcing([*args, "--max-steps", "1", "--quiet", "--out", str(tmp_path / "run")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "error" in lines[0]
     for needle in needles:
@@ -198,10 +200,10 @@ def test_ablate_resolves_a_recipe_under_its_study_file_and_flags(tmp_path):
     recipe = tmp_path / "base.toml"
     recipe.write_text('dataset = "digits"  # embedded\n[train]\nkl_start = 0.5\nkl_step = 0.25\nlr = 0.1\n'
                       '[model]\nrnn_dim = 7\nz_dim = 2\n')
-    parser = run.ablate_parser()
+    parser = ablate_parser()
     parser.set_defaults(lr=0.2)  # what a --study file's {"lr": 0.2} does
     argv = ["--config", str(recipe), "--z-dim", "3"]
-    data, train, model, described = run.resolve_settings(parser, argv, parser.parse_args(argv))
+    data, train, model, described = resolve_settings(parser, argv, parser.parse_args(argv))
     assert (train.kl_start, train.kl_step, train.lr) == (0.5, 0.25, 0.2)
     assert (model["rnn_dim"], model["z_dim"]) == (7, 3) and data.dataset == "digits"
     assert described["name"] == "base"
@@ -247,7 +249,8 @@ def test_stream_chunks_skip_the_first_frame_and_drop_the_tail(frames, length, ex
 
 def test_aux_anneal_epochs_sets_the_step_from_the_runs_batches_per_epoch(tmp_path):
     from pyro_zforcing.config import TrainConfig
-    from pyro_zforcing.training.trainer import aux_step_over_epochs, weights_at
+    from pyro_zforcing.infer import weights_at
+    from pyro_zforcing.training.trainer import aux_step_over_epochs
 
     config = TrainConfig(batch_size=10, aux_start=0.5, aux_end=0.1, aux_anneal_epochs=2.0)
     resolved = aux_step_over_epochs(config, 95)  # 10 batches per epoch (the last one of 5)

@@ -24,7 +24,8 @@ from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import SequenceSplits
 from pyro_zforcing.files import WriteError, remove_orphans, write_atomic
 from pyro_zforcing.training.rundir import RunDirError, RunLock
-from pyro_zforcing.training.trainer import MetricsError, MetricsLog, Trainer, TrainingDiverged, build_objective
+from pyro_zforcing.build import build_objective
+from pyro_zforcing.training.trainer import MetricsError, MetricsLog, Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--data-option", "rows=true", "--emb-dim", "4", "--rnn-dim", "6", "--z-dim", "2", "--mlp-dim", "6",
@@ -274,14 +275,14 @@ def test_full_disk_keeps_the_old_report_table_and_figure(tmp_path, monkeypatch):
 
 def test_full_disk_on_the_command_line_is_one_line_naming_the_checkpoint(tmp_path):
     out = tmp_path / "run"
-    program = ("import errno, sys; sys.argv[0] = 'run.py'; import run; from pyro_zforcing import files\n"
+    program = ("import errno, sys; from pyro_zforcing import files; from pyro_zforcing.cli.main import main\n"
                "write = files.write_all\n"
                "def full(handle, data):\n"
                "    if '.pt.' in handle.name:\n"
                "        raise OSError(errno.ENOSPC, 'No space left on device')\n"
                "    write(handle, data)\n"
                "files.write_all = full\n"
-               "sys.exit(run.main(sys.argv[1:]))\n")
+               "sys.exit(main(sys.argv[1:]))\n")
     result = subprocess.run([sys.executable, "-c", program, *TINY, "--max-steps", "1", "--out", str(out)],
                             capture_output=True, text=True, timeout=300, cwd=ROOT, env=env())
     assert result.returncode == 1

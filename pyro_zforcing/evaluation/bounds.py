@@ -24,20 +24,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import load_checkpoint, load_weights
-from ..data import collate_sequences, load_dataset
-from ..data.base import DataInfo, SequenceSplits, length_batches
-from ..files import write_atomic
 from .. import memory
-from ..infer import Objective, importance_terms
-from ..training.trainer import build_objective, resolve_device
+from ..data import Batch, collate_sequences
+from ..data.base import DataInfo, length_batches
+from ..files import write_atomic
+from ..infer import Objective, importance_terms, sequence_terms
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +56,37 @@ def particle_chunk(batch, num_samples: int, *, model=None, max_elements: int = P
     step_size = batch.x[0, 0].numel()
     per_particle = batch.x.shape[0] * batch.x.shape[1] * values_per_step(model, step_size)
     return max(1, min(num_samples, max_elements // max(1, per_particle)))
+
+
+def eval_batches(sequences, batch_size: int) -> Iterator[Batch]:
+    """Padded batches of similar-length sequences, longest first, bounded in size (``length_batches``)."""
+    step_size = int(np.prod(sequences[0].shape[1:])) if len(sequences) else 1
+    for indices in length_batches([len(s) for s in sequences], batch_size=batch_size, step_size=step_size):
+        yield collate_sequences([sequences[i] for i in indices])
+
+
+def units_of(batch: Batch, info: DataInfo) -> torch.Tensor:
+    """How many reported units (pixels, samples, words) each sequence holds ``(B,)``."""
+    return batch.lengths.to(torch.float64) * info.units_per_step
+
+
+@torch.no_grad()
+def evaluate_elbo(objective: Objective, sequences, info: DataInfo, *, batch_size: int,
+                  device: torch.device, dtype: torch.dtype) -> Dict[str, float]:
+    """Mean one-sample ELBO, reconstruction and KL per sequence, and the ELBO per unit."""
+    totals = {"elbo": 0.0, "rec": 0.0, "kl": 0.0}
+    units = 0.0
+    count = 0
+    for batch in eval_batches(sequences, batch_size):
+        batch = batch.to(device, dtype)
+        terms = sequence_terms(objective.model, objective.guide, batch)
+        for key in totals:
+            totals[key] += float(terms[key].sum())
+        units += float(units_of(batch, info).sum())
+        count += batch.batch_size
+    result = {key: value / count for key, value in totals.items()}
+    result["elbo_per_unit"] = totals["elbo"] / units
+    return result
 
 
 @dataclass
@@ -219,52 +248,6 @@ def evaluate_batches(objective: Objective, sequences, batches, values, kl_steps,
             for row, i in enumerate(indices):
                 kl_steps[i] = steps[row, :int(batch.lengths[row])]
         bar.update(len(indices))
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def load_trained(checkpoint, *, device="cpu", data_dir: Optional[str] = None,
-                 cache_dir: Optional[str] = None, need_data: bool = True):
-    """(objective in eval mode, splits or None, checkpoint state) rebuilt from a checkpoint file.
-
-    ``data_dir``/``cache_dir`` override where the data lives if it moved since training.
-    """
-    from dataclasses import replace
-
-    state = load_checkpoint(checkpoint)
-    try:
-        objective = build_objective(state["model_config"], state["train_config"].guide)
-    except ValueError as error:  # a user's guide file recorded at training time may have moved
-        raise ValueError(f"{checkpoint}: {error}") from None
-    load_weights(objective, state["objective"], checkpoint)
-    objective.to(resolve_device(device) if isinstance(device, str) else device).eval()
-    data_config = state["data_config"]
-    if data_dir is not None:
-        data_config = replace(data_config, data_dir=data_dir)
-    if cache_dir is not None:
-        data_config = replace(data_config, cache_dir=cache_dir)
-    splits: Optional[SequenceSplits] = load_dataset(data_config) if need_data else None
-    if splits is not None:
-        check_same_data(state["data_info"], splits.info, checkpoint)
-    return objective, splits, state
-
-
-def check_same_data(trained: DataInfo, loaded: DataInfo, checkpoint) -> None:
-    """The data read now must be what the model was trained on (size, emission, normalisation)."""
-    for key in ("emission", "dim", "units_per_step"):
-        if getattr(trained, key) != getattr(loaded, key):
-            raise ValueError(f"{checkpoint}: the model was trained with {key}={getattr(trained, key)!r} "
-                             f"but the data read now has {key}={getattr(loaded, key)!r}")
-    for key in ("mean", "std"):
-        a, b = getattr(trained, key), getattr(loaded, key)
-        if a is not None and b is not None and not math.isclose(a, b, rel_tol=1e-4):
-            log.warning("%s: training normalisation %s=%g differs from the data read now (%g)", checkpoint, key, a, b)
-
-
-def run_dir_of(checkpoint) -> Path:
-    """The run directory a checkpoint belongs to (``RUN/checkpoints/x.pt`` -> ``RUN``)."""
-    path = Path(checkpoint).resolve()
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
 # ----------------------------------------------------------------------------- reports

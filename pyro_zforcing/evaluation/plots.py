@@ -201,7 +201,7 @@ def plot_run(run_dir) -> List[Path]:
     for report_path in reports:
         written += eval_figures(json.loads(report_path.read_text()), run_dir)
     if not reports:
-        log.info("%s: no eval-<split>.json: run `run.py evaluate` for the KL-per-step and gap figures", run_dir)
+        log.info("%s: no eval-<split>.json: run `zforcing evaluate` for the KL-per-step and gap figures", run_dir)
     if not written:
         raise FileNotFoundError(f"{run_dir}: neither metrics.jsonl nor an eval-<split>.json to plot")
     return written

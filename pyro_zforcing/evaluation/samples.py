@@ -26,7 +26,7 @@ import torch
 from ..data import collate_sequences
 from ..data.base import DataInfo
 from ..files import write_atomic
-from ..models.zforcing import LATENT_SITE
+from ..models.base import LATENT_SITE
 from .plots import save_figure
 
 log = logging.getLogger(__name__)

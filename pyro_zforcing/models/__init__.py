@@ -7,11 +7,11 @@ Each model class declares its latent sites (``latent_sites``), the guides that f
 from typing import Dict
 
 from ..config import ModelConfig
-from .base import LATENT_SITE, OBS_SITE, SequenceModel
+from .base import LATENT_SITE, OBS_SITE, TRAINING_ONLY_SITES, SequenceModel
 from .rnn import RNN
 from .srnn import SRNN
 from .vrnn import VRNN
-from .zforcing import TRAINING_ONLY_SITES, ZForcing
+from .zforcing import ZForcing
 
 MODELS: Dict[str, type] = {"zforcing": ZForcing, "rnn": RNN, "vrnn": VRNN, "srnn": SRNN}
 

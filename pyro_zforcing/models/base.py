@@ -8,6 +8,10 @@ the targets y_{1:T} at the site ``"x"`` under the batch mask. Class attributes d
   its bound is then the exact log-likelihood);
 - ``guides``: the names of ``pyro_zforcing.guides.GUIDES`` that fit it, ``default_guide`` first.
 
+A model may add training-only factors, ``pyro.factor(AUX_SITE, aux_weight * ...)`` and
+``pyro.factor(BWD_SITE, bwd_weight * ...)``: they shape training and are never part of a bound
+(every reported number runs the model with both weights at 0).
+
 Every downstream piece (objective, bounds, evaluation, samples, studies, checkpoints) talks to
 this contract. Inputs follow one convention for every model: u_t = y_{t-1}, u_1 a start frame
 (or start token), so all models score every step of every sequence and bounds are comparable.
@@ -27,6 +31,9 @@ from ..nets import InputEmbedding
 
 LATENT_SITE = "z"
 OBS_SITE = "x"
+AUX_SITE = "aux"  # training-only factors, weighted by aux_weight and bwd_weight
+BWD_SITE = "bwd"
+TRAINING_ONLY_SITES = (AUX_SITE, BWD_SITE)
 
 
 def inputs_of(batch: Batch) -> tuple:

@@ -28,12 +28,9 @@ from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import AuxHead, BackwardRNN, CondLayerNormRNN, ForwardRNN, GaussianHead, emission_head
-from .base import LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
+from .base import AUX_SITE, BWD_SITE, LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
 
 FORWARD_RNNS = {"concat": ForwardRNN, "cond-ln": CondLayerNormRNN}  # by ModelConfig.z_conditioning
-AUX_SITE = "aux"
-BWD_SITE = "bwd"
-TRAINING_ONLY_SITES = (AUX_SITE, BWD_SITE)
 
 
 class ZForcing(SequenceModel):

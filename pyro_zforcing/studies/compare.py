@@ -21,7 +21,7 @@ from .ablation import VARIANTS, Study
 from ..config import ModelConfig
 from ..evaluation.bounds import step_unit
 from ..files import csv_text, write_atomic
-from ..training.trainer import build_objective, model_config_for
+from ..build import build_objective, model_config_for
 
 log = logging.getLogger(__name__)
 

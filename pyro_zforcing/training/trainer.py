@@ -15,30 +15,28 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import signal
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from ..build import build_objective, model_config_for, resolve_device, set_seed
 from ..checkpoint import config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from ..config import DataConfig, ModelConfig, TrainConfig
 from ..data import Batch, SequenceSplits, collate_sequences, load_dataset
-from ..data.base import DataInfo, length_batches
-from . import distributed
+from ..evaluation.bounds import evaluate_elbo, units_of
 from ..files import append_line, write_atomic
-from ..guides import make_guide
-from ..memory import check_training_fits
 from ..infer import Objective, Weights, sequence_terms, weights_at
+from ..memory import check_training_fits
+from . import distributed
 from .interrupt import Interrupted, StopRequests
-from ..models import make_model
 from .rundir import RunLock, claim_existing, claim_new
 
 log = logging.getLogger(__name__)
@@ -50,47 +48,6 @@ RESUMABLE = ("epochs", "max_steps", "device", "checkpoint_every")
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step."""
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch at once."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) as a checked device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device: unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise ValueError(f"--device: unsupported device {name!r} (use cpu, cuda, cuda:N or auto)")
-    return device
-
-
-def model_config_for(info: DataInfo, **sizes) -> ModelConfig:
-    """A :class:`ModelConfig` whose input size, and emission unless ``emission`` is given, come
-    from the dataset; ``gmm`` may replace the ``gaussian`` emission of real-valued frames."""
-    emission = sizes.pop("emission", None) or info.emission
-    if emission != info.emission and not (info.emission == "gaussian" and emission == "gmm"):
-        raise ValueError(f"--emission {emission} does not fit dataset {info.name!r} ({info.emission} data); "
-                         "gmm can replace gaussian for real-valued frames")
-    return ModelConfig(input_dim=info.dim, emission=emission, **sizes)
-
-
-def build_objective(model_config: ModelConfig, guide_name: Optional[str] = None) -> Objective:
-    """The model ``model_config.model``, the named guide (default: the model's), and the loss that trains both."""
-    model = make_model(model_config)
-    return Objective(model, make_guide(guide_name or model.default_guide, model))
 
 
 def epoch_batches(num_items: int, batch_size: int, *, seed: int, epoch: int,
@@ -111,37 +68,6 @@ def aux_step_over_epochs(config: TrainConfig, num_items: int, *, world_size: int
     per_epoch = len(epoch_batches(num_items, config.batch_size, seed=config.seed, epoch=0, world_size=world_size))
     step = abs(config.aux_end - config.aux_start) / (config.aux_anneal_epochs * per_epoch)
     return replace(config, aux_step=step)
-
-
-def eval_batches(sequences, batch_size: int) -> Iterator[Batch]:
-    """Padded batches of similar-length sequences, longest first, bounded in size (``length_batches``)."""
-    step_size = int(np.prod(sequences[0].shape[1:])) if len(sequences) else 1
-    for indices in length_batches([len(s) for s in sequences], batch_size=batch_size, step_size=step_size):
-        yield collate_sequences([sequences[i] for i in indices])
-
-
-def units_of(batch: Batch, info: DataInfo) -> torch.Tensor:
-    """How many reported units (pixels, samples, words) each sequence holds ``(B,)``."""
-    return batch.lengths.to(torch.float64) * info.units_per_step
-
-
-@torch.no_grad()
-def evaluate_elbo(objective: Objective, sequences, info: DataInfo, *, batch_size: int,
-                  device: torch.device, dtype: torch.dtype) -> Dict[str, float]:
-    """Mean one-sample ELBO, reconstruction and KL per sequence, and the ELBO per unit."""
-    totals = {"elbo": 0.0, "rec": 0.0, "kl": 0.0}
-    units = 0.0
-    count = 0
-    for batch in eval_batches(sequences, batch_size):
-        batch = batch.to(device, dtype)
-        terms = sequence_terms(objective.model, objective.guide, batch)
-        for key in totals:
-            totals[key] += float(terms[key].sum())
-        units += float(units_of(batch, info).sum())
-        count += batch.batch_size
-    result = {key: value / count for key, value in totals.items()}
-    result["elbo_per_unit"] = totals["elbo"] / units
-    return result
 
 
 @dataclass
@@ -448,7 +374,7 @@ class Trainer:
         self.save("last")
         name = signal.Signals(signum).name
         raise Interrupted(f"stopped by {name} at epoch {self.progress.epoch}, step {self.progress.step}; saved "
-                          f"{self.checkpoint_dir / 'last.pt'}; continue with: python run.py --resume {self.out_dir}",
+                          f"{self.checkpoint_dir / 'last.pt'}; continue with: zforcing --resume {self.out_dir}",
                           signum)
 
     def _train_step(self, batch: Batch, start: float) -> Optional[Dict]:

@@ -1,0 +1,62 @@
+"""``zforcing evaluate``: per-sequence bounds of a split from a checkpoint, in our protocol and the authors'."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import List
+
+from ..build import run_dir_of
+from ..evaluation.bounds import evaluate_split, markdown_table, report_name, write_report
+from ..evaluation.paper_protocol import evaluate_paper, markdown_lines
+from .common import PROG, Parser, add_checkpoint_flags, load_for, positive_int
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=f"{PROG} evaluate", description="Per-sequence ELBO, IWAE(K), KL and reconstruction of a split "
+        "(aux factor excluded), in nats per sequence, per step and per unit; writes eval-<split>.json, "
+        "eval-<split>.md and plots.")
+    add_checkpoint_flags(parser)
+    parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="(default: %(default)s)")
+    parser.add_argument("--iwae-samples", type=positive_int, default=25, help="importance samples K (default: %(default)s)")
+    parser.add_argument("--iwae-chunk", type=positive_int, default=None,
+                        help="particles traced at once (default: as many as keep about 16M input values in memory)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="sequences per batch (default: %(default)s)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the KL-per-step and gap figures")
+    parser.add_argument("--validate", action="store_true",
+                        help="turn on Pyro's distribution validation (off by default: it costs time and memory)")
+    parser.add_argument("--protocol", default="ours", choices=("ours", "paper", "both"),
+                        help="ours: whole sequences, ELBO and IWAE (eval-<split>.json); paper: the authors' eval_timit.py "
+                             "(40-frame windows, states reset, one sample, analytic KL; eval_paper-<split>.json), the number "
+                             "to compare with the paper's Table 1; both (default: %(default)s)")
+    return parser
+
+
+def command_evaluate(argv: List[str]) -> int:
+    args = evaluate_parser().parse_args(argv)
+    objective, splits, device = load_for(args)
+    meta = {"checkpoint": str(args.checkpoint), "split": args.split, "seed": args.seed, "device": str(device)}
+    out = Path(args.out) if args.out else run_dir_of(args.checkpoint)
+    if args.protocol in ("ours", "both"):
+        result = evaluate_split(objective, splits.split(args.split), splits.info, num_samples=args.iwae_samples,
+                                batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet,
+                                validate=args.validate)
+        result.meta = meta
+        report = write_report(result, out)
+        if not args.no_plots:
+            from ..evaluation.plots import eval_figures
+            eval_figures(report, out)
+        print(markdown_table(report), end="")
+        name = report_name(args.split)
+        logging.getLogger(PROG).info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
+    if args.protocol in ("paper", "both"):
+        paper = evaluate_paper(objective, splits.split(args.split), splits.info, device=device, quiet=args.quiet)
+        paper.meta = meta
+        report = write_report(paper, out, name="eval_paper", render=markdown_lines)
+        print(("\n" if args.protocol == "both" else "") + markdown_lines(report), end="")
+        name = report_name(args.split, "eval_paper")
+        logging.getLogger(PROG).info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
+    return 0
+

@@ -1,0 +1,26 @@
+"""``zforcing plot``: (re)draw a run's figures."""
+
+from __future__ import annotations
+
+import argparse
+from typing import List
+
+from .common import PROG, Parser, setup_logging
+
+
+def plot_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog=f"{PROG} plot", description="(Re)draw a run's figures as PNG in the run directory.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with metrics.jsonl, eval-<split>.json)")
+    parser.add_argument("--quiet", action="store_true", help="warnings only")
+    return parser
+
+
+def command_plot(argv: List[str]) -> int:
+    from ..evaluation.plots import plot_run
+
+    args = plot_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    for path in plot_run(args.run_dir):
+        print(path)
+    return 0
+

@@ -1,0 +1,155 @@
+"""``zforcing ablate`` and ``zforcing compare``: one study runner over variants of guides,
+objectives or models, from flags and an optional study file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List
+
+from ..data import load_dataset
+from ..studies.ablation import MODEL_VARIANTS, VARIANTS, Study, load_study_file, run_study, select_variants
+from ..studies.compare import match_parameters, sizes_table, write_comparison, write_sizes
+from .common import PROG, Parser, parse_option, positive_int, setup_logging
+from .flags import add_data_flags, add_train_flags, resolve_settings
+
+
+def ablate_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=f"{PROG} ablate",
+        description="Train named variants (guides, objectives) with identical data, sizes and budget, "
+                    "evaluate each on the test split with IWAE, and compare them. The train flags set "
+                    "the base every variant starts from; an interrupted study resumes where it stopped.")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated variant names (default: no-aux,aux,kla); known: "
+                             + ", ".join(VARIANTS))
+    parser.add_argument("--seeds", type=positive_int, default=3,
+                        help="seeds per variant: --seed, --seed+1, ... (default: %(default)s)")
+    parser.add_argument("--study", default=None, metavar="FILE.json",
+                        help="study file: {\"variants\": {name: {setting: value}} or [names], and any flag "
+                             "of this command by its long name with underscores, as defaults}")
+    parser.add_argument("--iwae-samples", type=positive_int, default=25,
+                        help="importance samples K of the test IWAE bound (default: %(default)s)")
+    parser.add_argument("--eval-batch-size", type=positive_int, default=50,
+                        help="sequences per evaluation batch (default: %(default)s)")
+    add_data_flags(parser)
+    add_train_flags(parser)
+    parser.add_argument("--study-dir", "--out", dest="study_dir", default=None,
+                        help="study directory (default: runs/ablate-<dataset>-<timestamp>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    return parser
+
+
+def study_defaults(parser: argparse.ArgumentParser, values: Dict, path: str) -> Dict:
+    """A study file's flag values, checked and converted as the flags' own types would."""
+    actions = {action.dest: action for action in parser._actions}
+    checked = {}
+    for key, value in values.items():
+        action = actions[key]
+        try:
+            if isinstance(action, argparse._StoreTrueAction):
+                if not isinstance(value, bool):
+                    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+            elif key == "data_options":
+                if not isinstance(value, dict):
+                    raise argparse.ArgumentTypeError(f"expected an object of options, got {value!r}")
+                value = [parse_option(f"{k}={v}") for k, v in value.items()]
+            elif value is not None and action.type is not None:
+                if isinstance(value, (dict, list, bool)):
+                    raise argparse.ArgumentTypeError(f"expected a single value, got {value!r}")
+                value = action.type(str(value))
+            if action.choices is not None and value not in action.choices:
+                raise argparse.ArgumentTypeError(f"must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"{path}: {key}: {error}") from None
+        checked[key] = value
+    return checked
+
+
+def parse_study_args(parser: argparse.ArgumentParser, argv: List[str]):
+    """(args, variants a --study file defines, variant names it lists) with the file's keys as defaults."""
+    args = parser.parse_args(argv)
+    extra_variants, file_names = {}, None
+    if args.study:
+        values = load_study_file(args.study)
+        variants = values.pop("variants", None)
+        known = {action.dest for action in parser._actions} - {"help", "study"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{args.study}: unknown keys {unknown}")
+        if isinstance(variants, dict):
+            extra_variants, file_names = variants, list(variants)
+        elif variants is not None:
+            file_names = list(variants)
+        parser.set_defaults(**study_defaults(parser, values, args.study))
+        args = parser.parse_args(argv)
+    return args, extra_variants, file_names
+
+
+def study_from(parser: argparse.ArgumentParser, argv: List[str], args, names: List[str],
+               extra_variants: Dict) -> Study:
+    """The study the flags (and recipe, and study file) describe, over the variants ``names``."""
+    data, train, model, _ = resolve_settings(parser, argv, args)
+    return Study(data=data, train=train, model=model,
+                 variants=select_variants([n.strip() for n in names], extra_variants),
+                 seeds=tuple(range(args.seed, args.seed + args.seeds)),
+                 iwae_samples=args.iwae_samples, eval_batch_size=args.eval_batch_size)
+
+
+def study_dir_of(args, command: str, dataset: str) -> Path:
+    return Path(args.study_dir) if args.study_dir else Path("runs") / f"{command}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def command_ablate(argv: List[str]) -> int:
+    parser = ablate_parser()
+    args, extra_variants, file_names = parse_study_args(parser, argv)
+    setup_logging(args.quiet)
+    names = args.variants.split(",") if args.variants else (file_names or ["no-aux", "aux", "kla"])
+    study = study_from(parser, argv, args, names, extra_variants)
+    study_dir = study_dir_of(args, "ablate", study.data.dataset)
+    run_study(study, study_dir, quiet=args.quiet)
+    logging.getLogger(PROG).info("study directory: %s (study.csv, study.md, study.png)", study_dir)
+    print((study_dir / "study.md").read_text(), end="")
+    return 0
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    parser = ablate_parser()
+    parser.prog = f"{PROG} compare"
+    parser.description = ("Train models (rnn, vrnn, srnn, zforcing and their variants) with identical data, "
+                          "budget and, with --match-params, parameter counts; evaluate each on the test split "
+                          "(ELBO, IWAE) and write compare.csv, compare.md and compare.png (an ablation whose "
+                          "variants are models). The train flags set the base every model starts from.")
+    parser.add_argument("--models", default="rnn,vrnn,srnn,zforcing",
+                        help="comma-separated models or model variants (default: %(default)s); known: "
+                             + ", ".join(MODEL_VARIANTS))
+    parser.add_argument("--match-params", action="store_true",
+                        help="resize each model's --rnn-dim (and --mlp-dim in proportion) so its parameters "
+                             "(model + guide) are within 5%% of --match-to's; sizes are printed and saved")
+    parser.add_argument("--match-to", default=None,
+                        help="the model whose size is kept (default: zforcing if compared, else the first)")
+    return parser
+
+
+def command_compare(argv: List[str]) -> int:
+    parser = compare_parser()
+    args, extra_variants, _ = parse_study_args(parser, argv)
+    if args.variants:
+        raise ValueError("compare takes --models, not --variants")
+    setup_logging(args.quiet)
+    names = [n.strip() for n in args.models.split(",")]
+    study = study_from(parser, argv, args, names, extra_variants)
+    study_dir = study_dir_of(args, "compare", study.data.dataset)
+    splits = load_dataset(study.data)
+    if args.match_params:
+        reference = args.match_to or ("zforcing" if "zforcing" in names else names[0])
+        study, chosen = match_parameters(study, splits.info, reference=reference)
+        write_sizes(study_dir, chosen, reference=reference)
+        print(sizes_table(chosen, reference=reference))
+    results = run_study(study, study_dir, quiet=args.quiet, splits=splits)
+    print(write_comparison(study_dir, results, splits.info, iwae_samples=study.iwae_samples), end="")
+    logging.getLogger(PROG).info("study directory: %s (compare.csv, compare.md, compare.png)", study_dir)
+    return 0
+
