@@ -89,3 +89,29 @@ def test_model_option_flags_reach_the_model_config():
     defaults = model_sizes_from(train_parser().parse_args([]))
     assert (defaults["z_conditioning"], defaults["embedding"], defaults["init"], defaults["emission_clamp"]) == \
         ("concat", "linear", "orthogonal", None)
+
+
+ENTRY_POINTS = {
+    "console script": [str(Path(sys.executable).with_name("zforcing"))],
+    "python -m": [sys.executable, "-m", "pyro_zforcing"],
+    "run.py": [sys.executable, str(ROOT / "run.py")],
+}
+
+
+def test_the_console_script_python_m_and_run_py_are_one_program(tmp_path):
+    """Same --help, and the same run (metrics.jsonl up to wall-clock time) for the same seed."""
+    helps, metrics = {}, {}
+    for name, command in ENTRY_POINTS.items():
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        helps[name] = subprocess.run([*command, "--help"], capture_output=True, text=True, cwd=ROOT, env=env,
+                                     timeout=120).stdout
+        out = tmp_path / name.replace(" ", "-")
+        done = subprocess.run([*command, "--max-steps", "3", "--log-every", "1", "--rnn-dim", "8", "--quiet",
+                               "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        assert done.returncode == 0, (name, done.stderr)
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        metrics[name] = [{k: v for k, v in r.items() if k != "time_s"} for r in records]
+    assert "usage: zforcing [train]" in helps["run.py"] and "evaluate" in helps["run.py"]
+    assert helps["console script"] == helps["python -m"] == helps["run.py"]
+    assert metrics["console script"] == metrics["python -m"] == metrics["run.py"]
+    assert [r["step"] for r in metrics["run.py"] if r["kind"] == "step"] == [1, 2, 3]
