@@ -140,6 +140,11 @@ class TrainConfig:
     the ELBO on the default digits (measured in the README's Results).
     ``clip_norm`` clips the global gradient norm as the authors do (``clip_grad_norm_``),
     not Pyro's per-element ``ClippedAdam`` clamp.
+    Speed only, the same numbers: ``compile`` compiles the per-step cell of the z-driven loop with
+    ``torch.compile`` (:mod:`pyro_zforcing.steps`); ``cuda_graphs`` captures the whole update (and
+    the validation bound) as CUDA graphs, one per batch size and length bucket: lengths are padded
+    up to a multiple of ``length_bucket`` steps (:mod:`pyro_zforcing.graphs`). A resumed run may
+    turn either on or off.
     """
 
     guide: str = "backward"
@@ -164,10 +169,13 @@ class TrainConfig:
     device: str = "cpu"
     validate: bool = False
     aux_anneal_epochs: Optional[float] = None
+    compile: bool = False
+    cuda_graphs: bool = False
+    length_bucket: int = 16
 
     def __post_init__(self):
         check_finite(self)
-        positive = ("batch_size", "lr", "adam_eps", "clip_norm", "epochs", "log_every")
+        positive = ("batch_size", "lr", "adam_eps", "clip_norm", "epochs", "log_every", "length_bucket")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

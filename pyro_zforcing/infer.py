@@ -22,6 +22,7 @@ import torch.nn as nn
 from pyro.distributions import Normal
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import prune_subsample_sites
 
 from .data.base import Batch
 from .models.base import AUX_SITE, BWD_SITE, LATENT_SITE, OBS_SITE
@@ -42,7 +43,8 @@ class ScaleSite(Messenger):
 
 @dataclass(frozen=True)
 class Weights:
-    """The objective's weights at one update: KL, aux (beta) and backward-LM."""
+    """The objective's weights at one update: KL, aux (beta) and backward-LM; floats, or 0-d
+    tensors in a captured training step (a tensor weight is always applied, see ``models.base.active``)."""
 
     kl: float = 1.0
     aux: float = 0.0
@@ -80,17 +82,39 @@ class Objective(nn.Module):
         self.guide = guide
         self.elbo = Trace_ELBO()
 
-    def forward(self, batch: Batch, weights: Weights = Weights()) -> torch.Tensor:
+    def scaled(self, batch: Batch, weights: Weights):
+        """(model, guide) for one evaluation of the loss: every site per sequence (1/B), the latent
+        sites by the KL weight; the guide->model memo starts afresh."""
         model, guide = self.model, self.guide
         if hasattr(model, "forget"):
             model.forget()  # the guide->model reuse is within this evaluation only
         per_sequence = 1.0 / batch.batch_size
         model = poutine.scale(model, scale=per_sequence)
         guide = poutine.scale(guide, scale=per_sequence)
-        if weights.kl != 1.0:
+        if isinstance(weights.kl, torch.Tensor) or weights.kl != 1.0:
             model = ScaleSite(self.model.latent_sites, weights.kl)(model)
             guide = ScaleSite(self.model.latent_sites, weights.kl)(guide)
+        return model, guide
+
+    def forward(self, batch: Batch, weights: Weights = Weights()) -> torch.Tensor:
+        model, guide = self.scaled(batch, weights)
         return self.elbo.differentiable_loss(model, guide, batch, aux_weight=weights.aux, bwd_weight=weights.bwd)
+
+    def reparameterised_loss(self, batch: Batch, weights: Weights = Weights()) -> torch.Tensor:
+        """:meth:`forward`'s value and gradients without a host sync, for a captured CUDA graph:
+        -(log p(y, z) - log q(z | y)) of one z drawn from the guide, each site scaled as in forward.
+
+        ``Trace_ELBO``'s surrogate is this very sum when every guide site is reparameterised (its
+        score-function terms are 0); it also reads the loss on the host (``torch_item``, the NaN
+        warning), which a graph being captured cannot do. Refuses a guide site without ``rsample``.
+        """
+        model, guide = self.scaled(batch, weights)
+        guide_trace, model_trace = (prune_subsample_sites(trace) for trace in trace_pair(model, guide, batch, weights))
+        for name in latent_sites(guide_trace):
+            if not guide_trace.nodes[name]["fn"].has_rsample:
+                raise ValueError(f"--cuda-graphs needs reparameterised guide sites; site {name!r} of "
+                                 f"{type(self.guide).__name__} has no rsample")
+        return guide_trace.log_prob_sum() - model_trace.log_prob_sum()
 
 
 def trace_pair(model, guide, batch: Batch, weights: Weights = Weights()):

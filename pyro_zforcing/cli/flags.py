@@ -120,6 +120,15 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--seed", type=seed_int, default=t.seed, help="seed for everything (default: %(default)s)")
     opt.add_argument("--device", default=t.device, help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     opt.add_argument("--validate", action="store_true", help="turn on Pyro's argument and shape validation (about 10%% slower)")
+    speed = parser.add_argument_group("speed (the same numbers; docs/performance-compiled.md)")
+    speed.add_argument("--compile", action=argparse.BooleanOptionalAction, default=t.compile,
+                       help="compile the per-step cell of the z-driven loop with torch.compile (inductor needs a C++ "
+                            "compiler on CPU, Triton on CUDA; off by default: it pays on a GPU, little on CPU)")
+    speed.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=t.cuda_graphs,
+                       help="capture the whole update and the validation bound as CUDA graphs, one per batch size "
+                            "and length bucket, and replay them (--device cuda only; default: off)")
+    speed.add_argument("--length-bucket", type=positive_int, default=t.length_bucket, metavar="STEPS",
+                       help="with --cuda-graphs, pad batch lengths up to a multiple of STEPS (default: %(default)s)")
 
 
 def data_config_from(args) -> DataConfig:
@@ -136,7 +145,8 @@ def train_config_from(args) -> TrainConfig:
                        epochs=args.epochs, max_steps=args.max_steps, kl_start=args.kl_start, kl_step=args.kl_step,
                        aux_start=aux_start, aux_end=aux_end, aux_step=args.aux_step, bwd_weight=args.bwd_weight,
                        early_stop_patience=args.patience, log_every=args.log_every,
-                       checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, validate=args.validate)
+                       checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, validate=args.validate,
+                       compile=args.compile, cuda_graphs=args.cuda_graphs, length_bucket=args.length_bucket)
 
 
 def model_sizes_from(args) -> Dict:

@@ -9,8 +9,17 @@ the targets y_{1:T} at the site ``"x"`` under the batch mask. Class attributes d
 - ``guides``: the names of ``pyro_zforcing.guides.GUIDES`` that fit it, ``default_guide`` first.
 
 A model may add training-only factors, ``pyro.factor(AUX_SITE, aux_weight * ...)`` and
-``pyro.factor(BWD_SITE, bwd_weight * ...)``: they shape training and are never part of a bound
-(every reported number runs the model with both weights at 0).
+``pyro.factor(BWD_SITE, bwd_weight * ...)`` where :func:`active` says the weight is on: they shape
+training and are never part of a bound (every reported number runs the model with both weights
+at 0). A weight may be a 0-d tensor (a captured training step); the model must then not read its
+value on the host.
+
+A model whose recurrence depends on the sampled z draws its trajectory with
+:class:`~pyro_zforcing.distributions.LatentTrajectory`, giving it ``recurrence()``: a
+:class:`~pyro_zforcing.steps.Recurrence` whose step is a function of explicit tensors (weights
+and per-step inputs, no closure over a batch's tensors). That is the per-step cell ``--compile``
+compiles (:mod:`pyro_zforcing.steps`); a model with its own loop calls
+:func:`~pyro_zforcing.steps.sample_loop` with its head's :class:`~pyro_zforcing.steps.StepFunction`.
 
 Every downstream piece (objective, bounds, evaluation, samples, studies, checkpoints) talks to
 this contract. Inputs follow one convention for every model: u_t = y_{t-1}, u_1 a start frame
@@ -34,6 +43,13 @@ OBS_SITE = "x"
 AUX_SITE = "aux"  # training-only factors, weighted by aux_weight and bwd_weight
 BWD_SITE = "bwd"
 TRAINING_ONLY_SITES = (AUX_SITE, BWD_SITE)
+
+
+def active(weight) -> bool:
+    """Whether a training-only factor of this weight is in the model: a float > 0, or any tensor
+    (a captured CUDA graph reads the weight from a tensor whose value changes between replays,
+    so the model's structure must not depend on it)."""
+    return isinstance(weight, torch.Tensor) or weight > 0
 
 
 def inputs_of(batch: Batch) -> tuple:

@@ -28,7 +28,7 @@ from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import AuxHead, BackwardRNN, CondLayerNormRNN, ForwardRNN, GaussianHead, emission_head
-from .base import AUX_SITE, BWD_SITE, LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
+from .base import AUX_SITE, BWD_SITE, LATENT_SITE, OBS_SITE, SequenceModel, active, inputs_of
 
 FORWARD_RNNS = {"concat": ForwardRNN, "cond-ln": CondLayerNormRNN}  # by ModelConfig.z_conditioning
 
@@ -80,7 +80,8 @@ class ZForcing(SequenceModel):
 
         return LatentTrajectory(
             head=head, context=context, mask=batch.mask, z_dim=self.config.z_dim,
-            states=lambda z: self.forward_states(batch, z), stepper=lambda: self.fwd.stepper(self.embedded(batch)[0]),
+            states=lambda z: self.forward_states(batch, z),
+            recurrence=lambda: self.fwd.recurrence(self.embedded(batch)[0]),
             remember=lambda z, h: self._forward.put(h, *inputs_of(batch), z))
 
     def prior_trajectory(self, batch: Batch) -> LatentTrajectory:
@@ -104,9 +105,9 @@ class ZForcing(SequenceModel):
             z = pyro.sample(LATENT_SITE, self.prior_trajectory(batch))
             h = self.forward_states(batch, z)
             pyro.sample(OBS_SITE, self.emission.dist(h[:, 1:], batch.mask), obs=batch.x)
-            if aux_weight > 0:
+            if active(aux_weight):
                 pyro.factor(AUX_SITE, aux_weight * self.aux_log_prob(batch, h, z))
-            if bwd_weight > 0:
+            if active(bwd_weight):
                 pyro.factor(BWD_SITE, bwd_weight * self.bwd_log_prob(batch))
         return z
 
@@ -141,8 +142,7 @@ class ZForcing(SequenceModel):
         outputs = []
         for t in range(steps):
             z_t = self.latent_at(t, z, lambda: self.prior(state[0]))
-            advance, _ = self.fwd.stepper(u[:, None])
-            state = advance(0, z_t, state)
+            state = self.fwd.recurrence(u[:, None]).advance(0, z_t, *state)
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
             out_t, y_t = self.emit(self.emission.step_dist(state[0]), mean=mean, prime_t=prime_t)
             outputs.append(out_t)
