@@ -211,7 +211,7 @@ def sample_loop(head: StepFunction, recurrence: Recurrence, eps: torch.Tensor):
         if cell is None or t == 0:
             z_t, loc, scale, carry = latent_step(*args)
         else:  # the batch dimension of everything but the shared weights may vary
-            _mark_batch_dynamic(head_t + advance_t + (eps_t,) + tuple(carry))
+            if not os.environ.get("NOMARK"): _mark_batch_dynamic(head_t + advance_t + (eps_t,) + tuple(carry))
             z_t, loc, scale, carry = _compiled_call(cell, *args)
         zs.append(z_t)
         locs.append(loc)
