@@ -39,6 +39,7 @@ import time
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Tuple
 
+import pyro
 import torch
 
 from .data.base import Batch
@@ -47,9 +48,11 @@ from .infer import Objective, Weights
 log = logging.getLogger(__name__)
 
 
-def bucket_steps(steps: int, bucket: int) -> int:
-    """``steps`` rounded up to a multiple of ``bucket``."""
-    return -(-steps // bucket) * bucket
+def bucket_steps(steps: int, bucket: int, *, longest: Optional[int] = None) -> int:
+    """``steps`` rounded up to a multiple of ``bucket``, but never past ``longest`` (the longest
+    sequence there is: fixed-length data, TIMIT's 40-frame chunks, keeps its length)."""
+    rounded = -(-steps // bucket) * bucket
+    return rounded if longest is None else max(steps, min(rounded, longest))
 
 
 def padded(batch: Batch, *, steps: int, rows: Optional[int] = None) -> Batch:
@@ -149,13 +152,17 @@ def guarded_update(objective: Objective, optimizer: torch.optim.Adam, params: Li
     return loss.detach(), grad_norm
 
 
-def graph_weights(weights: Weights, device: torch.device, dtype: torch.dtype) -> Tuple[tuple, Weights]:
-    """(which terms are on, a Weights of 0-d tensors for them): the KL weight when it is not 1,
-    the aux and backward-LM weights when they are > 0; terms off keep their neutral floats."""
-    on = (weights.kl != 1.0, weights.aux > 0, weights.bwd > 0)
-    values = [torch.tensor(float(w), dtype=dtype, device=device) if flag else w
-              for w, flag in zip((weights.kl, weights.aux, weights.bwd), on)]
-    return on, Weights(*values)
+def terms_on(weights: Weights) -> Tuple[bool, bool, bool]:
+    """Which weighted terms change the loss: the KL weight when it is not 1, aux and backward-LM when > 0."""
+    return weights.kl != 1.0, weights.aux > 0, weights.bwd > 0
+
+
+def graph_weights(weights: Weights, device: torch.device, dtype: torch.dtype) -> Weights:
+    """``weights`` with a 0-d tensor for every term that is on (filled before each replay); the
+    terms that are off keep their neutral floats, so the captured model leaves them out."""
+    values = [torch.tensor(float(w), dtype=dtype, device=device) if on else w
+              for w, on in zip((weights.kl, weights.aux, weights.bwd), terms_on(weights))]
+    return Weights(*values)
 
 
 def set_weights(static: Weights, weights: Weights) -> None:
@@ -171,18 +178,20 @@ class CaptureFailed(ValueError):
 
 def capture(body: Callable[[], object], *, stream: torch.cuda.Stream, what: str):
     """``(graph, outputs)``: ``body()`` warmed up once on ``stream`` (its effects are the caller's to
-    undo; the CUDA generator's state is restored), then captured on the same stream."""
+    undo; the CUDA generator's state is restored), then captured on the same stream, both with
+    Pyro's validation off (it reads values on the host). ``body`` must start afresh each call:
+    a memo that hit at capture would leave its computation out of the graph."""
     device = torch.cuda.current_device()
     rng = torch.cuda.get_rng_state(device)
     stream.wait_stream(torch.cuda.current_stream())
     try:
-        with torch.cuda.stream(stream):
+        with pyro.validation_enabled(False), torch.cuda.stream(stream):
             body()  # warm-up: cuBLAS/cuDNN handles and workspaces, autograd's lazy state
         torch.cuda.current_stream().wait_stream(stream)
         torch.cuda.synchronize()
         torch.cuda.set_rng_state(rng, device)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
+        with pyro.validation_enabled(False), torch.cuda.graph(graph, stream=stream):
             outputs = body()
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -195,7 +204,8 @@ class GraphedUpdates:
     length bucket, terms on) and replayed for every batch of that key (see the module docstring)."""
 
     def __init__(self, objective: Objective, optimizer: torch.optim.Adam, *, clip_norm: float,
-                 length_bucket: int, device: torch.device, dtype: torch.dtype, next_step: int):
+                 length_bucket: int, device: torch.device, dtype: torch.dtype, next_step: int,
+                 longest: Optional[int] = None):
         for group in optimizer.param_groups:
             if not group["capturable"] or not isinstance(group["lr"], torch.Tensor):
                 raise ValueError("--cuda-graphs needs Adam with capturable=True and a tensor learning rate")
@@ -203,6 +213,7 @@ class GraphedUpdates:
         self.optimizer = optimizer
         self.clip_norm = clip_norm
         self.length_bucket = length_bucket
+        self.longest = longest
         self.device = device
         self.dtype = dtype
         self.flags = UpdateFlags(device, next_step=next_step)
@@ -218,9 +229,8 @@ class GraphedUpdates:
     def __call__(self, batch: Batch, weights: Weights) -> Tuple[torch.Tensor, torch.Tensor]:
         """Replay the update of ``batch`` (on the host or the device); returns the graph's (loss,
         gradient norm) tensors, valid until the next replay of the same graph."""
-        steps = bucket_steps(batch.num_steps, self.length_bucket)
-        on, _ = graph_weights(weights, self.device, self.dtype)
-        key = (batch.batch_size, steps, batch.first is not None, on)
+        steps = bucket_steps(batch.num_steps, self.length_bucket, longest=self.longest)
+        key = (batch.batch_size, steps, batch.first is not None, terms_on(weights))
         if key not in self._graphs:
             self._graphs[key] = self._capture(key, padded(batch, steps=steps), weights)
         graph, static_batch, static_weights, outputs = self._graphs[key]
@@ -232,7 +242,7 @@ class GraphedUpdates:
     def _capture(self, key: tuple, batch: Batch, weights: Weights):
         start = time.perf_counter()
         static_batch = batch.to(self.device, self.dtype)
-        _, static_weights = graph_weights(weights, self.device, self.dtype)
+        static_weights = graph_weights(weights, self.device, self.dtype)
         params = self._reached_params(static_batch, static_weights)
         for p in self.params:  # Adam steps exactly the parameters this key's loss reaches, as eagerly
             p.grad = self._grads.setdefault(id(p), torch.zeros_like(p)) if any(p is q for q in params) else None
@@ -256,7 +266,8 @@ class GraphedUpdates:
         rng = torch.cuda.get_rng_state(self.device)
         for p in self.params:
             p.grad = None
-        self.objective.reparameterised_loss(batch, weights).backward()
+        with pyro.validation_enabled(False):
+            self.objective.reparameterised_loss(batch, weights).backward()
         reached = [p for p in self.params if p.grad is not None]
         for p in self.params:
             p.grad = None
@@ -265,15 +276,17 @@ class GraphedUpdates:
 
 
 class GraphedBounds:
-    """``terms(batch) -> {name: (B, ...) tensor}`` without gradients as CUDA graphs, one per (length
-    bucket, whether the batch has given first inputs, ``key``): each batch is padded to ``rows``
-    rows and its bucket, the terms of its own rows returned (copies)."""
+    """``terms(batch, **options) -> {name: (B, ...) tensor}`` of ``model`` without gradients as CUDA
+    graphs, one per (length bucket, whether the batch has given first inputs, ``options``): each
+    batch is padded to ``rows`` rows and its bucket, the terms of its own rows returned (copies)."""
 
-    def __init__(self, terms: Callable[..., Dict[str, torch.Tensor]], *, rows: int, length_bucket: int,
-                 device: torch.device, dtype: torch.dtype):
+    def __init__(self, terms: Callable[..., Dict[str, torch.Tensor]], *, model, rows: int, length_bucket: int,
+                 device: torch.device, dtype: torch.dtype, longest: Optional[int] = None):
         self.terms = terms
+        self.model = model
         self.rows = rows
         self.length_bucket = length_bucket
+        self.longest = longest
         self.device = device
         self.dtype = dtype
         self.stream = torch.cuda.Stream(device)
@@ -283,13 +296,18 @@ class GraphedBounds:
     def __call__(self, batch: Batch, **options) -> Dict[str, torch.Tensor]:
         if batch.batch_size > self.rows:
             raise ValueError(f"a batch of {batch.batch_size} rows does not fit graphs of {self.rows} rows")
-        steps = bucket_steps(batch.num_steps, self.length_bucket)
+        steps = bucket_steps(batch.num_steps, self.length_bucket, longest=self.longest)
         key = (steps, batch.first is not None, tuple(sorted(options.items())))
         full = padded(batch, steps=steps, rows=self.rows)
         if key not in self._graphs:
             static = full.to(self.device, self.dtype)
-            graph, outputs = capture(lambda: self.terms(static, **options), stream=self.stream,
-                                     what=f"the bounds of a {self.rows} x {steps} batch")
+
+            def body():
+                if hasattr(self.model, "forget"):
+                    self.model.forget()  # the guide->model memo must not hit between warm-up and capture
+                return self.terms(static, **options)
+
+            graph, outputs = capture(body, stream=self.stream, what=f"the bounds of a {self.rows} x {steps} batch")
             self._graphs[key] = (graph, static, outputs)
             log.info("CUDA graph: captured the bounds of a %d x %d batch (%d graph(s))", self.rows, steps,
                      len(self._graphs))

@@ -11,10 +11,12 @@ the cell :func:`latent_step`. The model supplies ``advance`` and ``carry_0`` as 
 explicit tensors (the weights and the z-independent share of every step, computed once per
 trajectory) that close over no tensor of a batch, so one compiled cell serves every batch.
 :func:`sample_loop` runs the loop; inside :func:`compiled_steps` the cell is compiled with
-``torch.compile`` (inductor): sequence lengths never enter the cell, and the batch dimension is
-marked dynamic, so a configuration compiles one graph with gradients (training) and one without
-(evaluation), whatever the lengths and batch sizes of its batches. Step 0, whose carry is a
-constant zero state, runs eagerly: compiling it would add a graph for inputs that need no gradient.
+``torch.compile`` (inductor), K = :data:`STEPS_PER_CALL` steps unrolled per compiled call
+(:func:`latent_steps`): a chunk's shapes do not depend on the sequence length, and the batch
+dimension is marked dynamic, so a configuration compiles one graph with gradients (training) and
+one without (evaluation), whatever the lengths and batch sizes of its batches. Step 0, whose carry
+is a constant zero state (compiling it would add a graph for inputs that need no gradient), and the
+last (T - 1) mod K steps run eagerly.
 """
 
 from __future__ import annotations
@@ -107,8 +109,13 @@ class CompileUnavailable(ValueError):
     """``--compile`` cannot work on this platform, or compiling failed: the message says why."""
 
 
+# Steps per compiled call: a call's fixed cost (guards, autograd bookkeeping: ~0.1 ms on a CPU core)
+# is paid once per chunk, and compile time grows with the chunk (one unrolled graph of K steps).
+STEPS_PER_CALL = 8
+
 _compiled_cell: Optional[Callable] = None
 _enabled = False
+_steps_per_call = STEPS_PER_CALL
 _compile_seconds: List[float] = []
 
 
@@ -132,14 +139,19 @@ def check_compile_available(device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def compiled_steps(enabled: bool = True) -> Iterator[None]:
-    """Within this block every :func:`sample_loop` runs its cell compiled (``enabled``) or eagerly."""
-    global _enabled
-    previous, _enabled = _enabled, enabled
+def compiled_steps(enabled: bool = True, *, steps_per_call: Optional[int] = None) -> Iterator[None]:
+    """Within this block every :func:`sample_loop` runs its cell compiled (``enabled``), in chunks of
+    ``steps_per_call`` steps per compiled call (default :data:`STEPS_PER_CALL`), or eagerly."""
+    global _enabled, _steps_per_call
+    steps_per_call = STEPS_PER_CALL if steps_per_call is None else steps_per_call
+    if steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
+    previous = _enabled, _steps_per_call
+    _enabled, _steps_per_call = enabled, steps_per_call
     try:
         yield
     finally:
-        _enabled = previous
+        _enabled, _steps_per_call = previous
 
 
 def compiling() -> bool:
@@ -156,7 +168,7 @@ def _cell() -> Callable:
     global _compiled_cell
     if _compiled_cell is None:
         # dynamic=False: sizes are static (fast kernels) except the batch dimension marked below
-        _compiled_cell = torch.compile(latent_step, dynamic=False, fullgraph=True)
+        _compiled_cell = torch.compile(latent_steps, dynamic=False, fullgraph=True)
     return _compiled_cell
 
 
@@ -166,7 +178,7 @@ def _mark_batch_dynamic(tensors) -> None:
             torch._dynamo.maybe_mark_dynamic(value, 0)
 
 
-def _compiled_call(cell: Callable, head_fn, head_args, advance_fn, advance_args, eps_t, carry):
+def _compiled_call(cell: Callable, head_fn, *args):
     """The compiled cell, the time of any new graph logged once, a failure made one line."""
     from torch._dynamo.utils import counters
 
@@ -176,7 +188,7 @@ def _compiled_call(cell: Callable, head_fn, head_args, advance_fn, advance_args,
         with warnings.catch_warnings():  # torch's own warnings while it traces and compiles are not the user's
             warnings.filterwarnings("ignore", module=r"torch(\.|$)")
             warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
-            out = cell(head_fn, head_args, advance_fn, advance_args, eps_t, carry)
+            out = cell(head_fn, *args)
     except Exception as error:  # dynamo's and inductor's failures have many types
         if not isinstance(error, torch._dynamo.exc.TorchDynamoException) and "inductor" not in type(error).__module__:
             raise
@@ -187,34 +199,63 @@ def _compiled_call(cell: Callable, head_fn, head_args, advance_fn, advance_args,
     if counters["stats"]["unique_graphs"] > graphs:
         seconds = time.perf_counter() - start
         _compile_seconds.append(seconds)
-        names = " + ".join(getattr(fn, "__qualname__", type(fn).__name__) for fn in (head_fn, advance_fn))
+        names = " + ".join(getattr(fn, "__qualname__", type(fn).__name__) for fn in (head_fn, args[2]))
         log.info("torch.compile: per-step cell (%s) compiled in %.1f s, %s", names, seconds,
                  "with gradients" if torch.is_grad_enabled() else "without gradients")
     return out
 
 
-def sample_loop(head: StepFunction, recurrence: Recurrence, eps: torch.Tensor):
-    """Run the loop over ``eps: (B, T, Z)``: returns z, loc, scale ``(B, T, Z)`` and the states
-    s_{0:T} = carry[0] of every step ``(B, T+1, S)``."""
-    advance = recurrence.advance
-    # per-step slices from one unbind per sequence: x[:, t] inside the loop would make autograd
-    # fill a full-size zero gradient at every step (O(T^2) work)
-    head_columns = [x.unbind(1) for x in head.per_step]
-    advance_columns = [x.unbind(1) for x in advance.per_step]
-    carry = recurrence.initial
-    zs, locs, scales, states = [], [], [], [carry[0]]
-    cell = _cell() if _enabled else None
+def latent_steps(head_fn: Callable, head_shared: tuple, head_inputs: tuple, advance_fn: Callable,
+                 advance_shared: tuple, advance_inputs: tuple, eps: torch.Tensor, carry: tuple):
+    """:func:`latent_step` over the K steps of ``eps: (B, K, Z)``, the per-step inputs ``(B, K, ...)``:
+    returns z, loc, scale ``(B, K, Z)``, the states carry[0] of the K steps ``(B, K, S)`` and the
+    last carry. Slices come from one ``unbind`` per input: ``x[:, t]`` in a loop would make autograd
+    fill a full-size zero gradient at every step (O(K^2) work)."""
+    head_columns = [x.unbind(1) for x in head_inputs]
+    advance_columns = [x.unbind(1) for x in advance_inputs]
+    zs, locs, scales, states = [], [], [], []
     for t, eps_t in enumerate(eps.unbind(1)):
-        head_t = tuple(column[t] for column in head_columns)
-        advance_t = tuple(column[t] for column in advance_columns)
-        args = (head.fn, head.shared + head_t, advance.fn, advance.shared + advance_t, eps_t, carry)
-        if cell is None or t == 0:
-            z_t, loc, scale, carry = latent_step(*args)
-        else:  # the batch dimension of everything but the shared weights may vary
-            if not os.environ.get("NOMARK"): _mark_batch_dynamic(head_t + advance_t + (eps_t,) + tuple(carry))
-            z_t, loc, scale, carry = _compiled_call(cell, *args)
+        z_t, loc, scale, carry = latent_step(head_fn, head_shared + tuple(column[t] for column in head_columns),
+                                             advance_fn, advance_shared + tuple(column[t] for column in advance_columns),
+                                             eps_t, carry)
         zs.append(z_t)
         locs.append(loc)
         scales.append(scale)
         states.append(carry[0])
-    return torch.stack(zs, 1), torch.stack(locs, 1), torch.stack(scales, 1), torch.stack(states, 1)
+    return torch.stack(zs, 1), torch.stack(locs, 1), torch.stack(scales, 1), torch.stack(states, 1), carry
+
+
+def sample_loop(head: StepFunction, recurrence: Recurrence, eps: torch.Tensor):
+    """Run the loop over ``eps: (B, T, Z)``: returns z, loc, scale ``(B, T, Z)`` and the states
+    s_{0:T} = carry[0] of every step ``(B, T+1, S)``.
+
+    Eagerly, all T steps are one :func:`latent_steps`. Compiled, step 0 (its carry a constant zero
+    state) and the last (T - 1) mod K steps run eagerly and the steps between in chunks of K
+    (:data:`STEPS_PER_CALL`) through one compiled graph: every chunk has the same shapes whatever
+    the length, and a call's fixed cost is paid once per K steps.
+    """
+    advance = recurrence.advance
+    steps = eps.shape[1]
+    if not _enabled or steps <= _steps_per_call:
+        z, loc, scale, states, _ = latent_steps(head.fn, head.shared, head.per_step, advance.fn, advance.shared,
+                                                advance.per_step, eps, recurrence.initial)
+        return z, loc, scale, torch.cat([recurrence.initial[0][:, None], states], 1)
+    chunks, rest = divmod(steps - 1, _steps_per_call)
+    sizes = [1] + [_steps_per_call] * chunks + ([rest] if rest else [])
+    head_parts = list(zip(*(x.split(sizes, 1) for x in head.per_step))) or [()] * len(sizes)
+    advance_parts = list(zip(*(x.split(sizes, 1) for x in advance.per_step))) or [()] * len(sizes)
+    carry = recurrence.initial
+    outputs = [[], [], [], [carry[0][:, None]]]
+    cell = _cell()
+    for i, (eps_part, head_part, advance_part) in enumerate(zip(eps.split(sizes, 1), head_parts, advance_parts)):
+        args = (head.fn, head.shared, head_part, advance.fn, advance.shared, advance_part, eps_part, carry)
+        if eps_part.shape[1] != _steps_per_call or i == 0:
+            *out, carry = latent_steps(*args)
+        elif i == 1:  # where a graph is compiled, if any: the batch dimension marked dynamic
+            _mark_batch_dynamic(head_part + advance_part + (eps_part,) + tuple(carry))
+            *out, carry = _compiled_call(cell, *args)
+        else:  # inputs like the first chunk's: the same graph, no compile to watch for
+            *out, carry = cell(*args)
+        for collected, part in zip(outputs, out):
+            collected.append(part)
+    return tuple(torch.cat(parts, 1) for parts in outputs)

@@ -1,10 +1,11 @@
 """``--compile``: the per-step cell compiled with torch.compile computes what eager computes.
 
-Compiling is slow on a loaded CPU, so every test here uses the same tiny cell sizes (emb 6, rnn 7,
-z 3, mlp 5): a graph compiled for one test is reused by the next (dynamo keys its cache on the
-cell's code and the shapes of its inputs, the batch dimension marked dynamic). Tolerances are
-float32's: inductor fuses and reorders the pointwise work of a step, so compiled and eager
-results differ by rounding (measured ~5e-7 relative), never by more than 1e-5 relative here.
+Compiling is slow on a loaded CPU, so every test here compiles chunks of 2 steps (production: 8)
+and uses the same tiny cell sizes (emb 6, rnn 7, z 3, mlp 5): a graph compiled for one test is
+reused by the next (dynamo keys its cache on the cell's code and the shapes of its inputs, the
+batch dimension marked dynamic). Tolerances are float32's: inductor fuses and reorders the
+pointwise work of a step, so compiled and eager results differ by rounding (measured ~5e-7
+relative), never by more than 1e-5 relative here.
 """
 
 import json
@@ -49,9 +50,10 @@ def loss_and_grads(objective, batch, weights, *, compiled):
 
 
 @pytest.fixture(autouse=True)
-def validation_off():
+def validation_off_and_small_chunks(monkeypatch):
     import pyro
     pyro.enable_validation(False)  # as in training; validation's checks are host-side only anyway
+    monkeypatch.setattr(steps, "STEPS_PER_CALL", 2)
 
 
 @pytest.mark.parametrize("model,conditioning", [("zforcing", "concat"), ("zforcing", "cond-ln"),
@@ -75,6 +77,7 @@ def test_no_recompilation_across_batches_of_varying_length_and_size():
     objective = build_objective(small_config(input_dim=5, emission="gaussian", **CELL))
     loss_and_grads(objective, ragged_batch([8, 5]), Weights(aux=0.1), compiled=True)  # compiled (or reused) here
     graphs = counters["stats"]["unique_graphs"]
+    # lengths leave 0 or 1 eager steps after the chunks of 2; batch sizes 2 to 5
     for i, lengths in enumerate([[12, 3, 7], [4, 4], [17, 2, 9, 11], [6, 6, 6, 6, 6], [3, 2, 2]]):
         batch = ragged_batch(lengths, seed=i)
         loss, grads = loss_and_grads(objective, batch, Weights(aux=0.1), compiled=True)

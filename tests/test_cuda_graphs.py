@@ -137,7 +137,7 @@ def test_padding_to_a_length_bucket_leaves_every_sequence_terms_unchanged(float6
     objective = objective_for(model, guide)
     batch = ragged_batch([9, 5, 2])
     bucket = bucket_steps(batch.num_steps, 8)
-    assert bucket == 16
+    assert bucket == 16 and bucket_steps(9, 8, longest=12) == 12 and bucket_steps(40, 16, longest=40) == 40
     longer = padded(batch, steps=bucket)
     assert longer.num_steps == 16 and torch.equal(longer.lengths, batch.lengths)
     assert torch.equal(longer.mask.sum(1), batch.lengths)
@@ -254,7 +254,8 @@ def test_a_non_finite_replay_is_skipped_and_flagged(fixed_noise):
 @needs_cuda
 def test_each_replay_draws_new_noise_and_the_seed_fixes_the_sequence():
     objective = objective_for("zforcing", "backward").cuda().eval()
-    bounds = GraphedBounds(lambda b: sequence_terms(objective.model, objective.guide, b), rows=4, length_bucket=8,
+    bounds = GraphedBounds(lambda b: sequence_terms(objective.model, objective.guide, b), model=objective.model,
+                           rows=4, length_bucket=8,
                            device=torch.device("cuda"), dtype=torch.float32)
     batch = ragged_batch([8, 6, 3])
     runs = []
@@ -274,7 +275,7 @@ def test_graphed_iwae_equals_eager_iwae_from_the_same_noise(fixed_noise):
     def terms(b, *, chunk):
         return importance_terms(model, guide, b, num_samples=4, chunk=chunk, kl_per_step=True)
 
-    bounds = GraphedBounds(terms, rows=3, length_bucket=8, device=torch.device("cuda"), dtype=torch.float32)
+    bounds = GraphedBounds(terms, model=model, rows=3, length_bucket=8, device=torch.device("cuda"), dtype=torch.float32)
     batch = ragged_batch([8, 6, 3])  # rows and steps already at the bucket: the same noise layout as eager
     for _ in range(2):
         fixed_noise.normal_()

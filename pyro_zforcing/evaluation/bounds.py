@@ -237,7 +237,8 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
         return importance_terms(model, guide, batch, num_samples=num_samples, chunk=chunk, kl_per_step=True)
 
     if cuda_graphs:
-        terms = GraphedBounds(terms, rows=batch_size, length_bucket=length_bucket, device=device, dtype=dtype)
+        terms = GraphedBounds(terms, model=model, rows=batch_size, length_bucket=length_bucket, device=device,
+                              dtype=dtype, longest=int(lengths.max()))
     try:
         with pyro.validation_enabled(validate), compiled_steps(compile):
             evaluate_batches(objective, sequences, batches, values, kl_steps, num_samples=num_samples,

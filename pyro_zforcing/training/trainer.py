@@ -406,7 +406,8 @@ class Trainer:
             if self._updates is None:
                 self._updates = GraphedUpdates(self.objective, self.optimizer, clip_norm=self.config.clip_norm,
                                                length_bucket=self.config.length_bucket, device=self.device,
-                                               dtype=self.dtype, next_step=progress.step + 1)
+                                               dtype=self.dtype, next_step=progress.step + 1,
+                                               longest=max(len(s) for s in self.splits.train))
             loss, grad_norm = self._updates(batch, weights)
         else:
             batch = batch.to(self.device, self.dtype)
@@ -452,7 +453,7 @@ class Trainer:
         means = self._across_ranks(means, count=batch.batch_size, units=units)
         record = {"kind": "step", "step": self.progress.step, "epoch": self.progress.epoch, **means,
                   "kl_weight": weights.kl, "aux_weight": weights.aux, "grad_norm": float(grad_norm),
-                  "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.time() - start}
+                  "lr": float(self.optimizer.param_groups[0]["lr"]), "time_s": time.time() - start}
         if self.rank == 0:
             self.metrics.write(record)
             if self.board is not None:
@@ -465,16 +466,17 @@ class Trainer:
         shard = self.splits.valid[self.rank::self.world_size]  # each rank scores its share
         if self.config.cuda_graphs and self._valid_terms is None:
             model, guide = self.objective.model, self.objective.guide
-            self._valid_terms = GraphedBounds(lambda batch: sequence_terms(model, guide, batch),
+            self._valid_terms = GraphedBounds(lambda batch: sequence_terms(model, guide, batch), model=model,
                                               rows=4 * self.config.batch_size, length_bucket=self.config.length_bucket,
-                                              device=self.device, dtype=self.dtype)
+                                              device=self.device, dtype=self.dtype,
+                                              longest=max(len(s) for s in self.splits.valid))
         valid = evaluate_elbo(self.objective, shard, self.splits.info, batch_size=4 * self.config.batch_size,
                               device=self.device, dtype=self.dtype, terms=self._valid_terms)
         valid = self._across_ranks(valid, count=len(shard),
                                    units=sum(len(s) for s in shard) * self.splits.info.units_per_step)
         record = {"kind": "epoch", "step": progress.step, "epoch": progress.epoch,
                   **{f"valid_{key}": value for key, value in valid.items()},
-                  "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.time() - start}
+                  "lr": float(self.optimizer.param_groups[0]["lr"]), "time_s": time.time() - start}
         if self.rank == 0:
             self.metrics.write(record)
             if self.board is not None:
