@@ -199,7 +199,29 @@ def capture(body: Callable[[], object], *, stream: torch.cuda.Stream, what: str)
     return graph, outputs
 
 
-class GraphedUpdates:
+class Graphs:
+    """What the graphs of one kind share: the length buckets (``length_bucket`` steps, capped at
+    ``longest``), the device and dtype of their inputs, one side stream for warm-ups and captures,
+    and the captured graphs by key."""
+
+    def __init__(self, *, length_bucket: int, device: torch.device, dtype: torch.dtype, longest: Optional[int]):
+        self.length_bucket = length_bucket
+        self.longest = longest
+        self.device = device
+        self.dtype = dtype
+        self.stream = torch.cuda.Stream(device)
+        self._graphs: Dict[tuple, tuple] = {}
+
+    @property
+    def captured(self) -> int:
+        return len(self._graphs)
+
+    def steps_of(self, batch: Batch) -> int:
+        """The bucket length ``batch`` is padded to."""
+        return bucket_steps(batch.num_steps, self.length_bucket, longest=self.longest)
+
+
+class GraphedUpdates(Graphs):
     """The trainer's update as CUDA graphs: :func:`guarded_update` captured once per (batch size,
     length bucket, terms on) and replayed for every batch of that key (see the module docstring)."""
 
@@ -209,27 +231,18 @@ class GraphedUpdates:
         for group in optimizer.param_groups:
             if not group["capturable"] or not isinstance(group["lr"], torch.Tensor):
                 raise ValueError("--cuda-graphs needs Adam with capturable=True and a tensor learning rate")
+        super().__init__(length_bucket=length_bucket, device=device, dtype=dtype, longest=longest)
         self.objective = objective
         self.optimizer = optimizer
         self.clip_norm = clip_norm
-        self.length_bucket = length_bucket
-        self.longest = longest
-        self.device = device
-        self.dtype = dtype
         self.flags = UpdateFlags(device, next_step=next_step)
-        self.stream = torch.cuda.Stream(device)
         self.params = [p for p in objective.parameters() if p.requires_grad]
         self._grads: Dict[int, torch.Tensor] = {}  # one gradient tensor per parameter, for the whole run
-        self._graphs: Dict[tuple, tuple] = {}
-
-    @property
-    def captured(self) -> int:
-        return len(self._graphs)
 
     def __call__(self, batch: Batch, weights: Weights) -> Tuple[torch.Tensor, torch.Tensor]:
         """Replay the update of ``batch`` (on the host or the device); returns the graph's (loss,
         gradient norm) tensors, valid until the next replay of the same graph."""
-        steps = bucket_steps(batch.num_steps, self.length_bucket, longest=self.longest)
+        steps = self.steps_of(batch)
         key = (batch.batch_size, steps, batch.first is not None, terms_on(weights))
         if key not in self._graphs:
             self._graphs[key] = self._capture(key, padded(batch, steps=steps), weights)
@@ -275,28 +288,23 @@ class GraphedUpdates:
         return reached
 
 
-class GraphedBounds:
+class GraphedBounds(Graphs):
     """``terms(batch, **options) -> {name: (B, ...) tensor}`` of ``model`` without gradients as CUDA
     graphs, one per (length bucket, whether the batch has given first inputs, ``options``): each
     batch is padded to ``rows`` rows and its bucket, the terms of its own rows returned (copies)."""
 
     def __init__(self, terms: Callable[..., Dict[str, torch.Tensor]], *, model, rows: int, length_bucket: int,
                  device: torch.device, dtype: torch.dtype, longest: Optional[int] = None):
+        super().__init__(length_bucket=length_bucket, device=device, dtype=dtype, longest=longest)
         self.terms = terms
         self.model = model
         self.rows = rows
-        self.length_bucket = length_bucket
-        self.longest = longest
-        self.device = device
-        self.dtype = dtype
-        self.stream = torch.cuda.Stream(device)
-        self._graphs: Dict[tuple, tuple] = {}
 
     @torch.no_grad()
     def __call__(self, batch: Batch, **options) -> Dict[str, torch.Tensor]:
         if batch.batch_size > self.rows:
             raise ValueError(f"a batch of {batch.batch_size} rows does not fit graphs of {self.rows} rows")
-        steps = bucket_steps(batch.num_steps, self.length_bucket, longest=self.longest)
+        steps = self.steps_of(batch)
         key = (steps, batch.first is not None, tuple(sorted(options.items())))
         full = padded(batch, steps=steps, rows=self.rows)
         if key not in self._graphs:

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import time
 import warnings
 from typing import Callable, Iterator, List, NamedTuple, Optional, Tuple
@@ -125,7 +126,7 @@ def compiler_missing(device_type: str) -> Optional[str]:
     if device_type == "cuda":
         from torch.utils._triton import has_triton
         return None if has_triton() else "Triton (pip install triton) for its CUDA kernels"
-    compiler = os.environ.get("CXX", "g++")
+    compiler = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")  # as inductor picks it
     if shutil.which(compiler) is None:
         return f"a C++ compiler for its CPU kernels ({compiler!r} not found: install g++ or set CXX)"
     return None
@@ -152,11 +153,6 @@ def compiled_steps(enabled: bool = True, *, steps_per_call: Optional[int] = None
         yield
     finally:
         _enabled, _steps_per_call = previous
-
-
-def compiling() -> bool:
-    """Whether sampling loops run compiled here (inside :func:`compiled_steps`)."""
-    return _enabled
 
 
 def compile_seconds() -> List[float]:
