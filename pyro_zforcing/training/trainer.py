@@ -1,4 +1,4 @@
-"""The training loop: epochs, validation, LR halving, early stopping, checkpoints, metrics.
+"""The training loop: epochs, validation, LR halving, early stopping (both after ``min_epochs``), checkpoints, metrics.
 
 The loop knows the model only through :class:`~pyro_zforcing.infer.Objective`. Batches of an
 epoch come from a permutation seeded by (seed, epoch), so a run resumed from a checkpoint
@@ -465,8 +465,10 @@ class Trainer:
             progress.bad_epochs = 0
         else:
             progress.bad_epochs += 1
-        self.scheduler.step(valid["elbo"])
-        stop = progress.bad_epochs >= config.early_stop_patience
+        settled = progress.epoch >= config.min_epochs  # no rate drop and no stop inside the first epochs
+        if settled:
+            self.scheduler.step(valid["elbo"])
+        stop = settled and progress.bad_epochs >= config.early_stop_patience
         if stop:
             progress.early_stopped = True
             log.info("early stopping: no improvement for %d epochs", progress.bad_epochs)
