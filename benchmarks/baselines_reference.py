@@ -265,13 +265,16 @@ def gauss_scale_log_density(x, mu, scale):
 
 
 def parameter_pairs(pairs):
-    """(plain parameter, library parameter) for every pair of modules (same layout) or parameters."""
+    """(plain parameter, library parameter, rows or None) for every pair of modules (same layout),
+    parameters, or a parameter and ``(library parameter, rows)``, a block of its rows."""
     out = []
     for mine, theirs in pairs:
-        if isinstance(mine, nn.Parameter):
-            out.append((mine, theirs))
+        if isinstance(theirs, tuple):
+            out.append((mine, *theirs))
+        elif isinstance(mine, nn.Parameter):
+            out.append((mine, theirs, None))
         else:
-            out.extend(zip(mine.parameters(), theirs.parameters(), strict=True))
+            out.extend((a, b, None) for a, b in zip(mine.parameters(), theirs.parameters(), strict=True))
     return out
 
 
@@ -285,8 +288,8 @@ class PairedPlain(PlainBase):
     def like(cls, objective):
         plain = cls(**cls.config_of(objective)).to(next(objective.parameters()).dtype)
         with torch.no_grad():
-            for mine, theirs in parameter_pairs(plain.pairs(objective)):
-                mine.copy_(theirs)
+            for mine, theirs, rows in parameter_pairs(plain.pairs(objective)):
+                mine.copy_(theirs if rows is None else theirs[rows])
         return plain
 
     def parameter_pairs(self, objective) -> list:
@@ -322,7 +325,10 @@ class PlainDMM(PairedPlain):
                 (self.prop2, t.proposed[2]), (self.sig, t.scale), (self.z_to_loc, t.linear),
                 (self.emit1, m.emitter.hidden[0]), (self.emit2, m.emitter.hidden[2]), (self.out, m.emitter.head.linear),
                 (self.z_0, m.z_0), (self.rnn, g.rnn.rnn), (self.h_0, g.rnn.h_0), (self.comb_z, g.combiner.z_to_hidden),
-                (self.comb_loc, g.combiner.loc), (self.comb_scale, g.combiner.scale), (self.z_q_0, g.z_q_0)]
+                (self.z_q_0, g.z_q_0)] + [
+                    (mine, (theirs, rows)) for rows, layer in ((slice(None, self.z_dim), self.comb_loc),
+                                                               (slice(self.z_dim, None), self.comb_scale))
+                    for mine, theirs in zip(layer.parameters(), g.combiner.out.parameters())]
 
     def transition(self, z_prev):
         gate = torch.sigmoid(self.gate2(F.relu(self.gate1(z_prev))))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -113,6 +114,8 @@ def main(argv=None) -> int:
         record = {"bench": "svi_step", "model": model, **vars(config),
                   **{f"{who}_ms": median_ms(t) for who, t in times.items()}}
         record["ratio"] = round(record["pyro_ms"] / record["torch_ms"], 3)
+        # the median of the interleaved pairs' ratios: steadier than the ratio of medians on a loaded machine
+        record["ratio_paired"] = round(statistics.median(a / b for a, b in zip(times["pyro"], times["torch"])), 3)
         if "torch_fast_ms" in record:
             record["ratio_fast"] = round(record["pyro_ms"] / record["torch_fast_ms"], 3)
         record["repeats"] = repeats
