@@ -1,9 +1,9 @@
-"""The DMM and STORN against independent computations: plain-PyTorch transcriptions, per-step oracles, bounds."""
+"""The DMM and STORN against plain-PyTorch transcriptions (loss and every gradient), and their options.
 
-import math
+The checks every model shares (IWAE >= ELBO, padding, per-step oracles, generation) are in
+test_baselines.py, parametrized over these models too.
+"""
 
-import pyro
-import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -12,7 +12,7 @@ from benchmarks.baselines_reference import PlainDMM, PlainSTORN
 from pyro_zforcing.build import build_objective
 from pyro_zforcing.data import collate_sequences
 from pyro_zforcing.guides import make_guide
-from pyro_zforcing.infer import Weights, importance_terms, sequence_terms
+from pyro_zforcing.infer import Weights, sequence_terms
 from pyro_zforcing.models import LATENT_SITE, make_model
 
 from conftest import ragged_digit_batch, small_config
@@ -50,81 +50,9 @@ def test_loss_and_gradients_equal_the_plain_torch_transcription_from_the_same_no
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_iwae_is_at_least_the_elbo_in_expectation(float64, digits, model):
-    objective, batch = make_case(model, "gaussian", digits)
-    torch.manual_seed(0)
-    elbo = torch.stack([sequence_terms(objective.model, objective.guide, batch)["elbo"] for _ in range(40)])
-    iwae = torch.stack([importance_terms(objective.model, objective.guide, batch, num_samples=10)["iwae"]
-                        for _ in range(40)])
-    gap = iwae.mean(0) - elbo.mean(0)
-    noise = 3 * (elbo.std(0) / math.sqrt(40) + iwae.std(0) / math.sqrt(40))
-    assert (gap > -noise).all() and gap.mean() > 0, (gap, noise)
-
-
-@pytest.mark.parametrize("model", MODELS)
-def test_padded_steps_change_nothing(float64, digits, model):
-    objective, batch = make_case(model, "gaussian", digits)
-    garbage = batch.x.clone()
-    garbage[~batch.mask] = 1e3
-    torch.manual_seed(2)
-    clean = sequence_terms(objective.model, objective.guide, batch)
-    torch.manual_seed(2)
-    dirty = sequence_terms(objective.model, objective.guide, type(batch)(garbage, batch.mask, batch.lengths))
-    for key in ("elbo", "rec", "kl"):
-        assert torch.allclose(clean[key], dirty[key], atol=1e-10), key
-
-
-def stepwise_dmm(model, batch, z):
-    """The DMM one step at a time (Pyro's examples/dmm.py): z_t ~ p(z_t | z_{t-1}), y_t ~ p(y_t | z_t)."""
-    z_prev = model.z_0.expand(batch.batch_size, -1)
-    with pyro.plate("sequences", batch.batch_size):
-        for t in pyro.markov(range(batch.num_steps)):
-            mask_t = batch.mask[:, t]
-            loc, scale = model.transition(z_prev)
-            pyro.sample(f"z_{t}", dist.Normal(loc, scale).mask(mask_t[:, None]).to_event(1), obs=z[:, t])
-            pyro.sample(f"x_{t}", model.emitter.step_dist(z[:, t]).mask(mask_t[:, None]).to_event(1),
-                        obs=batch.x[:, t])
-            z_prev = z[:, t]
-
-
-def stepwise_storn(model, batch, z):
-    """STORN one step at a time: z_t ~ N(0, I), h_t = LSTM([e(u_t), W z_t], h_{t-1}), y_t ~ p(y_t | h_t)."""
-    inputs = model.embedded(batch)[0]
-    lstm = model.fwd.lstm
-    weights = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
-    state = model.fwd.initial(batch.batch_size, inputs)
-    with pyro.plate("sequences", batch.batch_size):
-        for t in pyro.markov(range(batch.num_steps)):
-            mask_t = batch.mask[:, t]
-            standard = dist.Normal(torch.zeros_like(z[:, t]), torch.ones_like(z[:, t]))
-            pyro.sample(f"z_{t}", standard.mask(mask_t[:, None]).to_event(1), obs=z[:, t])
-            state = torch.lstm_cell(torch.cat([inputs[:, t], model.fwd.z_proj(z[:, t])], -1), state, *weights)
-            pyro.sample(f"x_{t}", model.emission.step_dist(state[0]).mask(mask_t[:, None]).to_event(1),
-                        obs=batch.x[:, t])
-
-
-@pytest.mark.parametrize("model,oracle", [("dmm", stepwise_dmm), ("storn", stepwise_storn)])
-def test_a_per_step_markov_model_scores_the_same_joint(float64, digits, model, oracle):
-    objective, batch = make_case(model, "gaussian", digits)
-    guide_trace = poutine.trace(objective.guide).get_trace(batch)
-    z = guide_trace.nodes[LATENT_SITE]["value"]
-    model_trace = poutine.trace(poutine.replay(objective.model, trace=guide_trace)).get_trace(batch)
-    model_trace.compute_log_prob()
-    production = model_trace.nodes["z"]["log_prob"] + model_trace.nodes["x"]["log_prob"]
-    trace = poutine.trace(oracle).get_trace(objective.model, batch, z)
-    trace.compute_log_prob()
-    stepwise = sum(node["log_prob"] for node in trace.nodes.values() if node["type"] == "sample")
-    assert torch.allclose(production, stepwise, atol=1e-9)
-
-
-@pytest.mark.parametrize("model", MODELS)
-def test_the_prior_guide_has_zero_kl_and_every_parameter_of_the_default_guide_learns(float64, digits, model):
+def test_the_prior_guide_has_exactly_zero_kl(float64, digits, model):
     objective, batch = make_case(model, "gaussian", digits, guide="prior")
     assert torch.equal(sequence_terms(objective.model, objective.guide, batch)["kl"], torch.zeros(batch.batch_size))
-    objective, batch = make_case(model, "gaussian", digits)
-    objective(batch).backward()
-    silent = [name for name, p in objective.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not silent
 
 
 def test_init_and_embedding_options_reach_the_new_networks(digits):
@@ -140,17 +68,6 @@ def test_init_and_embedding_options_reach_the_new_networks(digits):
         assert zero_bias == (init == "orthogonal")
     leaky = make_model(small_config(model="storn", embedding="leaky"))
     assert type(leaky.embed.act).__name__ == "BoundedLeakyReLU"
-
-
-@pytest.mark.parametrize("model", MODELS)
-def test_generation_has_the_data_shape_replays_a_prime_and_decodes_a_given_z(model):
-    sizes, make_batch = EMISSIONS["gaussian"]
-    m = make_model(small_config(model=model, **sizes))
-    batch = make_batch().to("cpu", torch.float32)
-    out = m.generate(3, 6, prime=batch.x[:, :2])
-    assert out.shape == (3, 6, 5) and torch.equal(out[:, :2], batch.x[:, :2])
-    z = torch.zeros(3, 6, 3)
-    assert torch.equal(m.generate(3, 6, z=z, mean=True), m.generate(3, 6, z=z, mean=True))
 
 
 def test_guides_that_do_not_fit_are_refused_by_name():

@@ -121,9 +121,16 @@ def test_per_step_figures_divide_totals_and_the_tsbn_mean_weighs_sequences_equal
     assert "nats / time step" in text and "TSBN's convention) is ELBO -1.5000" in text
 
 
-def flat_validation(monkeypatch):
+def flat_run(tmp_path, data_file, monkeypatch, config):
+    """A small Z-Forcing trained on ``data_file`` with ``config`` while the validation bound never moves."""
     flat = {"elbo": -30.0, "rec": -29.0, "kl": 1.0, "elbo_per_unit": -0.5}
     monkeypatch.setattr(train, "evaluate_elbo", lambda *args, **kwargs: dict(flat))
+    data = DataConfig(dataset="polyphonic", data_dir=str(data_file))
+    splits = load_dataset(data)
+    trainer = Trainer.create(data_config=data, train_config=config, out_dir=tmp_path / "run", quiet=True,
+                             splits=splits, model_sizes=dict(rnn_dim=6, emb_dim=4, z_dim=2, mlp_dim=4))
+    trainer.fit()
+    return trainer, splits
 
 
 def epoch_records(run):
@@ -132,13 +139,8 @@ def epoch_records(run):
 
 
 def test_no_rate_drop_and_no_early_stop_before_min_epochs(tmp_path, tiny_jsb, monkeypatch):
-    flat_validation(monkeypatch)
-    data = DataConfig(dataset="polyphonic", data_dir=str(tiny_jsb))
-    splits = load_dataset(data)
     config = TrainConfig(batch_size=3, epochs=20, lr_patience=1, early_stop_patience=2, min_epochs=6)
-    trainer = Trainer.create(data_config=data, train_config=config, out_dir=tmp_path / "run", quiet=True,
-                             splits=splits, model_sizes=dict(rnn_dim=6, emb_dim=4, z_dim=2, mlp_dim=4))
-    trainer.fit()
+    trainer, _ = flat_run(tmp_path, tiny_jsb, monkeypatch, config)
     records = epoch_records(tmp_path / "run")
     assert trainer.progress.early_stopped and trainer.progress.epoch == 6  # flat since epoch 1, stopped at 6
     assert {r["lr"] for r in records if r["epoch"] <= 6} == {config.lr}  # the first scheduler step sees a new best
@@ -151,13 +153,8 @@ def test_defaults_wait_out_a_plateau_of_tens_of_epochs():
 
 
 def test_a_rate_decay_of_one_keeps_the_rate_and_resumes(tmp_path, tiny_jsb, monkeypatch):
-    flat_validation(monkeypatch)
-    data = DataConfig(dataset="polyphonic", data_dir=str(tiny_jsb))
-    splits = load_dataset(data)
     config = TrainConfig(batch_size=3, epochs=3, lr_decay=1.0, lr_patience=1, min_epochs=0)
-    trainer = Trainer.create(data_config=data, train_config=config, out_dir=tmp_path / "run", quiet=True,
-                             splits=splits, model_sizes=dict(rnn_dim=6, emb_dim=4, z_dim=2, mlp_dim=4))
-    trainer.fit()
+    _, splits = flat_run(tmp_path, tiny_jsb, monkeypatch, config)
     resumed = Trainer.resume(tmp_path / "run", quiet=True, splits=splits, epochs=5)
     resumed.fit()
     assert {r["lr"] for r in epoch_records(tmp_path / "run")} == {config.lr}

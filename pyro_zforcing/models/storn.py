@@ -27,7 +27,7 @@ from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import IndependentSteps
 from ..nets import ForwardRNN, emission_head
-from .base import LATENT_SITE, OBS_SITE, SequenceModel
+from .base import LATENT_SITE, OBS_SITE, SequenceModel, generate_through_forward_rnn
 
 
 class STORN(SequenceModel):
@@ -56,21 +56,11 @@ class STORN(SequenceModel):
             pyro.sample(OBS_SITE, self.emission.dist(h[:, 1:], batch.mask), obs=batch.x)
         return z
 
-    @torch.no_grad()
     def generate(self, num: int, steps: int, *, prime: Optional[torch.Tensor] = None,
                  z: Optional[torch.Tensor] = None, mean: bool = False) -> torch.Tensor:
         """Ancestral samples ``(num, steps, ...)``; see :meth:`ZForcing.generate` for ``prime``, ``z``, ``mean``."""
-        param = next(self.parameters())
-        state = self.fwd.initial(num, param)
-        u = self.embed.start(num, param)[:, 0]
-        standard = param.new_zeros(num, self.config.z_dim)
-        outputs = []
-        for t in range(steps):
-            z_t = self.latent_at(t, z, lambda: (standard, torch.ones_like(standard)))
-            advance, _ = self.fwd.stepper(u[:, None])
-            state = advance(0, z_t, state)
-            prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
-            out_t, y_t = self.emit(self.emission.step_dist(state[0]), mean=mean, prime_t=prime_t)
-            outputs.append(out_t)
-            u = self.embed(y_t)
-        return torch.stack(outputs, dim=1)
+        def standard(h: torch.Tensor):
+            loc = h.new_zeros(h.shape[0], self.config.z_dim)
+            return loc, torch.ones_like(loc)
+
+        return generate_through_forward_rnn(self, num, steps, standard, prime=prime, z=z, mean=mean)
