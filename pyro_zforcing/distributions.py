@@ -12,12 +12,14 @@ where ``c_t`` is a per-step context (b_t for the paper's guide, nothing for the 
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Tuple
 
 import torch
 from pyro.distributions import Normal, TorchDistribution, constraints
 
 Head = Callable[..., Tuple[torch.Tensor, torch.Tensor]]
+LOG_2PI = math.log(2 * math.pi)
 
 
 class LatentTrajectory(TorchDistribution):
@@ -181,9 +183,16 @@ class IndependentSteps(TorchDistribution):
     support = constraints.independent(constraints.real, 2)
     has_rsample = True
 
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor):
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor, *, standard: bool = False):
         self.loc, self.scale, self.mask = loc, scale, mask
+        self.is_standard = standard  # loc = 0, scale = 1: scored as -(z^2 + log 2 pi) / 2
         super().__init__(loc.shape[:1], loc.shape[1:], validate_args=False)
+
+    @classmethod
+    def standard(cls, like: torch.Tensor, z_dim: int, mask: torch.Tensor) -> "IndependentSteps":
+        """prod_t N(z_t; 0, I) for a batch whose mask is ``(B, T)``, dtype and device of ``like``."""
+        shape = mask.shape + (z_dim,)
+        return cls(like.new_zeros(()).expand(shape), like.new_ones(()).expand(shape), mask, standard=True)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         if sample_shape != torch.Size():
@@ -201,6 +210,8 @@ class IndependentSteps(TorchDistribution):
 
     def step_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z_t; loc_t, scale_t) per step ``(B, T)``, zero on padded steps."""
+        if self.is_standard:
+            return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * LOG_2PI) * self.mask
         return Normal(self.loc, self.scale).log_prob(z).sum(-1) * self.mask
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:

@@ -44,16 +44,14 @@ class STORN(SequenceModel):
 
     def prior_trajectory(self, batch: Batch) -> IndependentSteps:
         """p(z_{1:T}) = prod_t N(z_t; 0, I)."""
-        inputs = self.embedded(batch)[0]
-        loc = inputs.new_zeros(batch.batch_size, batch.num_steps, self.config.z_dim)
-        return IndependentSteps(loc, torch.ones_like(loc), batch.mask)
+        return IndependentSteps.standard(self.embedded(batch)[0], self.config.z_dim, batch.mask)
 
     def forward(self, batch: Batch, *, aux_weight: float = 0.0, bwd_weight: float = 0.0) -> torch.Tensor:
         """Declares z ~ N(0, I), y ~ p(y | h) observed; Z-Forcing's training-only weights are ignored."""
         with pyro.plate("sequences", batch.batch_size):
             z = pyro.sample(LATENT_SITE, self.prior_trajectory(batch))
-            h = self.fwd.states(self.embedded(batch)[0], z)
-            pyro.sample(OBS_SITE, self.emission.dist(h[:, 1:], batch.mask), obs=batch.x)
+            h = self.fwd.outputs(self.embedded(batch)[0], z)
+            pyro.sample(OBS_SITE, self.emission.dist(h, batch.mask), obs=batch.x)
         return z
 
     def generate(self, num: int, steps: int, *, prime: Optional[torch.Tensor] = None,
