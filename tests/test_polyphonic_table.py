@@ -84,6 +84,14 @@ def test_compare_presets_runs_the_table_with_each_recipe_and_typed_flags_over_al
     assert math.isfinite(result["test_elbo_per_step"]) and result["test_iwae_per_step"] >= result["test_elbo_per_step"] - 5
 
 
+def test_a_recipe_without_a_guide_trains_its_model_with_the_model_s_guide(tmp_path, tiny_jsb):
+    run = tmp_path / "rnn"
+    assert main(["--preset", "jsb-rnn", "--data-dir", str(tiny_jsb), "--max-steps", "1", "--rnn-dim", "8",
+                 "--emb-dim", "4", "--out", str(run), "--quiet"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["model_config"]["model"], config["train_config"]["guide"]) == ("rnn", "exact")
+
+
 def test_compare_presets_refuses_mixed_datasets_and_models_with_presets(tmp_path, tiny_jsb, capsys):
     assert main(["compare", "--presets", "jsb-rnn,timit", "--data-dir", str(tiny_jsb), "--study-dir",
                  str(tmp_path / "s"), "--quiet"]) == 2

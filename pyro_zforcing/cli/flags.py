@@ -183,5 +183,7 @@ def resolve_settings(parser: argparse.ArgumentParser, argv: List[str], args):
     dataset = check_dataset(recipe, args.dataset if "dataset" in given else None)
     model, train, data = apply_recipe(recipe, model=model, train=train, data=replace(data, dataset=dataset),
                                       given=given)
+    if "guide" not in given and "guide" not in recipe.train:  # a recipe's model trains with its own guide
+        train = replace(train, guide=default_guide(model["model"]))
     return replace(data, seed=train.seed), train, model, recipe.describe()  # one seed, as --seed sets both
 
