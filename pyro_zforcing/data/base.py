@@ -82,12 +82,15 @@ class Batch:
 
     ``first`` (B, D) or (B,) is the input u_1 each sequence starts from when it continues a
     longer signal (the frame before a window); None means the model's start frame or token.
+    ``observed`` False (:meth:`unobserved`) makes a model draw its observation site instead of
+    observing ``x``; ``x`` still drives the inputs u_t = y_{t-1} (see ``docs/pyro-tools.md``).
     """
 
     x: torch.Tensor
     mask: torch.Tensor
     lengths: torch.Tensor
     first: Optional[torch.Tensor] = None
+    observed: bool = True
 
     @property
     def batch_size(self) -> int:
@@ -110,7 +113,12 @@ class Batch:
         """K copies of every sequence, particle-major: row ``i * B + b`` is copy i of sequence b."""
         reps = (k,) + (1,) * (self.x.dim() - 1)
         first = self.first.repeat(reps[:self.first.dim()]) if self.first is not None else None
-        return Batch(self.x.repeat(reps), self.mask.repeat(k, 1), self.lengths.repeat(k), first)
+        return Batch(self.x.repeat(reps), self.mask.repeat(k, 1), self.lengths.repeat(k), first, self.observed)
+
+    def unobserved(self) -> "Batch":
+        """This batch with its targets left to the model to draw (Pyro's ``Predictive``): the
+        observation site ``"x"`` is sampled from the emission, the inputs stay ``x``'s."""
+        return replace(self, observed=False)
 
 
 def collate_sequences(sequences: Sequence[np.ndarray]) -> Batch:
