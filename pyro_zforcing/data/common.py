@@ -142,7 +142,7 @@ class BadFiles:
         except DataError as err:
             if not self.skip:
                 raise
-            self.skipped.append(f"{path}: {err}")
+            self.skipped.append(str(err) if str(err).startswith(str(path)) else f"{path}: {err}")
             return None
 
     def report(self) -> None:
