@@ -149,6 +149,7 @@ def read_npy(path: Path, options: dict, *, one_sequence: bool) -> List[Raw]:
     """The sequences of a ``.npy`` file (see the module docstring)."""
     array = _load_npy(path, options["allow_pickle"])
     if not isinstance(array, np.ndarray):
+        array.close()
         raise DataError(f"{path}: a .npz archive named .npy; rename it to .npz")
     if array.dtype == object:
         if one_sequence:
@@ -173,12 +174,17 @@ def read_npy(path: Path, options: dict, *, one_sequence: bool) -> List[Raw]:
 
 def read_npz(path: Path, options: dict) -> Tuple[Dict[str, List[Raw]], bool]:
     """``({split or "all": sequences}, splits given)`` of a ``.npz`` file."""
-    try:
-        npz = np.load(path, allow_pickle=options["allow_pickle"])
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: a .npy array named .npz; rename it to .npy")
+    with open(path, "rb") as handle:  # ours to close: np.load leaks its own handle on a bad zip
+        try:
+            npz = np.load(handle, allow_pickle=options["allow_pickle"])
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+            raise DataError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: a .npy array named .npz; rename it to .npy")
+        return _npz_sequences(path, npz)
+
+
+def _npz_sequences(path: Path, npz) -> Tuple[Dict[str, List[Raw]], bool]:
     with npz:
         keys = list(npz.files)
         if not keys:
