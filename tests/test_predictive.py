@@ -31,6 +31,13 @@ def _mask(lengths=LENGTHS) -> torch.Tensor:
     return torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
 
 
+def _emission(family: str):
+    """(head, mask (3, 5), state (3, 5, 4), the masked emission of the head at that state)."""
+    head, mask = _head(family), _mask()
+    state = torch.randn(3, 5, 4)
+    return head, mask, state, head.dist(state, mask)
+
+
 def _independent_mean(head: EmissionHead, state: torch.Tensor) -> torch.Tensor:
     """E[y_t | h_t] from the head's linear layer by hand: sigmoid, the loc half, the mixture of
     locs weighted by softmax, or the token probabilities."""
@@ -49,10 +56,7 @@ def _independent_mean(head: EmissionHead, state: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_masked_emission_sample_has_the_event_shape_and_zeros_on_padded_steps(family, float64):
-    head = _head(family)
-    mask = _mask()
-    state = torch.randn(3, 5, 4)
-    emission = head.dist(state, mask)
+    _, mask, _, emission = _emission(family)
     tokens = family == "categorical"
     event = (5,) if tokens else (5, 3)
     assert emission.batch_shape == (3,) and emission.event_shape == event
@@ -70,25 +74,21 @@ def test_masked_emission_sample_has_the_event_shape_and_zeros_on_padded_steps(fa
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_masked_emission_rsample_exists_exactly_for_the_gaussian_and_carries_gradients(family, float64):
-    head = _head(family)
-    emission = head.dist(torch.randn(3, 5, 4), _mask())
+    head, mask, _, emission = _emission(family)
     assert emission.has_rsample == (family == "gaussian")
     if family != "gaussian":
         with pytest.raises(NotImplementedError, match="no reparameterised sample"):
             emission.rsample()
         return
     draw = emission.rsample((2,))
-    assert draw.shape == (2, 3, 5, 3) and (draw[:, ~_mask()] == 0).all()
+    assert draw.shape == (2, 3, 5, 3) and (draw[:, ~mask] == 0).all()
     draw.sum().backward()
     assert head.linear.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_masked_emission_draws_average_to_the_mean_computed_by_hand(family, float64):
-    head = _head(family)
-    mask = _mask()
-    state = torch.randn(3, 5, 4)
-    emission = head.dist(state, mask)
+    head, mask, state, emission = _emission(family)
     draws = emission.sample((20000,))
     expected = _independent_mean(head, state)
     if family == "categorical":  # token frequencies against the probabilities
