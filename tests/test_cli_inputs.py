@@ -162,7 +162,7 @@ BAD_VALUES = {
     "--lr-decay": NOT_A_NUMBER | NEGATIVE | st.just("0") | st.floats(min_value=1.001, allow_infinity=False).map(repr),
     "--seed": st.integers(max_value=-1).map(str) | st.integers(min_value=2**32).map(str) | NOT_A_NUMBER,
     "--guide": text_without(*GUIDES).filter(lambda s: ":" not in s),
-    "--dataset": text_without("digits", "mnist", "timit", "blizzard", "audio", "text", "imdb", "polyphonic"),
+    "--dataset": text_without("digits", "mnist", "timit", "blizzard", "audio", "text", "imdb", "arrays", "polyphonic"),
     "--aux-input": text_without("hz", "z"),
     "--device": st.sampled_from(["tpu", "cuda:99", "gpu", "cpu:x", "", "meta", "cuda:-1"]),
     "--data-option": text_without().filter(lambda s: "=" not in s) | st.sampled_from(["threshold=nan", "k=inf"]),
