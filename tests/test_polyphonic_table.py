@@ -167,3 +167,14 @@ def test_a_rate_decay_of_one_keeps_the_rate_and_resumes(tmp_path, tiny_jsb, monk
     resumed.fit()
     assert {r["lr"] for r in epoch_records(tmp_path / "run")} == {config.lr}
     assert resumed.progress.epoch == 5
+
+
+@needs_jsb
+def test_the_code_of_docs_polyphonic_runs_and_prints_the_independent_bernoulli_floor(capsys, monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the page's paths are relative to the repository
+    blocks = re.findall(r"```python\n(.*?)```", (root / "docs" / "polyphonic.md").read_text(), re.S)
+    assert blocks
+    for code in blocks:
+        exec(compile(code, "docs/polyphonic.md", "exec"), {"__name__": "docs_example"})
+    assert capsys.readouterr().out.split() == ["-11.06"]
