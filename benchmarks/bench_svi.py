@@ -10,7 +10,7 @@ Gaussian emission, aux cost from [h_{t-1}, z_t] with the default beta, ``torch.o
 and ``clip_grad_norm_(params, 100)``; Pyro validation is off, as in training. Prints one JSON
 line per config.
 
-``--model rnn|vrnn|srnn`` (repeatable) times the baselines instead: the library's SVI step
+``--model rnn|vrnn|srnn|dmm|storn`` (repeatable) times the baselines instead: the library's SVI step
 (default guide) against ``benchmarks/baselines_reference.py``, the same model in plain PyTorch
 with every z-independent recurrence fused (``torch``; ``ratio``). Same weights, same loss
 (tests/test_baselines.py).
@@ -19,6 +19,7 @@ with every z-independent recurrence fused (``torch``; ``ratio``). Same weights, 
     python benchmarks/bench_svi.py --threads 0 --config small   # torch's default threads
     python benchmarks/bench_svi.py --quick                      # a short smoke run
     OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --config small --model rnn --model vrnn --model srnn
+    OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --config small --model dmm --model storn
 
 ``--compile`` adds the library's step with its per-step cell compiled (``pyro_compiled``;
 ``compiled_speedup`` = pyro / pyro_compiled); ``--cuda-graphs`` (CUDA) adds the library's update
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -49,7 +51,7 @@ import torch  # noqa: E402
 from benchmarks.common import (CONFIGS, RECIPE_CONFIGS, device_and_threads, environment,  # noqa: E402
                                graphed_torch_step, interleaved_times, median_ms, min_ms, peak_memory_fields,
                                peak_memory_mb, synthetic_batch)
-from benchmarks.baselines_reference import PlainRNN, PlainSRNN, PlainVRNN  # noqa: E402
+from benchmarks.baselines_reference import PlainDMM, PlainRNN, PlainSRNN, PlainSTORN, PlainVRNN  # noqa: E402
 from benchmarks.fast_reference import FastPlainZForcing  # noqa: E402
 from benchmarks.reference import PlainZForcing  # noqa: E402
 from pyro_zforcing.build import build_objective  # noqa: E402
@@ -66,7 +68,8 @@ RECIPE_WEIGHTS = {"timit": Weights(kl=0.2, aux=0.0, bwd=0.0)}
 ALL_CONFIGS = {**CONFIGS, **RECIPE_CONFIGS}
 
 
-BASELINES = {"rnn": PlainRNN.like, "vrnn": PlainVRNN.like, "srnn": lambda objective: PlainSRNN.like(objective, "smoothing")}
+BASELINES = {"rnn": PlainRNN.like, "vrnn": PlainVRNN.like, "srnn": lambda objective: PlainSRNN.like(objective, "smoothing"),
+             "dmm": PlainDMM.like, "storn": PlainSTORN.like}
 
 
 def train_step(module, loss_fn, optimizer=None):
@@ -135,13 +138,19 @@ def build_steps(config_name: str, device: torch.device, model: str = "zforcing",
     return config, steps
 
 
-def ratios(record: dict) -> dict:
-    """library / torch (eager), library / torch fast, eager / compiled, and graphs / torch graphs."""
+def ratios(times: dict) -> dict:
+    """library / torch (eager), library / torch fast, eager / compiled, eager / graphs and graphs /
+    torch graphs: each the ratio of medians, and (``*_paired``) the median of the interleaved pairs'
+    ratios, steadier than the ratio of medians on a loaded machine."""
     pairs = {"ratio": ("pyro", "torch"), "ratio_fast": ("pyro", "torch_fast"),
              "compiled_speedup": ("pyro", "pyro_compiled"), "graphs_speedup": ("pyro", "pyro_graphs"),
              "ratio_graphs": ("pyro_graphs", "torch_graphs")}
-    return {name: round(record[f"{a}_ms"] / record[f"{b}_ms"], 3) for name, (a, b) in pairs.items()
-            if f"{a}_ms" in record and f"{b}_ms" in record}
+    out = {}
+    for name, (a, b) in pairs.items():
+        if a in times and b in times:
+            out[name] = round(statistics.median(times[a]) / statistics.median(times[b]), 3)
+            out[f"{name}_paired"] = round(statistics.median(x / y for x, y in zip(times[a], times[b])), 3)
+    return out
 
 
 def main(argv=None) -> int:
@@ -185,7 +194,7 @@ def main(argv=None) -> int:
         record = {"bench": "svi_step", "model": model, **vars(config),
                   **{f"{who}_ms": median_ms(t) for who, t in times.items()},
                   **{f"{who}_min_ms": min_ms(t) for who, t in times.items()}}
-        record.update(ratios(record))
+        record.update(ratios(times))
         if args.compile:
             record["compile_s"] = round(sum(compile_seconds()[compiled_before:]), 1)
         record["repeats"] = repeats

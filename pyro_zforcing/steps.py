@@ -61,6 +61,11 @@ class Recurrence(NamedTuple):
     initial: Tuple[torch.Tensor, ...]
 
 
+def latest_latent(z_t: torch.Tensor, z_prev: torch.Tensor) -> Tuple[torch.Tensor]:
+    """The advance of a model whose state is the previous latent (SRNN, DMM): carry_t = (z_t,)."""
+    return (z_t,)
+
+
 def call_with_context(head: Callable, context_t: torch.Tensor, state: torch.Tensor):
     """``head(state, context_t)``: the step of a head without a hoisted form."""
     return head(state, context_t)

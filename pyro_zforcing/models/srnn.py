@@ -36,13 +36,8 @@ from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import ConditionalEmission, GaussianHead
-from ..steps import Recurrence, StepFunction
+from ..steps import Recurrence, StepFunction, latest_latent
 from .base import LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
-
-
-def latest_latent(z_t: torch.Tensor, z_prev: torch.Tensor):
-    """SRNN's carry: the state the next head reads is z_t itself."""
-    return (z_t,)
 
 
 class SRNN(SequenceModel):
