@@ -57,7 +57,7 @@ def validation_off_and_small_chunks(monkeypatch):
 
 
 @pytest.mark.parametrize("model,conditioning", [("zforcing", "concat"), ("zforcing", "cond-ln"),
-                                                ("vrnn", "concat"), ("srnn", "concat")])
+                                                ("vrnn", "concat"), ("srnn", "concat"), ("dmm", "concat")])
 def test_compiled_cell_gives_eager_loss_and_gradients_from_the_same_noise(model, conditioning):
     torch.manual_seed(0)
     config = small_config(input_dim=5, emission="gaussian", model=model, z_conditioning=conditioning, **CELL)

@@ -32,7 +32,7 @@ CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="CUDA graphs are captured on a CUDA device and this machine has "
                                                  "none; run python -m pytest tests/test_cuda_graphs.py on a GPU")
 MODELS = [("zforcing", "backward"), ("zforcing", "filtering"), ("vrnn", "filtering"), ("srnn", "smoothing"),
-          ("srnn", "filtering"), ("rnn", "exact")]
+          ("srnn", "filtering"), ("dmm", "combiner"), ("storn", "recognition"), ("rnn", "exact")]
 SIZES = dict(emb_dim=6, rnn_dim=7, z_dim=3, mlp_dim=5)
 
 
