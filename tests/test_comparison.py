@@ -258,3 +258,33 @@ def test_vrnn_fused_states_equal_the_sampling_loop_with_a_first_frame(float64):
     objective.model.forget()
     torch.testing.assert_close(objective.model.forward_states(batch, z.clone()), drawn, atol=1e-12, rtol=0)
     assert drawn[:, 0].abs().sum() > 0  # h_0 has read the first frame
+
+
+def test_gate_saturation_measures_the_forward_lstms_own_gate_preactivations(float64, monkeypatch):
+    """benchmarks/gate_saturation.py against a step-by-step torch.nn.LSTMCell with the same weights and z."""
+    from benchmarks.gate_saturation import preactivations
+
+    torch.manual_seed(0)
+    objective = build_objective(small_config(input_dim=4, emission="gaussian"))
+    sequences = [np.random.default_rng(i).standard_normal((n, 4)).astype(np.float32) for i, n in enumerate((5, 3))]
+    real_randn = torch.randn
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: real_randn(*a, **k).fill_(EPS))
+    a, rms, _ = preactivations(objective, sequences, batch_size=2)
+    model, guide = objective.model, objective.guide
+    lstm = model.fwd.lstm
+    cell = nn.LSTMCell(lstm.input_size, lstm.hidden_size).double()
+    cell.load_state_dict({k[:-3]: v for k, v in lstm.state_dict().items()})
+    expected, loudness = [], []
+    for frames in sorted(sequences, key=len, reverse=True):  # eval_batches: longest first
+        y = torch.as_tensor(frames, dtype=torch.float64)
+        b = model.bwd(model.embed(y)[None], torch.tensor([len(y)]))[0]
+        h = c = torch.zeros(1, lstm.hidden_size)
+        for t in range(len(y)):
+            u = torch.zeros(4) if t == 0 else y[t - 1]
+            q_loc, q_scale = guide.posterior(h, b[t][None])
+            x = torch.cat([model.embed(u)[None], model.fwd.z_proj(q_loc + EPS * q_scale)], dim=-1)
+            expected.append(x @ cell.weight_ih.t() + cell.bias_ih + h @ cell.weight_hh.t() + cell.bias_hh)
+            loudness.append(u.pow(2).mean().sqrt())
+            h, c = cell(x, (h, c))
+    torch.testing.assert_close(a, torch.cat(expected), atol=1e-10, rtol=0)  # real steps, row by row
+    torch.testing.assert_close(rms, torch.stack(loudness), atol=1e-12, rtol=0)
