@@ -179,13 +179,14 @@ def test_cli_ablate_with_a_study_file_defining_a_variant(tmp_path, capsys, caplo
     # the budget: the study's epoch cap and TrainConfig's own validation schedule, printed first and saved
     defaults = TrainConfig()
     assert config["train_config"]["epochs"] == ablation.STUDY_EPOCHS
-    for name in ("early_stop_patience", "lr_patience", "lr_decay"):
+    for name in ("early_stop_patience", "lr_patience", "lr_decay", "min_epochs"):
         assert config["train_config"][name] == getattr(defaults, name)
     assert out.out.startswith("budget per run:\n  wide-beta: up to 500 epochs of 41 updates (batch 32), at most 2 updates")
     budget = json.loads((tmp_path / "s" / "study.json").read_text())["budget"]
     assert budget["plain"] == {"epochs": 500, "max_steps": 2, "updates_per_epoch": 41, "batch_size": 32,
                                "early_stop_patience": defaults.early_stop_patience,
-                               "lr_patience": defaults.lr_patience, "lr_decay": defaults.lr_decay}
+                               "lr_patience": defaults.lr_patience, "lr_decay": defaults.lr_decay,
+                               "min_epochs": defaults.min_epochs}
     assert "ends before the first validation (update 41" in caplog.text  # best.pt would be the untrained model
     assert [r["stopped"] for r in rows] == ["max_steps", "max_steps"]
 

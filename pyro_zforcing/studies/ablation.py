@@ -50,7 +50,7 @@ RESULT_FILE = "result.json"
 STUDY_EPOCHS = 500  # the epoch cap of a study: generous, so that validation early stopping ends the runs
 
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"input_dim"}
-TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed", "max_steps", "epochs"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed", "max_steps"}  # a recipe variant keeps its epochs
 
 # name -> overrides; KL annealing starts at 0.2 and reaches 1 after 200 updates.
 VARIANTS: Dict[str, Dict] = {
@@ -268,7 +268,7 @@ def budgets(study: Study, splits: SequenceSplits) -> Dict[str, Dict]:
         per_epoch = len(epoch_batches(len(splits.train), train.batch_size, seed=train.seed, epoch=0))
         out[variant] = {"epochs": train.epochs, "max_steps": train.max_steps, "updates_per_epoch": per_epoch,
                         "batch_size": train.batch_size, "early_stop_patience": train.early_stop_patience,
-                        "lr_patience": train.lr_patience, "lr_decay": train.lr_decay}
+                        "lr_patience": train.lr_patience, "lr_decay": train.lr_decay, "min_epochs": train.min_epochs}
     return out
 
 
@@ -276,7 +276,8 @@ def describe_budget(variant: str, budget: Dict) -> str:
     steps = "" if budget["max_steps"] is None else f", at most {budget['max_steps']} updates"
     return (f"{variant}: up to {budget['epochs']} epochs of {budget['updates_per_epoch']} updates (batch "
             f"{budget['batch_size']}){steps}; early stopping after {budget['early_stop_patience']} epochs without a "
-            f"better validation ELBO, learning rate x{budget['lr_decay']} after {budget['lr_patience']}")
+            f"better validation ELBO, learning rate x{budget['lr_decay']} after {budget['lr_patience']}, neither "
+            f"before epoch {budget['min_epochs']}")
 
 
 def budget_text(budget: Dict[str, Dict]) -> str:
