@@ -16,6 +16,7 @@ the batch), and always use the sampled log-weights log p(y, z) - log q(z) (IWAE 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Collection, Dict, List, Optional, Sequence
@@ -33,6 +34,8 @@ from pyro.util import check_model_guide_match
 from .config import KL_ESTIMATORS
 from .data.base import Batch
 from .models.base import AUX_SITE, BWD_SITE, GUIDE_READS, LATENT_SITE, OBS_SITE
+
+log = logging.getLogger(__name__)
 
 GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED = "generative", "inference", "training_only", "untrained"
 PARAMETER_ROLES = (GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED)
@@ -120,14 +123,15 @@ def parameter_counts(model: nn.Module, guide: nn.Module, *, factors: Collection[
             for role, params in parameter_roles(model, guide, factors=factors).items()}
 
 
-def analytic_kl_elbo(model, guide, *args, **kwargs) -> torch.Tensor:
+def analytic_kl_elbo(model, guide, *args, **kwargs) -> Optional[torch.Tensor]:
     """The ELBO of one trajectory z ~ q with the analytic per-step KL (the authors' estimator):
     the observed sites' log-densities (emission, training factors) minus, for every latent site,
     sum_t KL(q(z_t | .) || p(z_t | .)) in closed form along the sampled z (:func:`site_step_kl`),
     each term scaled as its site (the per-sequence scale, KL annealing's ``ScaleSite``).
 
-    ``Trace_ELBO`` uses log q(z) - log p(z) instead: the same expectation, more variance. A latent
-    site whose guide or prior distribution has no per-step Gaussian ``loc_scale`` is an error.
+    ``Trace_ELBO`` uses log q(z) - log p(z) instead: the same expectation, more variance. None when
+    a latent site's guide or prior distribution has no per-step Gaussian ``loc_scale`` (a user's
+    guide of another family): the analytic KL is not defined for it.
     """
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
@@ -144,8 +148,7 @@ def analytic_kl_elbo(model, guide, *args, **kwargs) -> torch.Tensor:
             continue
         proposal = guide_trace.nodes[name]
         if not all(hasattr(s["fn"], "loc_scale") for s in (proposal, site)):
-            raise ValueError(f"--kl analytic: the latent site {name!r} of this guide or model has no per-step "
-                             "Gaussian parameters (loc_scale); train with --kl sampled")
+            return None
         kl = site_step_kl(proposal, site).sum(-1)
         elbo = elbo - scale_and_mask(kl, scale=proposal["scale"], mask=proposal["mask"]).sum()
     return elbo
@@ -156,7 +159,8 @@ class Objective(nn.Module):
 
     Holds the model and guide as submodules (so ``parameters()`` and ``state_dict()`` cover
     both once) and evaluates ``Trace_ELBO().differentiable_loss`` (``kl="sampled"``) or
-    :func:`analytic_kl_elbo` (``kl="analytic"``); wrap it in DistributedDataParallel for
+    :func:`analytic_kl_elbo` (``kl="analytic"``; for a guide without per-step Gaussian parameters,
+    ``Trace_ELBO`` again, with a warning the first time); wrap it in DistributedDataParallel for
     multi-process training.
     """
 
@@ -168,6 +172,7 @@ class Objective(nn.Module):
         self.guide = guide
         self.kl = kl
         self.elbo = Trace_ELBO()
+        self._analytic_fits: Optional[bool] = None  # known after the first evaluation under kl="analytic"
 
     def forward(self, batch: Batch, weights: Weights = Weights()) -> torch.Tensor:
         model, guide = self.model, self.guide
@@ -180,8 +185,15 @@ class Objective(nn.Module):
             model = ScaleSite(self.model.latent_sites, weights.kl)(model)
             guide = ScaleSite(self.model.latent_sites, weights.kl)(guide)
         factors = {"aux_weight": weights.aux, "bwd_weight": weights.bwd}
-        if self.kl == "analytic":
-            return -analytic_kl_elbo(model, guide, batch, **factors)
+        if self.kl == "analytic" and self._analytic_fits is not False:
+            elbo = analytic_kl_elbo(model, guide, batch, **factors)
+            self._analytic_fits = elbo is not None
+            if elbo is not None:
+                return -elbo
+            log.warning("--kl analytic: the guide %s (or the model's prior) has no per-step Gaussian parameters "
+                        "(loc_scale); its KL is estimated by log q - log p, as with --kl sampled",
+                        type(self.guide).__name__)
+            self.model.forget()
         return self.elbo.differentiable_loss(model, guide, batch, **factors)
 
 

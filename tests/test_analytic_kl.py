@@ -23,7 +23,8 @@ from pyro_zforcing.infer import Objective, Weights, sequence_terms, step_kl, tra
 from conftest import small_config
 
 MODELS = {"zforcing": {}, "zforcing-cond-ln": {"z_conditioning": "cond-ln"}, "vrnn": {"model": "vrnn"},
-          "vrnn-i": {"model": "vrnn", "prior": "standard"}, "srnn": {"model": "srnn"}}
+          "vrnn-i": {"model": "vrnn", "prior": "standard"}, "srnn": {"model": "srnn"}, "dmm": {"model": "dmm"},
+          "storn": {"model": "storn"}}
 DRAWS, COPIES = 80, 25  # 80 losses, each the mean over 25 copies of every sequence (2,000 trajectories)
 
 
@@ -129,12 +130,18 @@ class NormalGuide(TrajectoryGuide):
             return pyro.sample("z", dist.Normal(loc, 1.0).to_event(2))
 
 
-def test_analytic_kl_refuses_a_proposal_without_step_parameters(float64):
-    objective = objective_for("zforcing", "analytic")
-    objective = Objective(objective.model, NormalGuide(objective.model), kl="analytic")
-    with pytest.raises(ValueError, match="--kl sampled"):
-        objective(batch_of())
-    Objective(objective.model, objective.guide, kl="sampled")(batch_of())  # the sampled estimator takes it
+def test_a_proposal_without_step_parameters_trains_with_the_sampled_kl_and_a_warning(float64, caplog):
+    model = objective_for("zforcing", "analytic").model
+    analytic = Objective(model, NormalGuide(model), kl="analytic")
+    sampled = Objective(model, analytic.guide, kl="sampled")
+    batch = batch_of()
+    assert torch.isfinite(analytic(batch))  # finds out, says so, and falls back
+    for seed in (4, 5):  # from then on the sampled estimator itself
+        torch.manual_seed(seed)
+        ours = analytic(batch)
+        torch.manual_seed(seed)
+        torch.testing.assert_close(ours, sampled(batch), rtol=0, atol=0)
+    assert caplog.text.count("has no per-step Gaussian parameters") == 1  # said once
 
 
 def test_kl_is_a_checked_train_setting_recorded_in_checkpoints_old_ones_load_as_sampled(tmp_path):

@@ -22,7 +22,8 @@ from pyro_zforcing.studies.compare import match_parameters
 from conftest import small_config
 
 MODELS = {"zforcing": {}, "rnn": {"model": "rnn"}, "vrnn": {"model": "vrnn"},
-          "vrnn-i": {"model": "vrnn", "prior": "standard"}, "srnn": {"model": "srnn"}}
+          "vrnn-i": {"model": "vrnn", "prior": "standard"}, "srnn": {"model": "srnn"}, "dmm": {"model": "dmm"},
+          "storn": {"model": "storn"}}
 # p(y, z) by module, written from each model's generative story (docstrings), not from the code's roles
 GENERATIVE_MODULES = {"zforcing": ("embed", "fwd", "prior", "emission"), "rnn": ("embed", "lstm", "emission"),
                       "vrnn": ("embed", "phi_z", "lstm", "prior", "emission"), "srnn": ("embed", "rnn", "prior", "emission")}
@@ -147,10 +148,11 @@ def test_match_params_picks_sizes_whose_counts_are_the_references_counted_by_mod
 # every recurrence of every model (and of its default guide), generative or inference
 RECURRENCES = {"zforcing": {"model.fwd.lstm": GENERATIVE, "model.bwd.lstm": INFERENCE},
                "rnn": {"model.lstm": GENERATIVE}, "vrnn": {"model.lstm": GENERATIVE},
-               "srnn": {"model.rnn": GENERATIVE, "guide.backward.lstm": INFERENCE}}
+               "srnn": {"model.rnn": GENERATIVE, "guide.backward.lstm": INFERENCE},
+               "dmm": {"guide.rnn.rnn": INFERENCE}, "storn": {"model.fwd.lstm": GENERATIVE, "guide.rnn": INFERENCE}}
 
 
-@pytest.mark.parametrize("name", ["zforcing", "rnn", "vrnn", "srnn"])
+@pytest.mark.parametrize("name", list(RECURRENCES))
 @pytest.mark.parametrize("init", ["orthogonal", "torch"])
 def test_every_recurrence_of_every_model_follows_init(name, init):
     torch.manual_seed(0)
@@ -162,7 +164,7 @@ def test_every_recurrence_of_every_model_follows_init(name, init):
     bound = 1.0 / math.sqrt(hidden)
     for path, role in RECURRENCES[name].items():
         lstm = objective.get_submodule(path)
-        w = lstm.weight_hh_l0  # (4H, H)
+        w = lstm.weight_hh_l0  # (4H, H), (H, H) for a plain RNN
         gram = w.t() @ w
         biases = torch.cat([lstm.bias_ih_l0, lstm.bias_hh_l0])
         if init == "orthogonal":  # the authors': orthonormal columns of the stacked gates, W^T W = I_H
