@@ -290,3 +290,17 @@ def test_gate_saturation_measures_the_forward_lstms_own_gate_preactivations(floa
             h, c = cell(x, (h, c))
     torch.testing.assert_close(a, torch.cat(expected), atol=1e-10, rtol=0)  # real steps, row by row
     torch.testing.assert_close(rms, torch.stack(loudness), atol=1e-12, rtol=0)
+
+
+def test_the_comparison_page_prints_the_counts_it_states(capsys):
+    """docs/comparison.md's Python block runs as written and prints the role counts its text gives."""
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "comparison.md"
+    (code,) = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    exec(compile(code, str(page), "exec"), {"__name__": "docs_example"})
+    assert capsys.readouterr().out.strip() == \
+        "{'generative': 95856, 'inference': 43616, 'training_only': 13504, 'untrained': 26000}"
+    for figure in ("95,856", "43,616", "13,504", "26,000"):
+        assert figure in page.read_text()

@@ -140,7 +140,7 @@ def compare_parser() -> argparse.ArgumentParser:
                         help="resize each model's --rnn-dim (and --mlp-dim in proportion) so that its generative "
                              "model p(y, z) (generative: each model keeps its own inference network) or all its "
                              "trained parameters (all) are within 5%% of --match-to's; none keeps the typed sizes; "
-                             "counts by role are printed and saved (default: %(default)s)")
+                             "counts by role are printed and saved (default: %(default)s; none with --presets)")
     parser.add_argument("--match-to", default=None,
                         help="the model whose size is kept (default: zforcing if compared, else the first)")
     parser.add_argument("--presets", default=None, metavar="NAME,NAME,...",
@@ -189,11 +189,14 @@ def command_compare(argv: List[str]) -> int:
         study = study_from(parser, argv, args, names, extra_variants)
     study_dir = study_dir_of(args, "compare", study.data.dataset)
     splits = load_dataset(study.data)
-    if args.match_params != "none":
+    match = args.match_params
+    if args.presets and "match_params" not in typed_fields(parser, argv):
+        match = "none"  # recipes keep their own sizes unless matching is asked for
+    if match != "none":
         reference = args.match_to or ("zforcing" if "zforcing" in names else names[0])
-        study, chosen = match_parameters(study, splits.info, reference=reference, match=args.match_params)
-        write_sizes(study_dir, chosen, reference=reference, match=args.match_params)
-        print(sizes_table(chosen, reference=reference, match=args.match_params))
+        study, chosen = match_parameters(study, splits.info, reference=reference, match=match)
+        write_sizes(study_dir, chosen, reference=reference, match=match)
+        print(sizes_table(chosen, reference=reference, match=match))
     print(budget_text(budgets(study, splits)), end="")
     results = run_study(study, study_dir, quiet=args.quiet, splits=splits)
     print(write_comparison(study_dir, results, splits.info, iwae_samples=study.iwae_samples), end="")
