@@ -203,3 +203,15 @@ def test_plain_text_docstrings_become_the_restructuredtext_they_mean():
     already = ["A recipe::", "", "    dataset = 'timit'", "", ".. note::", "", "    kept", "", "- item", "",
                "  second paragraph of the item", "", "p(z | h) and q(z || p) stay"]
     assert rst(already) == already
+
+
+def test_every_figure_a_page_shows_is_in_the_repository():
+    """A fresh clone has every figure (none is a local build output the site would miss)."""
+    tracked = set(subprocess.run(["git", "ls-files", "docs"], capture_output=True, text=True, cwd=ROOT,
+                                 check=True).stdout.split())
+    figures = [(page, target) for page in PAGES[1:]
+               for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", page.read_text())]
+    assert figures
+    for page, target in figures:
+        path = (page.parent / target).resolve().relative_to(ROOT)
+        assert str(path) in tracked, f"{relative(page)} shows {target}, which git does not track"

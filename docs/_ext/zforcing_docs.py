@@ -158,6 +158,10 @@ def import_dotted(path: str):
     return None
 
 
+def drop_object_base(app, name, obj, options, bases):
+    bases[:] = [base for base in bases if base is not object]  # "Bases: object" says nothing
+
+
 def lookup(path: str, module: Optional[str], cls: Optional[str]):
     """The object ``path`` names inside ``module`` (and its class ``cls``), as the code sees it,
     or the object of ``path`` as a full dotted name."""
@@ -284,5 +288,6 @@ def setup(app):
     app.add_role("anchor", anchor_role)
     app.add_directive("command-flags", CommandFlags)
     app.connect("autodoc-process-docstring", normalise_docstring)
+    app.connect("autodoc-process-bases", drop_object_base)
     app.connect("missing-reference", resolve_like_python)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
