@@ -8,6 +8,7 @@ import pkgutil
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,7 @@ def test_every_python_block_is_marked_python():
 def test_python_blocks_run(page, tmp_path, monkeypatch, capsys):
     """The blocks of one page run in order in one namespace, as a reader pasting them would."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the blocks' mkdtemp() runs land here
     namespace = {"__name__": "docs_example"}
     for line, code in python_blocks(page):
         exec(compile("\n" * (line - 1) + code, str(page), "exec"), namespace)
