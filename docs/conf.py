@@ -37,7 +37,8 @@ myst_enable_extensions = ["colon_fence"]
 # module being documented. A lone `x` (the default role) reads as code, as in the Markdown pages.
 default_role = "literal"
 autodoc_default_options = {"members": True, "undoc-members": True, "member-order": "bysource",
-                           "show-inheritance": True, "no-value": True}
+                           "show-inheritance": True, "no-value": True,
+                           "special-members": "__call__"}  # a model's __call__ (draws x when unobserved)
 autodoc_inherit_docstrings = False  # torch's and pyro's docstrings are theirs (and not all render here)
 autodoc_typehints = "signature"
 autodoc_class_signature = "mixed"

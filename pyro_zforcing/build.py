@@ -7,7 +7,6 @@ checkpoint's configs rebuild exactly the objective that was trained.
 from __future__ import annotations
 
 import logging
-import math
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -98,10 +97,10 @@ def check_same_data(trained: DataInfo, loaded: DataInfo, checkpoint) -> None:
         if getattr(trained, key) != getattr(loaded, key):
             raise ValueError(f"{checkpoint}: the model was trained with {key}={getattr(trained, key)!r} "
                              f"but the data read now has {key}={getattr(loaded, key)!r}")
-    for key in ("mean", "std"):
+    for key in ("mean", "std"):  # one number (speech) or one per dimension (arrays)
         a, b = getattr(trained, key), getattr(loaded, key)
-        if a is not None and b is not None and not math.isclose(a, b, rel_tol=1e-4):
-            log.warning("%s: training normalisation %s=%g differs from the data read now (%g)", checkpoint, key, a, b)
+        if a is not None and b is not None and (np.shape(a) != np.shape(b) or not np.allclose(a, b, rtol=1e-4, atol=0)):
+            log.warning("%s: training normalisation %s=%s differs from the data read now (%s)", checkpoint, key, a, b)
 
 
 def run_dir_of(checkpoint) -> Path:

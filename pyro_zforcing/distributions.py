@@ -129,15 +129,22 @@ class MaskedEmission(TorchDistribution):
     ``head.step_log_prob(h, y)`` scores the steps. Without gradients (evaluation) the steps are
     scored a slice at a time, so memory does not grow with rows x steps x vocabulary; with
     gradients (training) all steps at once, one graph as before.
+
+    ``sample(sample_shape)`` draws every real step from its own p(y_t | h_t), given the states it
+    was built with (for a teacher-forced model, states driven by the observed y_{<t}); padded
+    steps hold 0, as :func:`~pyro_zforcing.data.base.collate_sequences` pads. Returns
+    ``sample_shape + (B, T)`` token ids (int64) or ``sample_shape + (B, T, D)`` frames.
+    ``rsample`` exists where the family is reparameterisable (the Gaussian); ``mean`` is the
+    per-step mean (0 on padded steps) of the frame families.
     """
 
     arg_constraints = {}
-    has_rsample = False
 
     def __init__(self, head, state: torch.Tensor, mask: torch.Tensor, *, tokens: bool):
         self.head = head
         self.state = state
         self.mask = mask
+        self.tokens = tokens
         self.width = head.linear.out_features
         batch_size, steps = mask.shape
         event = (steps,) if tokens else (steps, head.out_dim)
@@ -148,6 +155,32 @@ class MaskedEmission(TorchDistribution):
     @property
     def support(self):
         return self._support
+
+    @property
+    def has_rsample(self) -> bool:
+        return self.head.family == "gaussian"  # Bernoulli, Categorical and the mixture have no rsample
+
+    def _masked(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` with the padded steps set to 0 (any leading sample dims)."""
+        mask = self.mask if self.tokens else self.mask[..., None]
+        return torch.where(mask, value, value.new_zeros(()))
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self._masked(self.head.step_dist(self.state).sample(sample_shape))
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        if not self.has_rsample:
+            raise NotImplementedError(f"the {self.head.family} emission has no reparameterised sample; use sample()")
+        return self._masked(self.head.step_dist(self.state).rsample(sample_shape))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """E[y_t | h_t] per step ``(B, T, D)``, 0 on padded steps (frame families only)."""
+        if self.tokens:
+            raise NotImplementedError("a categorical emission has no mean; its per-step probabilities are "
+                                      "head.step_dist(state).probs")
+        return self._masked(self.head.step_dist(self.state).mean)
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
         steps = self.mask.shape[1]

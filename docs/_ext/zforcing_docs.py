@@ -89,7 +89,7 @@ def plain_text_to_rst(lines: List[str]) -> List[str]:
     out: List[str] = []
     paragraph: List[int] = []  # indices in out of the lines of the paragraph being read
     finished: List[int] = []  # ... of the paragraph a blank line just ended
-    list_indent: Optional[int] = None  # marker indent of the list being read
+    lists: List[int] = []  # marker indents of the lists being read, outermost first
     literal_indent: Optional[int] = None  # indent of the paragraph that introduced a literal block
     for line in lines:
         if not line.strip():
@@ -104,17 +104,19 @@ def plain_text_to_rst(lines: List[str]) -> List[str]:
                 continue
             literal_indent, finished = None, []
         item = LIST_ITEM.match(line)
-        if list_indent is not None and indent <= list_indent and not item:
-            if paragraph:
-                out.append("")  # text straight after a list
-                paragraph = []
-            list_indent = None
-        if item and list_indent is None and paragraph:
-            out.append("")  # a list straight after its introducing line
+        closed = False
+        while lists and (indent < lists[-1] or (indent == lists[-1] and not item)):
+            lists.pop()  # the line is outside the innermost list
+            closed = True
+        if closed and paragraph:
+            out.append("")  # text, or an outer list's next item, straight after a list
             paragraph = []
-        if item:
-            list_indent = len(item.group(1))
-        if not paragraph and finished and list_indent is None and introduces_literal(out, finished, indent):
+        if item and (not lists or indent > lists[-1]):
+            if paragraph:
+                out.append("")  # a list (or a sublist) straight after its introducing line
+                paragraph = []
+            lists.append(indent)
+        if not paragraph and finished and not lists and introduces_literal(out, finished, indent):
             opener = finished[-1]
             if out[opener].rstrip().endswith(":"):
                 out[opener] = out[opener].rstrip() + ":"

@@ -8,7 +8,7 @@ bernoulli emission) or ``x: (B, T)`` int64 token ids (categorical emission), a b
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -26,7 +26,9 @@ class DataInfo:
     frame size (pixels or samples per step) or the vocabulary size. ``unit`` names what a
     reported per-unit bound is divided by (``"pixel"``, ``"sample"``, ``"word"``) and
     ``units_per_step`` how many of them one step holds. ``mean``/``std`` undo the
-    normalisation of real-valued data; ``vocab`` maps token ids to words.
+    normalisation of real-valued data (``x = normalised * std + mean``): one number for every
+    value (speech) or a tuple of ``dim`` numbers, one per dimension (``arrays``); None when the
+    data are not normalised. ``vocab`` maps token ids to words.
     """
 
     name: str
@@ -35,29 +37,38 @@ class DataInfo:
     unit: str
     units_per_step: int = 1
     sample_rate: Optional[int] = None
-    mean: Optional[float] = None
-    std: Optional[float] = None
+    mean: Optional[Union[float, tuple]] = None
+    std: Optional[Union[float, tuple]] = None
     vocab: Optional[tuple] = None
     image_shape: Optional[tuple] = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        listed = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731
         return {
             "name": self.name, "emission": self.emission, "dim": self.dim, "unit": self.unit,
             "units_per_step": self.units_per_step, "sample_rate": self.sample_rate,
-            "mean": self.mean, "std": self.std,
-            "vocab": list(self.vocab) if self.vocab is not None else None,
-            "image_shape": list(self.image_shape) if self.image_shape is not None else None,
+            "mean": listed(self.mean), "std": listed(self.std),
+            "vocab": listed(self.vocab),
+            "image_shape": listed(self.image_shape),
             "extra": dict(self.extra),
         }
 
     @classmethod
     def from_dict(cls, values: dict) -> "DataInfo":
         values = dict(values)
-        for key in ("vocab", "image_shape"):
-            if values.get(key) is not None:
+        for key in ("vocab", "image_shape", "mean", "std"):
+            if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)
+
+    def denormalise(self, values: np.ndarray) -> np.ndarray:
+        """Normalised values ``(..., D)`` back in the data's own units, float64 (unchanged
+        without normalisation)."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.std is None:
+            return values
+        return values * np.asarray(self.std) + np.asarray(0.0 if self.mean is None else self.mean)
 
 
 @dataclass
@@ -82,12 +93,15 @@ class Batch:
 
     ``first`` (B, D) or (B,) is the input u_1 each sequence starts from when it continues a
     longer signal (the frame before a window); None means the model's start frame or token.
+    ``observed`` False (:meth:`unobserved`) makes a model draw its observation site instead of
+    observing ``x``; ``x`` still drives the inputs u_t = y_{t-1} (see ``docs/pyro-tools.md``).
     """
 
     x: torch.Tensor
     mask: torch.Tensor
     lengths: torch.Tensor
     first: Optional[torch.Tensor] = None
+    observed: bool = True
 
     @property
     def batch_size(self) -> int:
@@ -110,7 +124,12 @@ class Batch:
         """K copies of every sequence, particle-major: row ``i * B + b`` is copy i of sequence b."""
         reps = (k,) + (1,) * (self.x.dim() - 1)
         first = self.first.repeat(reps[:self.first.dim()]) if self.first is not None else None
-        return Batch(self.x.repeat(reps), self.mask.repeat(k, 1), self.lengths.repeat(k), first)
+        return Batch(self.x.repeat(reps), self.mask.repeat(k, 1), self.lengths.repeat(k), first, self.observed)
+
+    def unobserved(self) -> "Batch":
+        """This batch with its targets left to the model to draw (Pyro's ``Predictive``): the
+        observation site ``"x"`` is sampled from the emission, the inputs stay ``x``'s."""
+        return replace(self, observed=False)
 
 
 def collate_sequences(sequences: Sequence[np.ndarray]) -> Batch:

@@ -32,7 +32,7 @@ from .base import DataInfo, SequenceSplits
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: audio files are checked for truncated WAV data, absurd peaks, rates below 4 kHz
 SPLITS = ("train", "valid", "test")
 
 
@@ -42,14 +42,19 @@ def _digest(value) -> str:
 
 
 def fingerprint(root: Path, files: Iterable[Path]) -> str:
-    """Hash of (path relative to ``root``, size, mtime in ns) of every source file."""
+    """Hash of (path relative to ``root``, size, mtime in ns) of every source file; a missing file
+    or dangling symbolic link (a bad file the loader skips or refuses) counts by its link target."""
     rows = []
     for path in files:
-        stat = os.stat(path)
         try:
             rel = str(Path(path).relative_to(root))
         except ValueError:
             rel = str(path)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            rows.append((rel, "missing", os.readlink(path) if os.path.islink(path) else None))
+            continue
         rows.append((rel, stat.st_size, stat.st_mtime_ns))
     return _digest(rows)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
+from .arrays import load_arrays
 from .base import DataError, SequenceSplits
 from .digits import load_digits
 from .mnist import load_mnist
@@ -18,6 +19,7 @@ DATASETS: Dict[str, Callable] = {
     "mnist": load_mnist,
     "text": load_text,
     "imdb": load_imdb,
+    "arrays": load_arrays,
 }
 
 

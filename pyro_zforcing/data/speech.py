@@ -20,8 +20,10 @@ the Z-Forcing paper uses for speech:
    "utterance"``), Blizzard scores 40-frame sequences (``"chunk"``), set by
    ``eval_chunk_frames`` (None = whole files).
 
-A file with fewer samples than one frame is a bad file (error, or skipped with
-``skip_bad_files``). Each sequence is a float32 array ``(T_i, frame_size)``; the emission is
+A file with fewer samples than one frame is a bad file, and so is any file :mod:`.audio_io`
+refuses (unreadable, truncated, non-finite or absurd amplitudes, a rate below the floor, a
+dangling symbolic link): each stops the load naming the file, or with ``skip_bad_files`` is
+skipped and listed once the corpus is read. Each sequence is a float32 array ``(T_i, frame_size)``; the emission is
 gaussian with ``dim = frame_size`` and bounds are reported per sample.
 
 Options and defaults (``DataConfig.options``):

@@ -287,7 +287,12 @@ def markdown_table(report: Dict) -> str:
         lines.append("This model has no latent variables: its ELBO and IWAE are its exact log-likelihood "
                      "log p(y) (KL = 0, no sampling).")
     std = report.get("normalisation_std")
-    if std:
+    if isinstance(std, (list, tuple)):  # one std per dimension (arrays)
+        shift = -sum(math.log(s) for s in std)
+        lines.append(f"Densities are of the values normalised per dimension, (x_d - mean_d) / std_d; in the data's "
+                     f"own units add -sum_d log(std_d) = {shift:.4f} nats per {units['step']} "
+                     f"({shift / len(std):.4f} per {units['unit']}).")
+    elif std:
         lines.append(f"Densities are of the normalised signal (x - mean) / std; for the full-scale waveform "
                      f"add -log(std) = {-math.log(std):.4f} nats per {units['unit']}.")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,11 @@ the targets y_{1:T} at the site ``"x"`` under the batch mask. Class attributes d
   its bound is then the exact log-likelihood);
 - ``guides``: the names of ``pyro_zforcing.guides.GUIDES`` that fit it, ``default_guide`` first.
 
+Run on ``batch.unobserved()`` a model draws the site ``"x"`` from its emission instead of
+observing it (:class:`DrawObservations`, entered by :meth:`SequenceModel.__call__`), so
+``pyro.infer.Predictive`` gives one-step-ahead predictive draws of every model: each y_t given
+the observed y_{<t} (the inputs stay the batch's) and z (``docs/pyro-tools.md``).
+
 A model may add training-only factors, ``pyro.factor(AUX_SITE, aux_weight * ...)`` and
 ``pyro.factor(BWD_SITE, bwd_weight * ...)``: they shape training and are never part of a bound
 (every reported number runs the model with both weights at 0).
@@ -23,6 +28,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+from pyro.poutine.messenger import Messenger
 
 from ..cache import LastResult
 from ..config import ModelConfig
@@ -41,8 +47,22 @@ def inputs_of(batch: Batch) -> tuple:
     return (batch.x,) if batch.first is None else (batch.x, batch.first)
 
 
+class DrawObservations(Messenger):
+    """Samples the observation site ``"x"`` from its distribution instead of observing the value
+    given (Pyro's ``uncondition`` for that one site; training-only factors stay as they are)."""
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["name"] == OBS_SITE and msg["is_observed"]:
+            msg["is_observed"] = False
+            msg["value"] = None
+            msg["done"] = False
+
+
 class SequenceModel(nn.Module):
-    """Base of the registered models: config, the input embedding e(.), and the guide->model memo."""
+    """Base of the registered models: config, the input embedding e(.), and the guide->model memo.
+
+    Calling a model on ``batch.unobserved()`` runs it under :class:`DrawObservations`.
+    """
 
     name: str = ""
     latent_sites: Tuple[str, ...] = (LATENT_SITE,)
@@ -54,6 +74,12 @@ class SequenceModel(nn.Module):
         self.embed = InputEmbedding(config.input_dim, config.emb_dim, tokens=config.emission == "categorical",
                                     kind=config.embedding)
         self._embedded = LastResult(self.embed.parameters)
+
+    def __call__(self, batch: Batch, *args, **kwargs):
+        if batch.observed:
+            return super().__call__(batch, *args, **kwargs)
+        with DrawObservations():
+            return super().__call__(batch, *args, **kwargs)
 
     @property
     def default_guide(self) -> str:
