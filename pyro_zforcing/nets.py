@@ -110,8 +110,12 @@ class ForwardRNN(nn.Module):
 
     def states(self, emb_inputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """h_{0:T} for inputs ``(B, T, E)`` and latents ``(B, T, Z)``: returns ``(B, T+1, H)``."""
-        out, _ = self.lstm(torch.cat([emb_inputs, self.z_proj(z)], dim=-1))
+        out = self.outputs(emb_inputs, z)
         return torch.cat([out.new_zeros(out.shape[0], 1, out.shape[2]), out], dim=1)
+
+    def outputs(self, emb_inputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """h_{1:T} ``(B, T, H)``: :meth:`states` without h_0."""
+        return self.lstm(torch.cat([emb_inputs, self.z_proj(z)], dim=-1))[0]
 
     def stepper(self, emb_inputs: torch.Tensor):
         """``(advance, state_0)`` for inputs ``(B, T, E)``: ``advance(t, z_t, (h, c))`` is step t."""

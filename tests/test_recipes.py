@@ -73,7 +73,8 @@ def read_json(path: Path) -> dict:
 
 
 def test_presets_ship_one_recipe_per_experiment_with_a_source_for_every_value():
-    assert preset_names() == ["blizzard", "imdb", "mnist", "timit"]
+    assert preset_names() == ["blizzard", "imdb", "jsb-dmm", "jsb-rnn", "jsb-srnn", "jsb-storn", "jsb-vrnn",
+                              "jsb-zforcing", "jsb-zforcing-noaux", "mnist", "timit"]
     for name in preset_names():
         for line in preset_path(name).read_text().splitlines():
             code = line.split("#", 1)[0].strip()

@@ -15,7 +15,7 @@ from ..data import DATASETS
 from ..guides import GUIDES, is_guide_spec
 from ..models import MODELS, default_guide
 from ..training.recipes import apply_recipe, check_dataset, find_recipe, preset_names
-from .common import finite_float, parse_option, positive_int, seed_int
+from .common import finite_float, non_negative_int, parse_option, positive_int, seed_int
 
 MODEL_DEFAULTS = ModelConfig(input_dim=1)
 
@@ -64,7 +64,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=list(MODELS), default=m.model,
                        help="zforcing (the paper's), rnn (no latents), vrnn (Chung et al. 2015), srnn "
-                            "(Fraccaro et al. 2016) (default: %(default)s)")
+                            "(Fraccaro et al. 2016), dmm (Krishnan et al. 2017), storn (Bayer and Osendorfer 2014) "
+                            "(default: %(default)s)")
     model.add_argument("--emission", choices=EMISSIONS, default=None,
                        help="output distribution (default: the dataset's; gmm can replace gaussian)")
     model.add_argument("--mixtures", type=positive_int, default=m.mixtures,
@@ -114,6 +115,13 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many updates (default: no limit)")
     opt.add_argument("--patience", type=positive_int, default=t.early_stop_patience,
                      help="epochs without validation improvement before stopping (default: %(default)s)")
+    opt.add_argument("--lr-patience", type=positive_int, default=t.lr_patience,
+                     help="epochs without validation improvement before the rate is multiplied by --lr-decay "
+                          "(default: %(default)s)")
+    opt.add_argument("--lr-decay", type=finite_float, default=t.lr_decay,
+                     help="factor applied to the rate on a validation plateau, 1 keeps it (default: %(default)s)")
+    opt.add_argument("--min-epochs", type=non_negative_int, default=t.min_epochs,
+                     help="epochs before the rate may drop or training may stop early (default: %(default)s)")
     opt.add_argument("--log-every", type=positive_int, default=t.log_every, help="updates between metric records (default: %(default)s)")
     opt.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                      help="also write checkpoints/last.pt every N updates within an epoch (default: at epoch ends)")
@@ -135,7 +143,8 @@ def train_config_from(args) -> TrainConfig:
     return TrainConfig(guide=args.guide or default_guide(args.model), batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
                        epochs=args.epochs, max_steps=args.max_steps, kl_start=args.kl_start, kl_step=args.kl_step,
                        aux_start=aux_start, aux_end=aux_end, aux_step=args.aux_step, bwd_weight=args.bwd_weight,
-                       early_stop_patience=args.patience, log_every=args.log_every,
+                       early_stop_patience=args.patience, lr_patience=args.lr_patience, lr_decay=args.lr_decay,
+                       min_epochs=args.min_epochs, log_every=args.log_every,
                        checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, validate=args.validate)
 
 
@@ -174,5 +183,7 @@ def resolve_settings(parser: argparse.ArgumentParser, argv: List[str], args):
     dataset = check_dataset(recipe, args.dataset if "dataset" in given else None)
     model, train, data = apply_recipe(recipe, model=model, train=train, data=replace(data, dataset=dataset),
                                       given=given)
+    if "guide" not in given and "guide" not in recipe.train:  # a recipe's model trains with its own guide
+        train = replace(train, guide=default_guide(model["model"]))
     return replace(data, seed=train.seed), train, model, recipe.describe()  # one seed, as --seed sets both
 

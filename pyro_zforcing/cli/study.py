@@ -6,14 +6,17 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
 from ..data import load_dataset
 from ..studies.ablation import MODEL_VARIANTS, VARIANTS, Study, load_study_file, run_study, select_variants
 from ..studies.compare import match_parameters, sizes_table, write_comparison, write_sizes
+from ..training.recipes import apply_recipe, find_recipe
 from .common import PROG, Parser, parse_option, positive_int, setup_logging
-from .flags import add_data_flags, add_train_flags, resolve_settings
+from .flags import add_data_flags, add_train_flags, data_config_from, model_sizes_from, resolve_settings, \
+    train_config_from, typed_fields
 
 
 def ablate_parser() -> argparse.ArgumentParser:
@@ -130,7 +133,34 @@ def compare_parser() -> argparse.ArgumentParser:
                              "(model + guide) are within 5%% of --match-to's; sizes are printed and saved")
     parser.add_argument("--match-to", default=None,
                         help="the model whose size is kept (default: zforcing if compared, else the first)")
+    parser.add_argument("--presets", default=None, metavar="NAME,NAME,...",
+                        help="compare recipes instead of --models: each variant is one shipped recipe (its model, "
+                             "sizes, optimiser, schedule and epochs; flags typed here override every recipe), all "
+                             "for one dataset, e.g. jsb-rnn,jsb-srnn,jsb-dmm (see docs/polyphonic.md)")
     return parser
+
+
+def study_from_presets(parser: argparse.ArgumentParser, argv: List[str], args, names: List[str]) -> Study:
+    """One variant per recipe: the defaults and typed flags are the base, each recipe's [model] and
+    [train] values (those not typed) its overrides; the recipes must agree on the dataset and data."""
+    given = typed_fields(parser, argv)
+    recipes = [find_recipe(preset=name, config=None) for name in names]
+    data, train, model = data_config_from(args), train_config_from(args), model_sizes_from(args)
+    datas = []
+    for recipe in recipes:
+        dataset = args.dataset if "dataset" in given else recipe.dataset
+        if dataset != recipe.dataset:
+            raise ValueError(f"--presets: recipe {recipe.name!r} is for dataset {recipe.dataset!r}, not --dataset {dataset}")
+        datas.append(apply_recipe(recipe, model={}, train=train, data=replace(data, dataset=dataset), given=given)[2])
+    for recipe, other in zip(recipes[1:], datas[1:]):
+        if other != datas[0]:
+            raise ValueError(f"--presets: recipes {recipes[0].name!r} and {recipe.name!r} read different data "
+                             f"({datas[0].dataset} {datas[0].options} vs {other.dataset} {other.options})")
+    variants = {recipe.name: {key: value for key, value in {**recipe.model, **recipe.train}.items()
+                              if key not in given and key != "seed"} for recipe in recipes}
+    return Study(data=replace(datas[0], seed=train.seed), train=train, model=model,
+                 variants=select_variants(names, variants), seeds=tuple(range(args.seed, args.seed + args.seeds)),
+                 iwae_samples=args.iwae_samples, eval_batch_size=args.eval_batch_size)
 
 
 def command_compare(argv: List[str]) -> int:
@@ -139,8 +169,14 @@ def command_compare(argv: List[str]) -> int:
     if args.variants:
         raise ValueError("compare takes --models, not --variants")
     setup_logging(args.quiet)
-    names = [n.strip() for n in args.models.split(",")]
-    study = study_from(parser, argv, args, names, extra_variants)
+    if args.presets:
+        if "models" in typed_fields(parser, argv):
+            raise ValueError("compare takes --presets or --models, not both")
+        names = [n.strip() for n in args.presets.split(",")]
+        study = study_from_presets(parser, argv, args, names)
+    else:
+        names = [n.strip() for n in args.models.split(",")]
+        study = study_from(parser, argv, args, names, extra_variants)
     study_dir = study_dir_of(args, "compare", study.data.dataset)
     splits = load_dataset(study.data)
     if args.match_params:

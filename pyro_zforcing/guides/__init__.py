@@ -18,10 +18,12 @@ from typing import Callable, Dict
 
 from .backward import BackwardGuide
 from .base import TrajectoryGuide
+from .combiner import CombinerGuide
 from .exact import ExactGuide
 from .filtering import FilteringGuide
 from .future_only import FutureOnlyGuide
 from .prior import PriorGuide
+from .recognition import RecognitionGuide
 from .smoothing import PlainSmoothingGuide, SmoothingGuide
 
 GUIDES: Dict[str, Callable] = {
@@ -32,6 +34,8 @@ GUIDES: Dict[str, Callable] = {
     "exact": ExactGuide,
     "smoothing": SmoothingGuide,
     "smoothing-plain": PlainSmoothingGuide,
+    "combiner": CombinerGuide,
+    "recognition": RecognitionGuide,
 }
 
 
@@ -92,4 +96,4 @@ def make_guide(name: str, model):
 
 
 __all__ = ["GUIDES", "TrajectoryGuide", "BackwardGuide", "ExactGuide", "FilteringGuide", "FutureOnlyGuide",
-           "PriorGuide", "SmoothingGuide", "PlainSmoothingGuide", "make_guide", "load_guide_class", "is_guide_spec"]
+           "PriorGuide", "SmoothingGuide", "PlainSmoothingGuide", "CombinerGuide", "RecognitionGuide", "make_guide", "load_guide_class", "is_guide_spec"]

@@ -156,3 +156,24 @@ class SequenceModel(nn.Module):
         if self.config.emission == "categorical":
             y = y.long()
         return y, y
+
+
+@torch.no_grad()
+def generate_through_forward_rnn(model: SequenceModel, num: int, steps: int, prior, *,
+                                 prime: Optional[torch.Tensor], z: Optional[torch.Tensor], mean: bool) -> torch.Tensor:
+    """Ancestral samples ``(num, steps, ...)`` of a model whose state is ``model.fwd`` (h_t from u_t and z_t)
+    and whose emission reads h_t (Z-Forcing, STORN): z_t from ``prior(h_{t-1}) -> (loc, scale)`` unless
+    given in ``z``; ``prime``, ``z`` and ``mean`` as in :meth:`ZForcing.generate`."""
+    param = next(model.parameters())
+    state = model.fwd.initial(num, param)
+    u = model.embed.start(num, param)[:, 0]
+    outputs = []
+    for t in range(steps):
+        z_t = model.latent_at(t, z, lambda: prior(state[0]))
+        advance, _ = model.fwd.stepper(u[:, None])
+        state = advance(0, z_t, state)
+        prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
+        out_t, y_t = model.emit(model.emission.step_dist(state[0]), mean=mean, prime_t=prime_t)
+        outputs.append(out_t)
+        u = model.embed(y_t)
+    return torch.stack(outputs, dim=1)

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
 
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"input_dim"}
-TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed", "max_steps", "epochs"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed", "max_steps"}  # a recipe variant keeps its epochs
 
 # name -> overrides; KL annealing starts at 0.2 and reaches 1 after 200 updates.
 VARIANTS: Dict[str, Dict] = {

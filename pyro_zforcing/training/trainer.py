@@ -1,4 +1,4 @@
-"""The training loop: epochs, validation, LR halving, early stopping, checkpoints, metrics.
+"""The training loop: epochs, validation, LR halving, early stopping (both after ``min_epochs``), checkpoints, metrics.
 
 The loop knows the model only through :class:`~pyro_zforcing.infer.Objective`. Batches of an
 epoch come from a permutation seeded by (seed, epoch), so a run resumed from a checkpoint
@@ -152,7 +152,7 @@ class Trainer:
             if loss_module is None:  # gradients averaged across ranks inside backward
                 self.loss_module = distributed.wrap(objective, self.device)
         self.optimizer = torch.optim.Adam(objective.parameters(), lr=train_config.lr, eps=train_config.adam_eps)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        self.scheduler = None if train_config.lr_decay == 1.0 else torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=train_config.lr_decay, patience=train_config.lr_patience)
         self.progress = Progress()
         self.checkpoint_dir = self.out_dir / "checkpoints"
@@ -226,7 +226,8 @@ class Trainer:
                           data_config=state["data_config"], train_config=train_config, out_dir=run_dir,
                           quiet=quiet, rank=rank, world_size=world_size, lock=lock, tensorboard=tensorboard)
             trainer.optimizer.load_state_dict(state["optimizer"])
-            trainer.scheduler.load_state_dict(state["scheduler"])
+            if trainer.scheduler is not None:
+                trainer.scheduler.load_state_dict(state["scheduler"])
             # checkpoints before ``validated_start`` existed validated epoch 0 before their first step
             trainer.progress = Progress(**{"validated_start": state["progress"]["step"] > 0, **state["progress"]})
             set_rng_state(state["rng"])
@@ -285,7 +286,7 @@ class Trainer:
             **self._configs(),
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "progress": vars(self.progress).copy(),
             "rng": rng_state(),
         }
@@ -465,8 +466,10 @@ class Trainer:
             progress.bad_epochs = 0
         else:
             progress.bad_epochs += 1
-        self.scheduler.step(valid["elbo"])
-        stop = progress.bad_epochs >= config.early_stop_patience
+        settled = progress.epoch >= config.min_epochs  # no rate drop and no stop inside the first epochs
+        if settled and self.scheduler is not None:  # lr_decay = 1 keeps the rate
+            self.scheduler.step(valid["elbo"])
+        stop = settled and progress.bad_epochs >= config.early_stop_patience
         if stop:
             progress.early_stopped = True
             log.info("early stopping: no improvement for %d epochs", progress.bad_epochs)
