@@ -47,12 +47,15 @@ python_use_unqualified_type_names = True
 
 # Broken cross-references fail the build (-n). Types from other projects cannot be resolved
 # without their inventories, which are not fetched (no network at build time): those are ignored
-# by pattern, so only references into this package (and the standard library names below) are checked.
+# by pattern (so are the standard library's), so every reference into this package is checked.
 nitpicky = True
+STDLIB = getattr(sys, "stdlib_module_names", (  # Python 3.10+; below, the modules our signatures name
+    "abc", "argparse", "collections", "contextlib", "csv", "dataclasses", "enum", "fcntl", "io", "json",
+    "logging", "os", "pathlib", "pickle", "signal", "subprocess", "threading", "types", "typing", "zipfile"))
 nitpick_ignore_regex = [
     (r"py:.*", r"(torch|pyro|np|numpy|nn|F|dist|scipy|matplotlib|sklearn|soundfile|tqdm|tomllib|tomli)(\..*)?"),
     (r"py:.*", r"(Tensor|Module|Distribution|TorchDistribution|Messenger|Trace|ArgumentParser|Namespace)"),
-    (r"py:.*", r"(argparse|pathlib|typing|collections|dataclasses|logging|signal|threading|types|io|os|fcntl)\..*"),
+    (r"py:.*", rf"({'|'.join(sorted(STDLIB))})\..*"),
     (r"py:class", r"(Path|PathLike|Callable|Iterable|Iterator|Sequence|Mapping|MutableMapping|Generator|"
                   r"ContextManager|TextIO|BinaryIO|IO|Any|Union|Optional|Tuple|List|Dict|Set|FrozenSet|Type|"
                   r"NamedTuple|Enum|Event|Lock|Popen|FrameType)"),
