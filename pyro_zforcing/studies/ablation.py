@@ -290,7 +290,7 @@ def markdown(results: List[Dict], info, *, iwae_samples: int) -> str:
     lines = [f"{info.name}, test split: mean ± std over {len(seeds)} seed(s); bounds in nats per {unit}, "
              f"IWAE with K = {iwae_samples}; KL / step per time step; aux score = unweighted "
              f"sum_t log p(b_t | .) per {unit}; active units of z_t (of z_dim; variance > {ACTIVE_THRESHOLD}, "
-             f"see pyro_zforcing/ablation.py); the last column compares runs of the same seed.",
+             f"see pyro_zforcing/evaluation/latents.py); the last column compares runs of the same seed.",
              "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for variant in variants:
         rows = [r for r in results if r["variant"] == variant]
