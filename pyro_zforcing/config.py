@@ -138,7 +138,7 @@ class TrainConfig:
     language-model cost (``bwd_weight``) applies only while the aux weight is > 0, as the authors'.
     The default beta (5e-4) is small because the Gaussian aux score sums over rnn_dim
     dimensions and every step: it is thousands of nats per sequence, and beta >= 0.01 swamps
-    the ELBO on the default digits (measured in the README's Results).
+    the ELBO on the default digits (measured in docs/results.md).
     ``clip_norm`` clips the global gradient norm as the authors do (``clip_grad_norm_``),
     not Pyro's per-element ``ClippedAdam`` clamp.
     ``kl`` is the training estimator of the KL term along one trajectory z ~ q: ``"analytic"``

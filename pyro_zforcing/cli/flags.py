@@ -48,12 +48,12 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
                        help="dataset to train on (default: %(default)s, embedded; with a recipe, the recipe's)")
     group.add_argument("--preset", default=None, metavar="NAME",
                        help="a shipped recipe of the authors' settings: " + ", ".join(preset_names())
-                            + "; typed flags override it (see README)")
+                            + "; typed flags override it (see docs/training.md)")
     group.add_argument("--config", default=None, metavar="FILE.toml",
                        help="a recipe file of the same form as the presets")
     group.add_argument("--data-dir", default=None, help="where the dataset's files are (default: none)")
     group.add_argument("--data-option", dest="data_options", action="append", default=[], type=parse_option,
-                       metavar="KEY=VALUE", help="a dataset-specific option, repeatable (see README)")
+                       metavar="KEY=VALUE", help="a dataset-specific option, repeatable (see docs/datasets.md)")
     group.add_argument("--skip-bad-files", action="store_true",
                        help="skip unreadable files and list them at the end instead of stopping")
     group.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: ~/.cache/pyro-zforcing)")
