@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
-from ..config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, PRIORS, Z_CONDITIONINGS,
-                      DataConfig, ModelConfig, TrainConfig)
+from ..config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, KL_ESTIMATORS, PRIORS,
+                      Z_CONDITIONINGS, DataConfig, ModelConfig, TrainConfig)
 from ..data import DATASETS
 from ..guides import GUIDES, is_guide_spec
 from ..models import MODELS, default_guide
@@ -104,6 +104,10 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     obj.add_argument("--aux-step", type=finite_float, default=t.aux_step, help="aux weight change per update (default: %(default)s)")
     obj.add_argument("--kl-start", type=finite_float, default=t.kl_start, help="initial KL weight, 1 disables annealing (default: %(default)s)")
     obj.add_argument("--kl-step", type=finite_float, default=t.kl_step, help="KL weight increase per update (default: %(default)s)")
+    obj.add_argument("--kl", choices=KL_ESTIMATORS, default=t.kl,
+                     help="training estimator of the KL along the sampled z: the closed-form Gaussian KL of each step "
+                          "(analytic, the authors') or log q(z) - log p(z) (sampled, Trace_ELBO's); reported bounds "
+                          "do not depend on it (default: %(default)s)")
     obj.add_argument("--bwd-weight", type=finite_float, default=t.bwd_weight,
                      help="weight of the backward language-model cost on b, applied while the aux weight is > 0 (default: %(default)s)")
 
@@ -145,7 +149,8 @@ def train_config_from(args) -> TrainConfig:
                        aux_start=aux_start, aux_end=aux_end, aux_step=args.aux_step, bwd_weight=args.bwd_weight,
                        early_stop_patience=args.patience, lr_patience=args.lr_patience, lr_decay=args.lr_decay,
                        min_epochs=args.min_epochs, log_every=args.log_every,
-                       checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, validate=args.validate)
+                       checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, validate=args.validate,
+                       kl=args.kl)
 
 
 def model_sizes_from(args) -> Dict:
