@@ -47,7 +47,8 @@ from ..training.trainer import Trainer, epoch_batches
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
-STUDY_EPOCHS = 500  # the epoch cap of a study: generous, so that validation early stopping ends the runs
+#: The epoch cap of a study: generous, so that validation early stopping ends the runs.
+STUDY_EPOCHS = 500
 
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"input_dim"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed", "max_steps"}  # a recipe variant keeps its epochs
