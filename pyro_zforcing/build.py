@@ -61,10 +61,11 @@ def model_config_for(info: DataInfo, **sizes) -> ModelConfig:
     return ModelConfig(input_dim=info.dim, emission=emission, **sizes)
 
 
-def build_objective(model_config: ModelConfig, guide_name: Optional[str] = None) -> Objective:
-    """The model ``model_config.model``, the named guide (default: the model's), and the loss that trains both."""
+def build_objective(model_config: ModelConfig, guide_name: Optional[str] = None, *, kl: str = "sampled") -> Objective:
+    """The model ``model_config.model``, the named guide (default: the model's), and the loss that
+    trains both with the KL estimator ``kl`` (``TrainConfig.kl``)."""
     model = make_model(model_config)
-    return Objective(model, make_guide(guide_name or model.default_guide, model))
+    return Objective(model, make_guide(guide_name or model.default_guide, model), kl=kl)
 
 
 def load_trained(checkpoint, *, device="cpu", data_dir: Optional[str] = None,
@@ -75,7 +76,7 @@ def load_trained(checkpoint, *, device="cpu", data_dir: Optional[str] = None,
     """
     state = load_checkpoint(checkpoint)
     try:
-        objective = build_objective(state["model_config"], state["train_config"].guide)
+        objective = build_objective(state["model_config"], state["train_config"].guide, kl=state["train_config"].kl)
     except ValueError as error:  # a user's guide file recorded at training time may have moved
         raise ValueError(f"{checkpoint}: {error}") from None
     load_weights(objective, state["objective"], checkpoint)

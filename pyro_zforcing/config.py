@@ -19,6 +19,7 @@ AUX_LOSSES = ("gaussian", "l2")
 Z_CONDITIONINGS = ("concat", "cond-ln")
 EMBEDDINGS = ("linear", "leaky")
 INITS = ("orthogonal", "torch")
+KL_ESTIMATORS = ("analytic", "sampled")
 
 
 def check_finite(config) -> None:
@@ -137,9 +138,13 @@ class TrainConfig:
     language-model cost (``bwd_weight``) applies only while the aux weight is > 0, as the authors'.
     The default beta (5e-4) is small because the Gaussian aux score sums over rnn_dim
     dimensions and every step: it is thousands of nats per sequence, and beta >= 0.01 swamps
-    the ELBO on the default digits (measured in the README's Results).
+    the ELBO on the default digits (measured in docs/results.md).
     ``clip_norm`` clips the global gradient norm as the authors do (``clip_grad_norm_``),
     not Pyro's per-element ``ClippedAdam`` clamp.
+    ``kl`` is the training estimator of the KL term along one trajectory z ~ q: ``"analytic"``
+    (the authors': the closed-form Gaussian KL of every step given the sampled z_{<t}) or
+    ``"sampled"`` (``Trace_ELBO``'s log q(z) - log p(z)); the same expectation, and reported
+    bounds do not depend on it (``pyro_zforcing.infer``).
 
     Schedule: the learning rate is multiplied by ``lr_decay`` after ``lr_patience`` epochs
     without a better validation bound, and training stops after ``early_stop_patience`` such
@@ -178,12 +183,15 @@ class TrainConfig:
     device: str = "cpu"
     validate: bool = False
     aux_anneal_epochs: Optional[float] = None
+    kl: str = "analytic"
     compile: bool = False
     cuda_graphs: bool = False
     length_bucket: int = 16
 
     def __post_init__(self):
         check_finite(self)
+        if self.kl not in KL_ESTIMATORS:
+            raise ValueError(f"kl must be one of {KL_ESTIMATORS}, got {self.kl!r}")
         positive = ("batch_size", "lr", "adam_eps", "clip_norm", "epochs", "log_every", "lr_patience",
                     "early_stop_patience", "length_bucket")
         for name in positive:

@@ -71,14 +71,21 @@ class InputEmbedding(nn.Module):
         return self.act(self.linear(zero))
 
 
-def init_recurrent(lstm: nn.Module, init: str, *, zero_biases: bool) -> None:
-    """The authors' initialisation (``init="orthogonal"``): orthogonal recurrent weights and, for
-    the forward cell, zero biases; the input weights keep U(-1/sqrt(H), 1/sqrt(H)) as theirs.
-    ``init="torch"`` leaves PyTorch's defaults."""
+def init_recurrent(rnn: nn.Module, init: str, *, zero_biases: bool) -> None:
+    """The initialisation of every recurrent layer of every model, by ``ModelConfig.init``.
+
+    ``init="orthogonal"`` (the authors'): each recurrent matrix ``weight_hh*`` ``(G*H, H)`` gets
+    orthonormal columns, W_hh^T W_hh = I_H (their ``nn.init.orthogonal`` of the ``(H, 4H)``
+    layout of their cell, transposed), and with ``zero_biases`` every bias is zero. Generative
+    recurrences (their forward cell: Z-Forcing's h, the RNN's, VRNN's, SRNN's d) pass
+    ``zero_biases=True``; inference recurrences (their backward LSTM: Z-Forcing's b, SRNN's
+    a) keep PyTorch's biases. Input weights keep U(-1/sqrt(H), 1/sqrt(H)) as theirs.
+    ``init="torch"`` leaves PyTorch's defaults: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
+    """
     if init == "torch":
         return
     with torch.no_grad():
-        for name, param in lstm.named_parameters():
+        for name, param in rnn.named_parameters():
             if name.startswith("weight_hh"):
                 nn.init.orthogonal_(param)
             elif zero_biases and name.startswith("bias"):
@@ -106,7 +113,7 @@ class ForwardRNN(nn.Module):
     trajectory; ``recurrence`` is its step while z is being sampled.
     """
 
-    def __init__(self, emb_dim: int, z_dim: int, proj_dim: int, rnn_dim: int, *, init: str = "orthogonal"):
+    def __init__(self, emb_dim: int, z_dim: int, proj_dim: int, rnn_dim: int, *, init: str):
         super().__init__()
         self.emb_dim = emb_dim
         self.rnn_dim = rnn_dim
@@ -160,7 +167,7 @@ class CondLayerNormRNN(nn.Module):
     is computed for all steps at once; the loop holds only the recurrent matmul and its norm.
     """
 
-    def __init__(self, emb_dim: int, z_dim: int, hidden_dim: int, rnn_dim: int, *, init: str = "orthogonal"):
+    def __init__(self, emb_dim: int, z_dim: int, hidden_dim: int, rnn_dim: int, *, init: str):
         super().__init__()
         self.rnn_dim = rnn_dim
         bound = 1.0 / math.sqrt(rnn_dim)
@@ -214,10 +221,10 @@ class CondLayerNormRNN(nn.Module):
 class BackwardRNN(nn.Module):
     """b_t = LSTM_b(e(y_t), b_{t+1}): b_t summarises the targets y_{t..T} of each sequence.
 
-    Ragged batches are reversed per sequence, so padding never enters a real step's state.
+    An inference recurrence (:func:`init_recurrent` with PyTorch's biases). Ragged batches are reversed per sequence, so padding never enters a real step's state.
     """
 
-    def __init__(self, emb_dim: int, rnn_dim: int, *, init: str = "orthogonal"):
+    def __init__(self, emb_dim: int, rnn_dim: int, *, init: str):
         super().__init__()
         self.lstm = nn.LSTM(emb_dim, rnn_dim, batch_first=True)
         init_recurrent(self.lstm, init, zero_biases=False)

@@ -32,12 +32,14 @@ CELL = dict(emb_dim=6, rnn_dim=7, z_dim=3, mlp_dim=5)
 RTOL, ATOL = 1e-5, 1e-6
 
 
-def ragged_batch(lengths, dim=5, seed=0):
+def ragged_batch(lengths, dim=5, seed=0, *, first=False):
+    """A padded Gaussian batch; with ``first``, each sequence continues a signal (``Batch.first``)."""
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.tensor(lengths)
     steps = int(lengths.max())
     mask = torch.arange(steps)[None, :] < lengths[:, None]
-    return Batch(torch.randn(len(lengths), steps, dim, generator=gen) * mask[..., None], mask, lengths)
+    x = torch.randn(len(lengths), steps, dim, generator=gen) * mask[..., None]
+    return Batch(x, mask, lengths, first=torch.randn(len(lengths), dim, generator=gen) if first else None)
 
 
 def loss_and_grads(objective, batch, weights, *, compiled):
@@ -56,16 +58,20 @@ def validation_off_and_small_chunks(monkeypatch):
     monkeypatch.setattr(steps, "STEPS_PER_CALL", 2)
 
 
-@pytest.mark.parametrize("model,conditioning", [("zforcing", "concat"), ("zforcing", "cond-ln"),
-                                                ("vrnn", "concat"), ("srnn", "concat"), ("dmm", "concat")])
-def test_compiled_cell_gives_eager_loss_and_gradients_from_the_same_noise(model, conditioning):
+@pytest.mark.parametrize("kl", ["analytic", "sampled"])
+@pytest.mark.parametrize("model,conditioning,first", [("zforcing", "concat", False), ("zforcing", "cond-ln", False),
+                                                      ("zforcing", "concat", True), ("vrnn", "concat", False),
+                                                      ("vrnn", "concat", True), ("srnn", "concat", False),
+                                                      ("dmm", "concat", False)])
+def test_compiled_cell_gives_eager_loss_and_gradients_from_the_same_noise(model, conditioning, first, kl):
     torch.manual_seed(0)
     config = small_config(input_dim=5, emission="gaussian", model=model, z_conditioning=conditioning, **CELL)
-    objective = build_objective(config)
-    batch = ragged_batch([9, 6, 3])
+    objective = build_objective(config, kl=kl)
+    batch = ragged_batch([9, 6, 3], first=first)
     weights = Weights(kl=0.7, aux=0.1)
     eager_loss, eager_grads = loss_and_grads(objective, batch, weights, compiled=False)
     loss, grads = loss_and_grads(objective, batch, weights, compiled=True)
+    assert objective._analytic_fits is (True if kl == "analytic" else None)  # the estimator asked for, no fallback
     assert torch.allclose(loss, eager_loss, rtol=RTOL, atol=ATOL), (loss, eager_loss)
     assert grads.keys() == eager_grads.keys()
     for name, grad in grads.items():

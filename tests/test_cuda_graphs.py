@@ -17,7 +17,7 @@ import torch
 from pyro_zforcing import distributions
 from pyro_zforcing.build import build_objective
 from pyro_zforcing.cli.main import main
-from pyro_zforcing.config import DataConfig, TrainConfig
+from pyro_zforcing.config import KL_ESTIMATORS, DataConfig, TrainConfig
 from pyro_zforcing.data import SequenceSplits
 from pyro_zforcing.data.base import Batch
 from pyro_zforcing.graphs import (GraphedBounds, GraphedUpdates, UpdateFlags, bucket_steps, guarded_update,
@@ -45,9 +45,10 @@ def ragged_batch(lengths, dim=4, seed=0):
     return Batch(x, mask, lengths)
 
 
-def objective_for(model, guide, **sizes):
+def objective_for(model, guide, *, kl="analytic", **sizes):
     torch.manual_seed(0)
-    return build_objective(small_config(input_dim=4, emission="gaussian", model=model, **{**SIZES, **sizes}), guide)
+    return build_objective(small_config(input_dim=4, emission="gaussian", model=model, **{**SIZES, **sizes}), guide,
+                           kl=kl)
 
 
 @pytest.fixture(autouse=True)
@@ -56,9 +57,10 @@ def validation_off():
     pyro.enable_validation(False)  # as in training; --cuda-graphs refuses validation
 
 
+@pytest.mark.parametrize("kl", KL_ESTIMATORS)
 @pytest.mark.parametrize("model,guide", MODELS)
-def test_the_sync_free_loss_equals_trace_elbo_in_value_and_gradients(float64, model, guide):
-    objective = objective_for(model, guide)
+def test_the_sync_free_loss_equals_the_objective_in_value_and_gradients(float64, model, guide, kl):
+    objective = objective_for(model, guide, kl=kl)
     batch = ragged_batch([9, 5, 2])
     grads = []
     for loss_of, weights in ((objective, Weights(kl=0.3, aux=0.2, bwd=0.1)),
@@ -70,6 +72,7 @@ def test_the_sync_free_loss_equals_trace_elbo_in_value_and_gradients(float64, mo
         loss.backward()
         grads.append((loss.detach(), {n: p.grad.clone() for n, p in objective.named_parameters() if p.grad is not None}))
     (expected, expected_grads), (got, got_grads) = grads
+    assert objective._analytic_fits is (True if kl == "analytic" else None)  # the estimator asked for, no fallback
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-10), (got, expected)
     assert got_grads.keys() == expected_grads.keys()
     for name in got_grads:
@@ -95,8 +98,9 @@ def eager_update(objective, optimizer, batch, weights, clip_norm):
     return loss.detach(), norm
 
 
-def test_the_guarded_update_is_the_eager_update_and_skips_a_non_finite_one_on_the_device(float64):
-    eager = objective_for("zforcing", "backward")
+@pytest.mark.parametrize("kl", KL_ESTIMATORS)
+def test_the_guarded_update_is_the_eager_update_and_skips_a_non_finite_one_on_the_device(float64, kl):
+    eager = objective_for("zforcing", "backward", kl=kl)
     guarded = copy.deepcopy(eager)
     eager_opt = torch.optim.Adam(eager.parameters(), lr=1e-2, eps=1e-5)
     guarded_opt = torch.optim.Adam(guarded.parameters(), lr=1e-2, eps=1e-5)
@@ -215,9 +219,10 @@ def graph_optimizer(objective, lr):
 
 
 @needs_cuda
+@pytest.mark.parametrize("kl", KL_ESTIMATORS)
 @pytest.mark.parametrize("model,guide", MODELS)
-def test_replayed_updates_equal_eager_updates_from_the_same_noise(fixed_noise, model, guide):
-    eager = objective_for(model, guide).cuda()
+def test_replayed_updates_equal_eager_updates_from_the_same_noise(fixed_noise, model, guide, kl):
+    eager = objective_for(model, guide, kl=kl).cuda()
     replayed = copy.deepcopy(eager)
     eager_opt = torch.optim.Adam(eager.parameters(), lr=1e-2, eps=1e-5)
     updates = GraphedUpdates(replayed, graph_optimizer(replayed, 1e-2), clip_norm=1.0, length_bucket=16,
@@ -287,12 +292,13 @@ def test_graphed_iwae_equals_eager_iwae_from_the_same_noise(fixed_noise):
 
 
 @needs_cuda
-def test_training_with_cuda_graphs_follows_eager_and_resumes_with_them_on_or_off(tmp_path, digits, fixed_noise):
+@pytest.mark.parametrize("kl", KL_ESTIMATORS)
+def test_training_with_cuda_graphs_follows_eager_and_resumes_with_them_on_or_off(tmp_path, digits, fixed_noise, kl):
     splits = SequenceSplits(digits.info, digits.train[:24], digits.valid[:8], digits.test[:8])
 
     def run(name, **train):
         config = TrainConfig(batch_size=8, log_every=1, aux_start=0.01, aux_end=0.01, kl_start=0.5, kl_step=0.05,
-                             device="cuda", **train)
+                             kl=kl, device="cuda", **train)
         return Trainer.create(data_config=DataConfig(), train_config=config, out_dir=tmp_path / name,
                               model_sizes=SIZES, quiet=True, splits=splits)
 

@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
-from ..config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, PRIORS, Z_CONDITIONINGS,
-                      DataConfig, ModelConfig, TrainConfig)
+from ..config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, KL_ESTIMATORS, PRIORS,
+                      Z_CONDITIONINGS, DataConfig, ModelConfig, TrainConfig)
 from ..data import DATASETS
 from ..guides import GUIDES, is_guide_spec
 from ..models import MODELS, default_guide
@@ -48,12 +48,12 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
                        help="dataset to train on (default: %(default)s, embedded; with a recipe, the recipe's)")
     group.add_argument("--preset", default=None, metavar="NAME",
                        help="a shipped recipe of the authors' settings: " + ", ".join(preset_names())
-                            + "; typed flags override it (see README)")
+                            + "; typed flags override it (see docs/training.md)")
     group.add_argument("--config", default=None, metavar="FILE.toml",
                        help="a recipe file of the same form as the presets")
     group.add_argument("--data-dir", default=None, help="where the dataset's files are (default: none)")
     group.add_argument("--data-option", dest="data_options", action="append", default=[], type=parse_option,
-                       metavar="KEY=VALUE", help="a dataset-specific option, repeatable (see README)")
+                       metavar="KEY=VALUE", help="a dataset-specific option, repeatable (see docs/datasets.md)")
     group.add_argument("--skip-bad-files", action="store_true",
                        help="skip unreadable files and list them at the end instead of stopping")
     group.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: ~/.cache/pyro-zforcing)")
@@ -104,6 +104,10 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     obj.add_argument("--aux-step", type=finite_float, default=t.aux_step, help="aux weight change per update (default: %(default)s)")
     obj.add_argument("--kl-start", type=finite_float, default=t.kl_start, help="initial KL weight, 1 disables annealing (default: %(default)s)")
     obj.add_argument("--kl-step", type=finite_float, default=t.kl_step, help="KL weight increase per update (default: %(default)s)")
+    obj.add_argument("--kl", choices=KL_ESTIMATORS, default=t.kl,
+                     help="training estimator of the KL along the sampled z: the closed-form Gaussian KL of each step "
+                          "(analytic, the authors') or log q(z) - log p(z) (sampled, Trace_ELBO's); reported bounds "
+                          "do not depend on it (default: %(default)s)")
     obj.add_argument("--bwd-weight", type=finite_float, default=t.bwd_weight,
                      help="weight of the backward language-model cost on b, applied while the aux weight is > 0 (default: %(default)s)")
 
@@ -155,7 +159,8 @@ def train_config_from(args) -> TrainConfig:
                        early_stop_patience=args.patience, lr_patience=args.lr_patience, lr_decay=args.lr_decay,
                        min_epochs=args.min_epochs, log_every=args.log_every,
                        checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, validate=args.validate,
-                       compile=args.compile, cuda_graphs=args.cuda_graphs, length_bucket=args.length_bucket)
+                       kl=args.kl, compile=args.compile, cuda_graphs=args.cuda_graphs,
+                       length_bucket=args.length_bucket)
 
 
 def model_sizes_from(args) -> Dict:

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Dict, List
 
 from ..data import load_dataset
-from ..studies.ablation import MODEL_VARIANTS, VARIANTS, Study, load_study_file, run_study, select_variants
-from ..studies.compare import match_parameters, sizes_table, write_comparison, write_sizes
+from ..studies.ablation import (MODEL_VARIANTS, STUDY_EPOCHS, VARIANTS, Study, budget_text, budgets, load_study_file,
+                                run_study, select_variants)
+from ..studies.compare import MATCH_KINDS, match_parameters, sizes_table, write_comparison, write_sizes
 from ..training.recipes import apply_recipe, find_recipe
 from .common import PROG, Parser, parse_option, positive_int, setup_logging
 from .flags import add_data_flags, add_train_flags, data_config_from, model_sizes_from, resolve_settings, \
@@ -39,6 +40,11 @@ def ablate_parser() -> argparse.ArgumentParser:
                         help="sequences per evaluation batch (default: %(default)s)")
     add_data_flags(parser)
     add_train_flags(parser)
+    for action in parser._actions:  # the action's own default, so that a recipe's epochs still apply
+        if action.dest == "epochs":
+            action.default = STUDY_EPOCHS
+            action.help = ("epoch cap of every run; runs end earlier by validation early stopping (--patience) "
+                           "(default: %(default)s)")
     parser.add_argument("--study-dir", "--out", dest="study_dir", default=None,
                         help="study directory (default: runs/ablate-<dataset>-<timestamp>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
@@ -112,7 +118,9 @@ def command_ablate(argv: List[str]) -> int:
     names = args.variants.split(",") if args.variants else (file_names or ["no-aux", "aux", "kla"])
     study = study_from(parser, argv, args, names, extra_variants)
     study_dir = study_dir_of(args, "ablate", study.data.dataset)
-    run_study(study, study_dir, quiet=args.quiet)
+    splits = load_dataset(study.data)
+    print(budget_text(budgets(study, splits)), end="")
+    run_study(study, study_dir, quiet=args.quiet, splits=splits)
     logging.getLogger(PROG).info("study directory: %s (study.csv, study.md, study.png)", study_dir)
     print((study_dir / "study.md").read_text(), end="")
     return 0
@@ -122,15 +130,17 @@ def compare_parser() -> argparse.ArgumentParser:
     parser = ablate_parser()
     parser.prog = f"{PROG} compare"
     parser.description = ("Train models (rnn, vrnn, srnn, zforcing and their variants) with identical data, "
-                          "budget and, with --match-params, parameter counts; evaluate each on the test split "
+                          "budget and matched generative parameter counts (--match-params); evaluate each on the test split "
                           "(ELBO, IWAE) and write compare.csv, compare.md and compare.png (an ablation whose "
                           "variants are models). The train flags set the base every model starts from.")
     parser.add_argument("--models", default="rnn,vrnn,srnn,zforcing",
                         help="comma-separated models or model variants (default: %(default)s); known: "
                              + ", ".join(MODEL_VARIANTS))
-    parser.add_argument("--match-params", action="store_true",
-                        help="resize each model's --rnn-dim (and --mlp-dim in proportion) so its parameters "
-                             "(model + guide) are within 5%% of --match-to's; sizes are printed and saved")
+    parser.add_argument("--match-params", choices=MATCH_KINDS, nargs="?", const="generative", default="generative",
+                        help="resize each model's --rnn-dim (and --mlp-dim in proportion) so that its generative "
+                             "model p(y, z) (generative: each model keeps its own inference network) or all its "
+                             "trained parameters (all) are within 5%% of --match-to's; none keeps the typed sizes; "
+                             "counts by role are printed and saved (default: %(default)s; none with --presets)")
     parser.add_argument("--match-to", default=None,
                         help="the model whose size is kept (default: zforcing if compared, else the first)")
     parser.add_argument("--presets", default=None, metavar="NAME,NAME,...",
@@ -179,11 +189,15 @@ def command_compare(argv: List[str]) -> int:
         study = study_from(parser, argv, args, names, extra_variants)
     study_dir = study_dir_of(args, "compare", study.data.dataset)
     splits = load_dataset(study.data)
-    if args.match_params:
+    match = args.match_params
+    if args.presets and "match_params" not in typed_fields(parser, argv):
+        match = "none"  # recipes keep their own sizes unless matching is asked for
+    if match != "none":
         reference = args.match_to or ("zforcing" if "zforcing" in names else names[0])
-        study, chosen = match_parameters(study, splits.info, reference=reference)
-        write_sizes(study_dir, chosen, reference=reference)
-        print(sizes_table(chosen, reference=reference))
+        study, chosen = match_parameters(study, splits.info, reference=reference, match=match)
+        write_sizes(study_dir, chosen, reference=reference, match=match)
+        print(sizes_table(chosen, reference=reference, match=match))
+    print(budget_text(budgets(study, splits)), end="")
     results = run_study(study, study_dir, quiet=args.quiet, splits=splits)
     print(write_comparison(study_dir, results, splits.info, iwae_samples=study.iwae_samples), end="")
     logging.getLogger(PROG).info("study directory: %s (compare.csv, compare.md, compare.png)", study_dir)

@@ -73,18 +73,29 @@ class DataInfo:
 
 @dataclass
 class SequenceSplits:
-    """Train/valid/test lists of variable-length sequences, each (T_i, D) float32 or (T_i,) int64."""
+    """Train/valid/test lists of variable-length sequences, each (T_i, D) float32 or (T_i,) int64.
+
+    ``train_first`` (one (D,) frame or () token per training sequence, or None) is the input each
+    training sequence starts from when the sequences are consecutive pieces of one signal (TIMIT's
+    stream chunks: the frame before the chunk); None means the model's start frame or token.
+    """
 
     info: DataInfo
     train: List[np.ndarray]
     valid: List[np.ndarray]
     test: List[np.ndarray]
     skipped: List[str] = field(default_factory=list)
+    train_first: Optional[List[np.ndarray]] = None
 
     def split(self, name: str) -> List[np.ndarray]:
         if name not in ("train", "valid", "test"):
             raise ValueError(f"split must be 'train', 'valid' or 'test', got {name!r}")
         return getattr(self, name)
+
+    def train_batch(self, indices: Sequence[int]) -> "Batch":
+        """The training sequences ``indices`` as a padded :class:`Batch`, with their first inputs if known."""
+        first = None if self.train_first is None else [self.train_first[i] for i in indices]
+        return collate_sequences([self.train[i] for i in indices], first=first)
 
 
 @dataclass
@@ -132,24 +143,29 @@ class Batch:
         return replace(self, observed=False)
 
 
-def collate_sequences(sequences: Sequence[np.ndarray]) -> Batch:
-    """Pad a list of (T_i, D) float or (T_i,) int sequences into a :class:`Batch`."""
+def collate_sequences(sequences: Sequence[np.ndarray], *, first: Optional[Sequence[np.ndarray]] = None) -> Batch:
+    """Pad a list of (T_i, D) float or (T_i,) int sequences into a :class:`Batch`; ``first`` gives
+    each sequence's first input u_1 (``Batch.first``), a (D,) frame or a () token."""
     if len(sequences) == 0:
         raise ValueError("cannot collate an empty list of sequences")
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
     if int(lengths.min()) < 1:
         raise ValueError("every sequence must have at least one step")
-    first = np.asarray(sequences[0])
+    sample = np.asarray(sequences[0])
     steps = int(lengths.max())
-    shape = (len(sequences), steps) + first.shape[1:]
-    if np.issubdtype(first.dtype, np.integer):
+    shape = (len(sequences), steps) + sample.shape[1:]
+    if np.issubdtype(sample.dtype, np.integer):
         x = torch.zeros(shape, dtype=torch.long)
     else:
         x = torch.zeros(shape, dtype=torch.float32)
     for i, seq in enumerate(sequences):
         x[i, : len(seq)] = torch.as_tensor(np.asarray(seq))
     mask = torch.arange(steps)[None, :] < lengths[:, None]
-    return Batch(x, mask, lengths)
+    if first is not None:
+        if len(first) != len(sequences):
+            raise ValueError(f"{len(first)} first inputs for {len(sequences)} sequences")
+        first = torch.as_tensor(np.stack([np.asarray(f) for f in first])).to(x.dtype)
+    return Batch(x, mask, lengths, first)
 
 
 # Evaluation batches (and their K particle copies) are kept near this many input values: whole

@@ -17,9 +17,9 @@ All utterances are zero-padded to the longest, and ``eval_timit.py`` then
 
 :func:`evaluate_paper` reproduces this with our networks and reports it in the unit of the
 paper's Table 1 (nats per utterance, as a lower bound: the negative of what the script prints),
-beside the plain mean over the N utterances; ``evaluate.write_report(result, out,
+beside the plain mean over the N utterances; ``bounds.write_report(result, out,
 name="eval_paper", render=markdown_lines)`` writes ``eval_paper-<split>.json`` and ``eval_paper-<split>.md``.
-Our own protocol (:mod:`.evaluate`) scores whole utterances, every frame, with IWAE; it is the
+Our own protocol (:mod:`.bounds`) scores whole utterances, every frame, with IWAE; it is the
 better estimator, this one is the comparable one.
 """
 

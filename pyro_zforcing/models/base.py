@@ -26,6 +26,13 @@ and per-step inputs, no closure over a batch's tensors). That is the per-step ce
 compiles (:mod:`pyro_zforcing.steps`); a model with its own loop calls
 :func:`~pyro_zforcing.steps.sample_loop` with its head's :class:`~pyro_zforcing.steps.StepFunction`.
 
+Parameters by role (what ``compare`` counts and matches): every parameter of the model is the
+generative model p(y, z)'s, except the submodules named in ``side_modules``, each with what
+gives it a gradient: ``GUIDE_READS`` (a guide that lists the module in its ``model_modules``
+reads it: part of the inference network) and/or a training-only factor (``AUX_SITE``,
+``BWD_SITE``: trained only while that factor's weight is > 0). The guide's own parameters are
+the inference network's. :func:`pyro_zforcing.infer.parameter_roles` sorts them for a run.
+
 Every downstream piece (objective, bounds, evaluation, samples, studies, checkpoints) talks to
 this contract. Inputs follow one convention for every model: u_t = y_{t-1}, u_1 a start frame
 (or start token), so all models score every step of every sequence and bounds are comparable.
@@ -33,7 +40,7 @@ this contract. Inputs follow one convention for every model: u_t = y_{t-1}, u_1 
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -49,6 +56,7 @@ OBS_SITE = "x"
 AUX_SITE = "aux"  # training-only factors, weighted by aux_weight and bwd_weight
 BWD_SITE = "bwd"
 TRAINING_ONLY_SITES = (AUX_SITE, BWD_SITE)
+GUIDE_READS = "guide"  # in ``side_modules``: a module that the guides listing it read
 
 
 def active(weight) -> bool:
@@ -83,6 +91,7 @@ class SequenceModel(nn.Module):
     name: str = ""
     latent_sites: Tuple[str, ...] = (LATENT_SITE,)
     guides: Tuple[str, ...] = ()
+    side_modules: Dict[str, Tuple[str, ...]] = {}  # submodules outside p(y, z): see the module docstring
 
     def __init__(self, config: ModelConfig):
         super().__init__()

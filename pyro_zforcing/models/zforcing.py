@@ -28,8 +28,8 @@ from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import AuxHead, BackwardRNN, CondLayerNormRNN, ForwardRNN, GaussianHead, emission_head
-from .base import (AUX_SITE, BWD_SITE, LATENT_SITE, OBS_SITE, SequenceModel, active, generate_through_forward_rnn,
-                   inputs_of)
+from .base import (AUX_SITE, BWD_SITE, GUIDE_READS, LATENT_SITE, OBS_SITE, SequenceModel, active,
+                   generate_through_forward_rnn, inputs_of)
 
 FORWARD_RNNS = {"concat": ForwardRNN, "cond-ln": CondLayerNormRNN}  # by ModelConfig.z_conditioning
 
@@ -38,11 +38,15 @@ class ZForcing(SequenceModel):
     """p(y, z) with the conditional prior, forward LSTM and emission; owns every shared network.
 
     Guides take this model at construction and use its embedding, forward RNN and backward
-    RNN (``trajectory``, ``backward_states``); the parameters stay owned here.
+    RNN (``trajectory``, ``backward_states``); the parameters stay owned here. p(y, z) is the
+    embedding, ``fwd``, ``prior`` and ``emission``; the backward LSTM ``bwd`` belongs to the
+    inference network (the guides that read b_t) or, read by the backward LM alone, to the
+    training-only heads with ``aux`` and ``bwd_head``.
     """
 
     name = "zforcing"
     guides = ("backward", "filtering", "future-only", "prior")
+    side_modules = {"bwd": (GUIDE_READS, BWD_SITE), "aux": (AUX_SITE,), "bwd_head": (BWD_SITE,)}
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)

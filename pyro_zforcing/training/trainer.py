@@ -30,11 +30,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ..build import build_objective, model_config_for, resolve_device, set_seed
 from ..checkpoint import config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from ..config import DataConfig, ModelConfig, TrainConfig
-from ..data import Batch, SequenceSplits, collate_sequences, load_dataset
+from ..data import Batch, SequenceSplits, load_dataset
 from ..evaluation.bounds import evaluate_elbo, units_of
 from ..files import append_line, write_atomic
 from ..graphs import CaptureFailed, GraphedBounds, GraphedUpdates
-from ..infer import Objective, Weights, sequence_terms, weights_at
+from ..infer import (GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED, Objective, Weights, active_factors,
+                     parameter_counts, sequence_terms, weights_at)
 from ..memory import check_training_fits
 from ..steps import CompileUnavailable, check_compile_available, compiled_steps
 from . import distributed
@@ -197,7 +198,7 @@ class Trainer:
         lock = claim_new(out_dir, overwrite=overwrite) if rank == 0 else None  # nothing is written before the checks
         try:
             set_seed(train_config.seed)
-            objective = build_objective(model_config, train_config.guide)
+            objective = build_objective(model_config, train_config.guide, kl=train_config.kl)
             trainer = cls(objective=objective, splits=splits, model_config=model_config, data_config=data_config,
                           train_config=train_config, out_dir=Path(out_dir), quiet=quiet, rank=rank,
                           world_size=world_size, lock=lock, tensorboard=tensorboard)
@@ -228,7 +229,7 @@ class Trainer:
             state = load_checkpoint(path)
             train_config = replace(state["train_config"], **overrides)
             splits = splits if splits is not None else load_dataset(state["data_config"])
-            objective = build_objective(state["model_config"], train_config.guide)
+            objective = build_objective(state["model_config"], train_config.guide, kl=train_config.kl)
             load_weights(objective, state["objective"], path)
             trainer = cls(objective=objective, splits=splits, model_config=state["model_config"],
                           data_config=state["data_config"], train_config=train_config, out_dir=run_dir,
@@ -271,11 +272,14 @@ class Trainer:
             return
         splits = self.splits
         dropped = f" ({len(splits.skipped)} dropped)" if splits.skipped else ""
-        parameters = sum(p.numel() for p in self.objective.parameters())
+        counts = parameter_counts(self.objective.model, self.objective.guide, factors=active_factors(self.config))
+        untrained = f", {counts[UNTRAINED]:,} built but given no gradient" if counts[UNTRAINED] else ""
         ranks = f" x {self.world_size} ranks" if self.world_size > 1 else ""
-        log.info("%s: %d train / %d valid / %d test sequences%s; %s parameters; device %s%s; run directory %s",
+        log.info("%s: %d train / %d valid / %d test sequences%s; parameters: %s p(y, z), %s inference, %s "
+                 "training-only%s; device %s%s; run directory %s",
                  self.data_config.dataset, len(splits.train), len(splits.valid), len(splits.test), dropped,
-                 f"{parameters:,}", self.device, ranks, self.out_dir)
+                 f"{counts[GENERATIVE]:,}", f"{counts[INFERENCE]:,}", f"{counts[TRAINING_ONLY]:,}", untrained,
+                 self.device, ranks, self.out_dir)
 
     def _seed_rank_noise(self) -> None:
         """Ranks draw independent guide noise, seeded by (seed, rank, step) so a resumed job
@@ -353,7 +357,7 @@ class Trainer:
                 for indices in batches[progress.step_in_epoch:]:
                     if self._out_of_steps():
                         break
-                    record = self._train_step(collate_sequences([train[i] for i in indices]), start)
+                    record = self._train_step(self.splits.train_batch(indices), start)
                     bar.update(1)
                     if record is not None:
                         bar.set_postfix(loss=f"{record['loss']:.2f}", elbo=f"{record['elbo']:.2f}",
