@@ -19,7 +19,7 @@ A replay computes what an eager call would because of what holds here:
   always applied, ``models.base.active``); a term switched on or off is a new graph.
 - No host sync inside. ``Trace_ELBO.differentiable_loss`` reads the loss on the host
   (``torch_item``, its NaN warning): the captured step uses ``Objective.reparameterised_loss``,
-  the same value and gradients for reparameterised guides. Clipping and Adam
+  the same value and gradients for reparameterised guides, under either KL estimator (``--kl``). Clipping and Adam
   (``capturable=True``) stay on the device, and the trainer's finiteness check becomes
   :func:`guarded_update`: a non-finite loss or gradient norm puts the parameters and Adam's state
   back on the device (the update is skipped, never applied) and counts the step in device flags

@@ -224,9 +224,11 @@ class Objective(nn.Module):
 
     def reparameterised_loss(self, batch: Batch, weights: Weights = Weights()) -> torch.Tensor:
         """:meth:`forward`'s value and gradients without a host sync, for a captured CUDA graph:
-        -(log p(y, z) - log q(z | y)) of one z drawn from the guide, each site scaled as in forward.
+        -(log p(y, z) - log q(z | y)) of one z drawn from the guide (``kl="sampled"``), or
+        :func:`analytic_kl_elbo`'s value from the same traces (``kl="analytic"``), each site
+        scaled as in forward.
 
-        ``Trace_ELBO``'s surrogate is this very sum when every guide site is reparameterised (its
+        ``Trace_ELBO``'s surrogate is the sampled sum when every guide site is reparameterised (its
         score-function terms are 0); it also reads the loss on the host (``torch_item``, the NaN
         warning), which a graph being captured cannot do. Refuses a guide site without ``rsample``.
         """

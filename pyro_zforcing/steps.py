@@ -115,8 +115,8 @@ class CompileUnavailable(ValueError):
     """``--compile`` cannot work on this platform, or compiling failed: the message says why."""
 
 
-# Steps per compiled call: a call's fixed cost (guards, autograd bookkeeping: ~0.1 ms on a CPU core)
-# is paid once per chunk, and compile time grows with the chunk (one unrolled graph of K steps).
+#: Steps per compiled call: a call's fixed cost (guards, autograd bookkeeping: ~0.1 ms on a CPU
+#: core) is paid once per chunk, and compile time grows with the chunk (one unrolled graph of K steps).
 STEPS_PER_CALL = 8
 
 _compiled_cell: Optional[Callable] = None

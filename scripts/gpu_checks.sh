@@ -15,4 +15,4 @@ mkdir -p "$out"
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_checks.sh: no CUDA device here')"
 python -m pytest -q -rs tests/test_cuda_graphs.py tests/test_compile.py 2>&1 | tee "$out/tests.log"
 python benchmarks/bench_svi.py --device cuda --compile --cuda-graphs --config small --config large --config timit \
-    --model zforcing --model vrnn --model srnn --model rnn --repeats 30 | tee "$out/bench_svi.jsonl"
+    --model zforcing --model vrnn --model srnn --model dmm --model storn --model rnn --repeats 30 | tee "$out/bench_svi.jsonl"
