@@ -20,11 +20,24 @@ with every z-independent recurrence fused (``torch``; ``ratio``). Same weights, 
     python benchmarks/bench_svi.py --quick                      # a short smoke run
     OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --config small --model rnn --model vrnn --model srnn
     OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --config small --model dmm --model storn
+
+``--compile`` adds the library's step with its per-step cell compiled (``pyro_compiled``;
+``compiled_speedup`` = pyro / pyro_compiled); ``--cuda-graphs`` (CUDA) adds the library's update
+as a replayed CUDA graph (``pyro_graphs``) and the fused plain-PyTorch step captured the same way
+(``torch_graphs``; ``ratio_graphs`` = pyro_graphs / torch_graphs). All contenders run interleaved in
+one process; each is reported by its median (``*_ms``) and its minimum (``*_min_ms``).
+``--config timit`` times the TIMIT recipe's full-size update (rnn 1024, z 256, emb 512, mlp 512,
+batch 32, 40 frames; KL weight 0.2, no aux, as the recipe's first updates):
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --compile --model zforcing --model vrnn --model srnn --model rnn
+    python benchmarks/bench_svi.py --device cuda --compile --cuda-graphs --config small --config large --config timit \
+        --model zforcing --model vrnn --model srnn --model rnn
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -35,92 +48,159 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import (CONFIGS, device_and_threads, environment, interleaved_times,  # noqa: E402
-                               median_ms, peak_memory_fields, peak_memory_mb, synthetic_batch)
+from benchmarks.common import (CONFIGS, RECIPE_CONFIGS, device_and_threads, environment,  # noqa: E402
+                               graphed_torch_step, interleaved_times, median_ms, min_ms, peak_memory_fields,
+                               peak_memory_mb, synthetic_batch)
 from benchmarks.baselines_reference import PlainDMM, PlainRNN, PlainSRNN, PlainSTORN, PlainVRNN  # noqa: E402
 from benchmarks.fast_reference import FastPlainZForcing  # noqa: E402
 from benchmarks.reference import PlainZForcing  # noqa: E402
-from pyro_zforcing.config import ModelConfig, TrainConfig  # noqa: E402
-from pyro_zforcing.infer import Weights  # noqa: E402
 from pyro_zforcing.build import build_objective  # noqa: E402
+from pyro_zforcing.config import ModelConfig, TrainConfig  # noqa: E402
+from pyro_zforcing.graphs import GraphedUpdates  # noqa: E402
+from pyro_zforcing.infer import Weights  # noqa: E402
+from pyro_zforcing.models import MODELS  # noqa: E402
+from pyro_zforcing.steps import compile_seconds, compiled_steps  # noqa: E402
 
 DEFAULTS = TrainConfig()
 WEIGHTS = Weights(kl=1.0, aux=DEFAULTS.aux_start, bwd=0.0)
+# the TIMIT recipe's first updates: KL annealed from 0.2, no aux cost (presets/timit.toml)
+RECIPE_WEIGHTS = {"timit": Weights(kl=0.2, aux=0.0, bwd=0.0)}
+ALL_CONFIGS = {**CONFIGS, **RECIPE_CONFIGS}
 
 
 BASELINES = {"rnn": PlainRNN.like, "vrnn": PlainVRNN.like, "srnn": lambda objective: PlainSRNN.like(objective, "smoothing"),
              "dmm": PlainDMM.like, "storn": PlainSTORN.like}
 
 
-def build_steps(config_name: str, device: torch.device, model: str = "zforcing"):
+def train_step(module, loss_fn, optimizer=None):
+    """forward, backward, ``clip_grad_norm_``, Adam: one eager update of ``module``."""
+    optimizer = optimizer or torch.optim.Adam(module.parameters(), lr=DEFAULTS.lr, eps=DEFAULTS.adam_eps)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), DEFAULTS.clip_norm)
+        optimizer.step()
+    return step
+
+
+def library_steps(objective, batch, weights, device, *, compiled: bool, graphs: bool):
+    """The library's update eagerly (``pyro``), with the per-step cell compiled (``pyro_compiled``)
+    and as a replayed CUDA graph (``pyro_graphs``, :class:`pyro_zforcing.graphs.GraphedUpdates`),
+    each on its own copy of the same weights."""
+    steps = {"pyro": train_step(objective, lambda: objective(batch, weights))}
+    if compiled:
+        twin = copy.deepcopy(objective)
+        eager = train_step(twin, lambda: twin(batch, weights))
+
+        def compiled_step():
+            with compiled_steps():
+                eager()
+        steps["pyro_compiled"] = compiled_step
+    if graphs:
+        twin = copy.deepcopy(objective)
+        optimizer = torch.optim.Adam(twin.parameters(), lr=torch.tensor(DEFAULTS.lr, device=device),
+                                     eps=DEFAULTS.adam_eps, capturable=True)
+        updates = GraphedUpdates(twin, optimizer, clip_norm=DEFAULTS.clip_norm, length_bucket=batch.num_steps,
+                                 device=device, dtype=batch.x.dtype, next_step=1)
+        steps["pyro_graphs"] = lambda: updates(batch, weights)
+    return steps
+
+
+def build_steps(config_name: str, device: torch.device, model: str = "zforcing", *, compiled: bool = False,
+                graphs: bool = False):
     """The library's and plain PyTorch's training step closures, same weights, same batch."""
-    config = CONFIGS[config_name]
+    config = ALL_CONFIGS[config_name]
+    weights = RECIPE_WEIGHTS.get(config_name, WEIGHTS)
     torch.manual_seed(0)
     objective = build_objective(ModelConfig(**config.model_sizes(), model=model)).to(device)
     batch = synthetic_batch(config, device)
-
-    def stepper(module, loss_fn):
-        optimizer = torch.optim.Adam(module.parameters(), lr=DEFAULTS.lr, eps=DEFAULTS.adam_eps)
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), DEFAULTS.clip_norm)
-            optimizer.step()
-        return step
-
-    if model != "zforcing":
-        plain = BASELINES[model](objective).to(device)
-        return config, {"pyro": stepper(objective, lambda: objective(batch, WEIGHTS)),
-                        "torch": stepper(plain, lambda: plain.loss(batch.x, batch.mask, batch.lengths))}
-    plain = PlainZForcing.like(objective).to(device)
-    fast = FastPlainZForcing.like(objective).to(device)
-    steps = {
-        "pyro": stepper(objective, lambda: objective(batch, WEIGHTS)),
-        "torch": stepper(plain, lambda: plain.loss(batch.x, batch.mask, batch.lengths, aux_weight=WEIGHTS.aux)),
-        "torch_fast": stepper(fast, lambda: fast.loss(batch.x, batch.mask, batch.lengths, aux_weight=WEIGHTS.aux)),
-    }
+    steps = library_steps(objective, batch, weights, device, compiled=compiled, graphs=graphs)
+    if model == "zforcing":
+        plain = {"torch": PlainZForcing.like(objective).to(device), "torch_fast": FastPlainZForcing.like(objective).to(device)}
+        kwargs = dict(aux_weight=weights.aux, kl_weight=weights.kl)
+    elif model in BASELINES:
+        plain = {"torch": BASELINES[model](objective).to(device)}
+        kwargs = dict(kl_weight=weights.kl)
+    else:  # a registered model without a plain-PyTorch transcription: the library's paths only
+        return config, steps
+    for name, module in plain.items():
+        def loss(module=module):
+            return module.loss(batch.x, batch.mask, batch.lengths, **kwargs)
+        steps[name] = train_step(module, loss)
+    if graphs:  # the strict baseline of a graph-captured step: the fused plain model, captured
+        reference = plain.get("torch_fast", plain["torch"])
+        fast = copy.deepcopy(reference)
+        steps["torch_graphs"] = graphed_torch_step(
+            fast, lambda: fast.loss(batch.x, batch.mask, batch.lengths, **kwargs), lr=DEFAULTS.lr,
+            eps=DEFAULTS.adam_eps, clip_norm=DEFAULTS.clip_norm, device=device)
     return config, steps
+
+
+def ratios(times: dict) -> dict:
+    """library / torch (eager), library / torch fast, eager / compiled, eager / graphs and graphs /
+    torch graphs: each the ratio of medians, and (``*_paired``) the median of the interleaved pairs'
+    ratios, steadier than the ratio of medians on a loaded machine."""
+    pairs = {"ratio": ("pyro", "torch"), "ratio_fast": ("pyro", "torch_fast"),
+             "compiled_speedup": ("pyro", "pyro_compiled"), "graphs_speedup": ("pyro", "pyro_graphs"),
+             "ratio_graphs": ("pyro_graphs", "torch_graphs")}
+    out = {}
+    for name, (a, b) in pairs.items():
+        if a in times and b in times:
+            out[name] = round(statistics.median(times[a]) / statistics.median(times[b]), 3)
+            out[f"{name}_paired"] = round(statistics.median(x / y for x, y in zip(times[a], times[b])), 3)
+    return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", choices=sorted(CONFIGS), action="append", help="repeatable (default: all)")
+    parser.add_argument("--config", choices=sorted(ALL_CONFIGS), action="append",
+                        help="repeatable (default: small and large; timit, the recipe's full sizes, only when named)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, 0 = torch's default (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=30, help="timed steps per contender (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="2 warm-up rounds, 5 repeats")
-    parser.add_argument("--model", choices=["zforcing", *BASELINES], action="append",
+    parser.add_argument("--model", choices=list(MODELS), action="append",
                         help="repeatable (default: zforcing)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the library's step with its per-step cell compiled (pyro_compiled)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="also time the library's update and the plain-PyTorch step as replayed CUDA graphs "
+                             "(pyro_graphs, torch_graphs; CUDA only)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--measure-memory", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     pyro.enable_validation(False)  # as in training (run.py turns it on only with --validate)
     device = device_and_threads(args.device, args.threads)
+    if args.cuda_graphs and device.type != "cuda":
+        parser.error(f"--cuda-graphs needs --device cuda (got {device})")
     configs = args.config or sorted(CONFIGS, key=lambda name: CONFIGS[name].hidden)
+    flags = dict(compiled=args.compile, graphs=args.cuda_graphs)
 
     models = args.model or ["zforcing"]
     if args.measure_memory:  # child process: the peak memory of one contender's steps
-        _, steps = build_steps(configs[0], device, models[0])
+        _, steps = build_steps(configs[0], device, models[0], **flags)
         print(json.dumps({"peak_mb": peak_memory_mb(steps[args.measure_memory], device)}))
         return 0
 
     warmup, repeats = (2, 5) if args.quick else (args.warmup, args.repeats)
     for name, model in [(name, model) for name in configs for model in models]:
-        config, steps = build_steps(name, device, model)
+        torch._dynamo.reset()  # each configuration compiles its own cell, as a fresh run would
+        compiled_before = len(compile_seconds())
+        config, steps = build_steps(name, device, model, **flags)
         times = interleaved_times(steps, warmup=warmup, repeats=repeats, device=device)
         record = {"bench": "svi_step", "model": model, **vars(config),
-                  **{f"{who}_ms": median_ms(t) for who, t in times.items()}}
-        record["ratio"] = round(record["pyro_ms"] / record["torch_ms"], 3)
-        # the median of the interleaved pairs' ratios: steadier than the ratio of medians on a loaded machine
-        record["ratio_paired"] = round(statistics.median(a / b for a, b in zip(times["pyro"], times["torch"])), 3)
-        if "torch_fast_ms" in record:
-            record["ratio_fast"] = round(record["pyro_ms"] / record["torch_fast_ms"], 3)
+                  **{f"{who}_ms": median_ms(t) for who, t in times.items()},
+                  **{f"{who}_min_ms": min_ms(t) for who, t in times.items()}}
+        record.update(ratios(times))
+        if args.compile:
+            record["compile_s"] = round(sum(compile_seconds()[compiled_before:]), 1)
         record["repeats"] = repeats
         if not args.no_memory:
             child = ["--config", name, "--device", args.device, "--threads", str(args.threads), "--model", model]
+            child += (["--compile"] if args.compile else []) + (["--cuda-graphs"] if args.cuda_graphs else [])
             record.update(peak_memory_fields(__file__, steps, device, child))
         record.update(environment(device))
         print(json.dumps(record), flush=True)

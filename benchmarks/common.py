@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -28,7 +28,8 @@ from pyro_zforcing.build import resolve_device
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Sizes of one benchmark point: batch B, steps T, frame size D, LSTM/MLP/embedding H, latent Z."""
+    """Sizes of one benchmark point: batch B, steps T, frame size D, LSTM size H (also the
+    embedding and MLP sizes unless ``emb``/``mlp`` are given), latent Z."""
 
     name: str
     batch: int
@@ -36,16 +37,22 @@ class BenchConfig:
     dim: int
     hidden: int
     z_dim: int
+    emb: Optional[int] = None
+    mlp: Optional[int] = None
 
     def model_sizes(self) -> Dict:
-        return dict(input_dim=self.dim, emission="gaussian", emb_dim=self.hidden, rnn_dim=self.hidden,
-                    z_dim=self.z_dim, mlp_dim=self.hidden)
+        return dict(input_dim=self.dim, emission="gaussian", emb_dim=self.emb or self.hidden, rnn_dim=self.hidden,
+                    z_dim=self.z_dim, mlp_dim=self.mlp or self.hidden)
 
 
 CONFIGS = {
     "small": BenchConfig("small", batch=16, steps=50, dim=28, hidden=128, z_dim=16),
     "large": BenchConfig("large", batch=32, steps=100, dim=200, hidden=512, z_dim=64),
 }
+
+# The TIMIT recipe's full sizes (presets/timit.toml: rnn 1024, z 256, emb 512, mlp 512, batch 32,
+# 40-frame chunks of 200 samples); opt-in (``--config timit``), slow on a CPU.
+RECIPE_CONFIGS = {"timit": BenchConfig("timit", batch=32, steps=40, dim=200, hidden=1024, z_dim=256, emb=512, mlp=512)}
 
 
 def synthetic_batch(config: BenchConfig, device: torch.device, *, seed: int = 0) -> Batch:
@@ -83,6 +90,37 @@ def interleaved_times(contenders: Dict[str, Callable[[], None]], *, warmup: int,
 
 def median_ms(seconds: List[float]) -> float:
     return round(1000 * statistics.median(seconds), 3)
+
+
+def min_ms(seconds: List[float]) -> float:
+    return round(1000 * min(seconds), 3)
+
+
+def graphed_torch_step(module: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], *, lr: float, eps: float,
+                       clip_norm: float, device: torch.device, warmup: int = 3) -> Callable[[], None]:
+    """A plain-PyTorch training step (loss, backward, ``clip_grad_norm_``, Adam with ``capturable=True``)
+    captured as one CUDA graph and replayed, as PyTorch's "whole network capture" recipe does:
+    warm-up steps on a side stream, gradients allocated by the captured backward. ``torch.randn`` in
+    ``loss_fn`` draws new numbers at every replay (the CUDA generator's graph-safe state)."""
+    optimizer = torch.optim.Adam(module.parameters(), lr=torch.tensor(lr, device=device), eps=eps, capturable=True)
+
+    def step():
+        loss_fn().backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
+        optimizer.step()
+
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            optimizer.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)  # the captured backward allocates the gradients in the graph's pool
+    with torch.cuda.graph(graph, stream=stream):
+        step()
+    return graph.replay
 
 
 def _status_kb(key: str) -> int:

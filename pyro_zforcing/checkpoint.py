@@ -30,9 +30,12 @@ class CheckpointError(ValueError):
 
 
 def rng_state() -> Dict[str, Any]:
-    """The torch, numpy and Python RNG states in a ``weights_only``-loadable form."""
+    """The torch (CPU, and CUDA once used), numpy and Python RNG states in a ``weights_only``-loadable
+    form. On CUDA the guide's noise comes from the CUDA generators (graph replays advance them too)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
+    cuda = {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_initialized() else {}
     return {
+        **cuda,
         "torch": torch.get_rng_state(),
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
@@ -42,6 +45,8 @@ def rng_state() -> Dict[str, Any]:
 
 def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
     numpy = state["numpy"]
     np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
                          numpy["has_gauss"], numpy["cached"]))

@@ -18,17 +18,27 @@ from typing import Callable, Optional, Tuple
 import torch
 from pyro.distributions import Normal, TorchDistribution, constraints
 
+from .steps import Recurrence, head_step, sample_loop
+
 Head = Callable[..., Tuple[torch.Tensor, torch.Tensor]]
 LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal(shape: Tuple[int, ...], *, like: torch.Tensor) -> torch.Tensor:
+    """The trajectory's noise eps ~ N(0, I) of ``shape`` (B, T, Z), with ``like``'s dtype and device."""
+    return torch.randn(shape, dtype=like.dtype, device=like.device)
 
 
 class LatentTrajectory(TorchDistribution):
     """z_{1:T} of a padded batch: batch shape ``(B,)``, event shape ``(T, Z)``.
 
     ``states(z)`` must return h_{0:T} ``(B, T+1, H)`` for a given trajectory (the model's
-    forward RNN, cached); ``stepper`` advances h while sampling. ``log_prob`` sums only the
-    steps where ``mask`` is True. A sample drawn here is scored from the parameters computed
-    while drawing it; any other value is scored by running the forward RNN over it.
+    forward RNN, cached); ``recurrence()`` is the model's z-driven step while sampling
+    (:class:`~pyro_zforcing.steps.Recurrence`), the head's per-step form comes from
+    :func:`~pyro_zforcing.steps.head_step`, and :func:`~pyro_zforcing.steps.sample_loop` runs
+    them (compiled inside ``steps.compiled_steps``). ``log_prob`` sums only the steps where
+    ``mask`` is True. A sample drawn here is scored from the parameters computed while drawing
+    it; any other value is scored by running the forward RNN over it.
     """
 
     arg_constraints = {}
@@ -37,12 +47,12 @@ class LatentTrajectory(TorchDistribution):
 
     def __init__(self, *, head: Head, context: Optional[torch.Tensor], mask: torch.Tensor,
                  z_dim: int, states: Callable[[torch.Tensor], torch.Tensor],
-                 stepper: Callable, remember: Callable[[torch.Tensor, torch.Tensor], None]):
+                 recurrence: Callable[[], Recurrence], remember: Callable[[torch.Tensor, torch.Tensor], None]):
         self.head = head
         self.context = context
         self.mask = mask
         self.states = states
-        self.stepper = stepper
+        self.recurrence = recurrence
         self.remember = remember
         self._drawn = None  # (z, loc, scale) of the last trajectory drawn or scored
         batch_size, steps = mask.shape
@@ -54,42 +64,17 @@ class LatentTrajectory(TorchDistribution):
             return self.head(h_prev)
         return self.head(h_prev, self.context)
 
-    def _step_params(self) -> Callable[[torch.Tensor, int], Tuple[torch.Tensor, torch.Tensor]]:
-        """``f(h_{t-1}, t) -> (loc_t, scale_t)`` for the sampling loop.
-
-        Per-step context slices come from one ``unbind``: ``context[:, t]`` inside the loop would
-        make autograd fill a full-size zero gradient at every step (O(T^2) work).
-        """
-        if self.context is None:
-            return lambda h_prev, t: self.head(h_prev)
-        if hasattr(self.head, "stepwise"):  # the context's share of the head, hoisted out of the loop
-            return self.head.stepwise(self.context)
-        context = self.context.unbind(1)
-        return lambda h_prev, t: self.head(h_prev, context[t])
-
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         if sample_shape != torch.Size():
             raise NotImplementedError(
                 "LatentTrajectory draws one trajectory per sequence; for K particles, "
                 "repeat the batch (Batch.repeat) instead of passing a sample shape")
         batch_size, steps = self.mask.shape
-        advance, state = self.stepper()
-        eps = torch.randn((batch_size, steps) + self.event_shape[1:],
-                          dtype=state[0].dtype, device=state[0].device)
-        params = self._step_params()
-        eps = eps.unbind(1)
-        zs, locs, scales, hs = [], [], [], [state[0]]
-        for t in range(steps):
-            loc, scale = params(state[0], t)
-            z_t = loc + scale * eps[t]
-            state = advance(t, z_t, state)
-            zs.append(z_t)
-            locs.append(loc)
-            scales.append(scale)
-            hs.append(state[0])
-        z = torch.stack(zs, dim=1)
-        self.remember(z, torch.stack(hs, dim=1))
-        self._drawn = (z, torch.stack(locs, dim=1), torch.stack(scales, dim=1))
+        recurrence = self.recurrence()
+        eps = standard_normal((batch_size, steps) + self.event_shape[1:], like=recurrence.initial[0])
+        z, loc, scale, states = sample_loop(head_step(self.head, self.context), recurrence, eps)
+        self.remember(z, states)
+        self._drawn = (z, loc, scale)
         return z
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
@@ -231,7 +216,7 @@ class IndependentSteps(TorchDistribution):
         if sample_shape != torch.Size():
             raise NotImplementedError("IndependentSteps draws one trajectory per sequence; repeat the batch "
                                       "(Batch.repeat) for K particles")
-        return self.loc + self.scale * torch.randn(self.loc.shape, dtype=self.loc.dtype, device=self.loc.device)
+        return self.loc + self.scale * standard_normal(self.loc.shape, like=self.loc)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():

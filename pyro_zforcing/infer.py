@@ -56,7 +56,8 @@ class ScaleSite(Messenger):
 
 @dataclass(frozen=True)
 class Weights:
-    """The objective's weights at one update: KL, aux (beta) and backward-LM."""
+    """The objective's weights at one update: KL, aux (beta) and backward-LM; floats, or 0-d
+    tensors in a captured training step (a tensor weight is always applied, see ``models.base.active``)."""
 
     kl: float = 1.0
     aux: float = 0.0
@@ -133,11 +134,21 @@ def analytic_kl_elbo(model, guide, *args, **kwargs) -> Optional[torch.Tensor]:
     a latent site's guide or prior distribution has no per-step Gaussian ``loc_scale`` (a user's
     guide of another family): the analytic KL is not defined for it.
     """
+    return traced_analytic_elbo(*traced(model, guide, *args, **kwargs))
+
+
+def traced(model, guide, *args, **kwargs):
+    """Guide trace and the model trace replayed on it, subsample sites pruned, no log-density computed
+    (the model and guide are checked to match under Pyro's validation)."""
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     if is_validation_enabled():
         check_model_guide_match(model_trace, guide_trace)
-    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)  # plates
+    return prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)  # plates
+
+
+def traced_analytic_elbo(guide_trace, model_trace) -> Optional[torch.Tensor]:
+    """:func:`analytic_kl_elbo` of a guide trace and the model trace replayed on it (:func:`traced`)."""
     model_trace.compute_log_prob(site_filter=lambda name, site: site["is_observed"])
     elbo = 0.0
     for name, site in model_trace.nodes.items():
@@ -174,27 +185,64 @@ class Objective(nn.Module):
         self.elbo = Trace_ELBO()
         self._analytic_fits: Optional[bool] = None  # known after the first evaluation under kl="analytic"
 
-    def forward(self, batch: Batch, weights: Weights = Weights()) -> torch.Tensor:
+    def scaled(self, batch: Batch, weights: Weights):
+        """(model, guide) for one evaluation of the loss: every site per sequence (1/B), the latent
+        sites by the KL weight; the guide->model memo starts afresh."""
         model, guide = self.model, self.guide
         if hasattr(model, "forget"):
             model.forget()  # the guide->model reuse is within this evaluation only
         per_sequence = 1.0 / batch.batch_size
         model = poutine.scale(model, scale=per_sequence)
         guide = poutine.scale(guide, scale=per_sequence)
-        if weights.kl != 1.0:
+        if isinstance(weights.kl, torch.Tensor) or weights.kl != 1.0:
             model = ScaleSite(self.model.latent_sites, weights.kl)(model)
             guide = ScaleSite(self.model.latent_sites, weights.kl)(guide)
+        return model, guide
+
+    def forward(self, batch: Batch, weights: Weights = Weights()) -> torch.Tensor:
+        model, guide = self.scaled(batch, weights)
         factors = {"aux_weight": weights.aux, "bwd_weight": weights.bwd}
-        if self.kl == "analytic" and self._analytic_fits is not False:
+        if self._analytic():
             elbo = analytic_kl_elbo(model, guide, batch, **factors)
-            self._analytic_fits = elbo is not None
-            if elbo is not None:
+            if self._analytic_fit(elbo is not None):
                 return -elbo
+            self.model.forget()
+        return self.elbo.differentiable_loss(model, guide, batch, **factors)
+
+    def _analytic(self) -> bool:
+        """Whether this evaluation tries the analytic KL (``kl="analytic"``, not yet found unfit)."""
+        return self.kl == "analytic" and self._analytic_fits is not False
+
+    def _analytic_fit(self, fits: bool) -> bool:
+        """Records whether the analytic KL fits this guide (warning once when it does not); returns ``fits``."""
+        if self._analytic_fits is None and not fits:
             log.warning("--kl analytic: the guide %s (or the model's prior) has no per-step Gaussian parameters "
                         "(loc_scale); its KL is estimated by log q - log p, as with --kl sampled",
                         type(self.guide).__name__)
-            self.model.forget()
-        return self.elbo.differentiable_loss(model, guide, batch, **factors)
+        self._analytic_fits = fits
+        return fits
+
+    def reparameterised_loss(self, batch: Batch, weights: Weights = Weights()) -> torch.Tensor:
+        """:meth:`forward`'s value and gradients without a host sync, for a captured CUDA graph:
+        -(log p(y, z) - log q(z | y)) of one z drawn from the guide (``kl="sampled"``), or
+        :func:`analytic_kl_elbo`'s value from the same traces (``kl="analytic"``), each site
+        scaled as in forward.
+
+        ``Trace_ELBO``'s surrogate is the sampled sum when every guide site is reparameterised (its
+        score-function terms are 0); it also reads the loss on the host (``torch_item``, the NaN
+        warning), which a graph being captured cannot do. Refuses a guide site without ``rsample``.
+        """
+        model, guide = self.scaled(batch, weights)
+        guide_trace, model_trace = traced(model, guide, batch, aux_weight=weights.aux, bwd_weight=weights.bwd)
+        for name in latent_sites(guide_trace):
+            if not guide_trace.nodes[name]["fn"].has_rsample:
+                raise ValueError(f"--cuda-graphs needs reparameterised guide sites; site {name!r} of "
+                                 f"{type(self.guide).__name__} has no rsample")
+        if self._analytic():
+            elbo = traced_analytic_elbo(guide_trace, model_trace)
+            if self._analytic_fit(elbo is not None):
+                return -elbo
+        return guide_trace.log_prob_sum() - model_trace.log_prob_sum()
 
 
 def trace_pair(model, guide, batch: Batch, weights: Weights = Weights()):

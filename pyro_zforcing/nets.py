@@ -10,7 +10,7 @@ logvar_clamp], the emission unclamped (only the float range guard of :func:`safe
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -19,6 +19,7 @@ import pyro.distributions as dist
 from pyro.distributions.util import is_validation_enabled
 
 from .distributions import MaskedEmission
+from .steps import Recurrence, StepFunction, call_with_context
 
 LEAKY_SLOPE = 1.0 / 3.0
 LOG_2PI = math.log(2 * math.pi)
@@ -98,13 +99,18 @@ def lstm_pointwise(gates: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, 
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
+def concat_lstm_step(w_z: torch.Tensor, w_hh: torch.Tensor, gates_t: torch.Tensor, z_t: torch.Tensor,
+                     h: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(h_t, c_t) of an LSTM step whose input gates ``gates_t: (B, 4H)`` are precomputed and whose
+    latent input enters through ``w_z: (4H, Z)``: gates = gates_t + W_z z_t + W_hh h_{t-1}."""
+    return lstm_pointwise(torch.addmm(torch.addmm(gates_t, z_t, w_z.t()), h, w_hh.t()), c)
+
+
 class ForwardRNN(nn.Module):
     """The generative state h_t = LSTM([e(u_t), W z_t + c], h_{t-1}), h_0 = 0 (``z_conditioning="concat"``).
 
     One ``nn.LSTM`` holds the weights. ``states`` runs it fused over a whole given z
-    trajectory; ``stepper`` advances it one step at a time while z is being sampled, with the
-    input part of the gates computed once for all steps and the latent projection folded into
-    the recurrent weights.
+    trajectory; ``recurrence`` is its step while z is being sampled.
     """
 
     def __init__(self, emb_dim: int, z_dim: int, proj_dim: int, rnn_dim: int, *, init: str):
@@ -124,20 +130,18 @@ class ForwardRNN(nn.Module):
         """h_{1:T} ``(B, T, H)``: :meth:`states` without h_0."""
         return self.lstm(torch.cat([emb_inputs, self.z_proj(z)], dim=-1))[0]
 
-    def stepper(self, emb_inputs: torch.Tensor):
-        """``(advance, state_0)`` for inputs ``(B, T, E)``: ``advance(t, z_t, (h, c))`` is step t."""
+    def recurrence(self, emb_inputs: torch.Tensor) -> Recurrence:
+        """The sampling loop's step for inputs ``(B, T, E)``: :func:`concat_lstm_step` with the
+        input part of the gates computed once for all steps and the latent projection folded
+        into the recurrent weights; carry (h, c), h_0 = c_0 = 0."""
         w_ih = self.lstm.weight_ih_l0
         w_emb, w_proj = w_ih[:, : self.emb_dim], w_ih[:, self.emb_dim:]
         bias = self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0 + w_proj @ self.z_proj.bias
         gates = torch.addmm(bias, emb_inputs.reshape(-1, self.emb_dim), w_emb.t())
-        gates = gates.view(emb_inputs.shape[0], emb_inputs.shape[1], -1).unbind(1)  # one backward node
-        w_z, w_hh = w_proj @ self.z_proj.weight, self.lstm.weight_hh_l0
-
-        def advance(t: int, z_t: torch.Tensor, state):
-            h, c = state
-            return lstm_pointwise(torch.addmm(torch.addmm(gates[t], z_t, w_z.t()), h, w_hh.t()), c)
-
-        return advance, self.initial(emb_inputs.shape[0], emb_inputs)
+        gates = gates.view(emb_inputs.shape[0], emb_inputs.shape[1], -1)
+        advance = StepFunction(concat_lstm_step, shared=(w_proj @ self.z_proj.weight, self.lstm.weight_hh_l0),
+                               per_step=(gates,))
+        return Recurrence(advance, self.initial(emb_inputs.shape[0], emb_inputs))
 
     def initial(self, batch_size: int, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         zero = like.new_zeros(batch_size, self.rnn_dim)
@@ -200,14 +204,14 @@ class CondLayerNormRNN(nn.Module):
             hs.append(state[0])
         return torch.stack(hs, dim=1)
 
-    def stepper(self, emb_inputs: torch.Tensor):
-        """``(advance, state_0)`` for inputs ``(B, T, E)``: ``advance(t, z_t, (h, c))`` is step t."""
-        inputs = self.input_part(emb_inputs).unbind(1)
+    def recurrence(self, emb_inputs: torch.Tensor) -> Recurrence:
+        """The sampling loop's step for inputs ``(B, T, E)``: the input part for all steps at once,
+        the z-given gains and biases and the recurrent part per step; carry (h, c), h_0 = c_0 = 0."""
+        advance = StepFunction(self._sampling_step, per_step=(self.input_part(emb_inputs),))
+        return Recurrence(advance, self.initial(emb_inputs.shape[0], emb_inputs))
 
-        def advance(t: int, z_t: torch.Tensor, state):
-            return self._advance(inputs[t], *self.gains_biases(z_t), state)
-
-        return advance, self.initial(emb_inputs.shape[0], emb_inputs)
+    def _sampling_step(self, inputs_t: torch.Tensor, z_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        return self._advance(inputs_t, *self.gains_biases(z_t), (h, c))
 
     def initial(self, batch_size: int, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         zero = like.new_zeros(batch_size, self.rnn_dim)
@@ -259,24 +263,24 @@ class GaussianHead(nn.Module):
         loc, logvar = out.clamp(-self.clamp, self.clamp).chunk(2, dim=-1)
         return loc, torch.exp(0.5 * logvar)
 
-    def stepwise(self, context: torch.Tensor) -> Callable[[torch.Tensor, int], Tuple[torch.Tensor, torch.Tensor]]:
-        """``f(h_prev, t) = self(h_prev, context[:, t])`` for a loop over t, ``context: (B, T, C)``.
+    def stepwise(self, context: torch.Tensor) -> StepFunction:
+        """The head's step for a loop over t, ``self(h_prev, context[:, t])``, ``context: (B, T, C)``.
 
         The context's share of the first layer is computed for all steps at once, so each step
         multiplies only ``h_prev`` (what a hand-written loop does; same values as ``forward``).
         """
         if type(self).forward is not GaussianHead.forward:  # a subclass scores differently: no shortcut
-            steps = context.unbind(1)
-            return lambda h_prev, t: self(h_prev, steps[t])
-        first, rest = self.net[0], self.net[1:]
+            return StepFunction(call_with_context, shared=(self,), per_step=(context,))
+        first = self.net[0]
         split = first.in_features - context.shape[-1]
-        w_h, w_c = first.weight[:, :split], first.weight[:, split:]
-        from_context = torch.addmm(first.bias, context.reshape(-1, context.shape[-1]), w_c.t())
-        from_context = from_context.view(context.shape[0], context.shape[1], -1).unbind(1)
+        from_context = torch.addmm(first.bias, context.reshape(-1, context.shape[-1]), first.weight[:, split:].t())
+        return StepFunction(self.step_from_context, shared=(first.weight[:, :split],),
+                            per_step=(from_context.view(context.shape[0], context.shape[1], -1),))
 
-        def params(h_prev: torch.Tensor, t: int) -> Tuple[torch.Tensor, torch.Tensor]:
-            return self._loc_scale(rest(torch.addmm(from_context[t], h_prev, w_h.t())))
-        return params
+    def step_from_context(self, w_h: torch.Tensor, from_context_t: torch.Tensor,
+                          h_prev: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale) from the context's share of the first layer ``(B, M)`` and ``h_prev``."""
+        return self._loc_scale(self.net[2](self.net[1](torch.addmm(from_context_t, h_prev, w_h.t()))))
 
 
 class AuxHead(nn.Module):

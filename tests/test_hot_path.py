@@ -11,7 +11,7 @@ def test_stepwise_head_equals_the_head_on_concatenated_inputs(float64):
     h, context = torch.randn(4, 7 - 2), torch.randn(4, 6, 2)
     params = head.stepwise(context)
     for t in range(context.shape[1]):
-        loc, scale = params(h, t)
+        loc, scale = params(t, h)
         expected_loc, expected_scale = head(h, context[:, t])
         assert torch.allclose(loc, expected_loc, atol=1e-12)
         assert torch.allclose(scale, expected_scale, atol=1e-12)
@@ -26,7 +26,7 @@ def test_stepwise_of_a_head_subclass_uses_the_subclass_forward(float64):
     torch.manual_seed(0)
     head = Shifted(4, 5, 3, clamp=8.0)
     h, context = torch.randn(2, 2), torch.randn(2, 3, 2)
-    loc, _ = head.stepwise(context)(h, 1)
+    loc, _ = head.stepwise(context)(1, h)
     assert torch.allclose(loc, head(h, context[:, 1])[0])
 
 

@@ -13,13 +13,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pyro_zforcing"
 
 # Lowest first: a module may import its own layer's unit (the same module or folder) and lower layers.
 LAYERS = [
-    ("config", "files", "cache"),
+    ("config", "files", "cache", "steps"),
     ("data",),
     ("distributions",),
     ("nets",),
     ("models",),
     ("guides",),
     ("infer",),
+    ("graphs",),
     ("checkpoint",),
     ("build",),
     ("memory",),

@@ -1,5 +1,6 @@
 """Training loop: checkpoints, exact resume, divergence, schedules."""
 
+import contextlib
 import json
 
 import pyro
@@ -94,9 +95,10 @@ def test_bad_checkpoint_files_give_errors_naming_the_file(tmp_path):
         load_checkpoint(foreign)
 
 
-def test_nan_loss_stops_training_naming_the_step_and_keeps_last_good_checkpoint(tmp_path, small_digits):
+@pytest.mark.parametrize("kl", ["analytic", "sampled"])
+def test_nan_loss_stops_training_naming_the_step_and_keeps_last_good_checkpoint(tmp_path, small_digits, kl):
     pyro.enable_validation(False)  # as in training: validation would reject NaN logits earlier
-    trainer = make_trainer(tmp_path / "run", small_digits, epochs=2)
+    trainer = make_trainer(tmp_path / "run", small_digits, epochs=2, kl=kl)
     trainer.config = TrainConfig(**{**vars(trainer.config), "epochs": 1})
     trainer.fit()
     last = tmp_path / "run" / "checkpoints" / "last.pt"
@@ -104,7 +106,9 @@ def test_nan_loss_stops_training_naming_the_step_and_keeps_last_good_checkpoint(
     trainer.config = TrainConfig(**{**vars(trainer.config), "epochs": 2})
     with torch.no_grad():
         trainer.objective.model.emission.linear.weight.fill_(float("nan"))
-    with pytest.raises(TrainingDiverged, match="at step 6 "), pytest.warns(UserWarning, match="NaN"):
+    # Trace_ELBO (--kl sampled) also warns of the NaN loss; the analytic ELBO leaves that to the trainer
+    warned = pytest.warns(UserWarning, match="NaN") if kl == "sampled" else contextlib.nullcontext()
+    with pytest.raises(TrainingDiverged, match="at step 6 "), warned:
         trainer.fit()
     assert last.read_bytes() == good
 

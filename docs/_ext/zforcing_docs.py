@@ -140,7 +140,8 @@ def introduces_literal(out: List[str], paragraph: List[int], indent: int) -> boo
 
 
 def normalise_docstring(app, what, name, obj, options, lines):
-    if what in ("data", "attribute") and lines and type(obj).__doc__ and (
+    # a NamedTuple field's getter class keeps __doc__ in a slot, not as a string
+    if what in ("data", "attribute") and lines and isinstance(type(obj).__doc__, str) and (
             "\n".join(lines).strip() == inspect.cleandoc(type(obj).__doc__).strip()):
         lines[:] = []  # a registry dict documented on its page is not the documentation of dict
     lines[:] = plain_text_to_rst(lines)

@@ -27,6 +27,12 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plots", action="store_true", help="skip the KL-per-step and gap figures")
     parser.add_argument("--validate", action="store_true",
                         help="turn on Pyro's distribution validation (off by default: it costs time and memory)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the per-step cell of the sampling loop with torch.compile (docs/performance-compiled.md)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="capture the bounds of each batch as CUDA graphs, one per length bucket (--device cuda)")
+    parser.add_argument("--length-bucket", type=positive_int, default=16, metavar="STEPS",
+                        help="with --cuda-graphs, pad batch lengths up to a multiple of STEPS (default: %(default)s)")
     parser.add_argument("--protocol", default="ours", choices=("ours", "paper", "both"),
                         help="ours: whole sequences, ELBO and IWAE (eval-<split>.json); paper: the authors' eval_timit.py "
                              "(40-frame windows, states reset, one sample, analytic KL; eval_paper-<split>.json), the number "
@@ -42,7 +48,8 @@ def command_evaluate(argv: List[str]) -> int:
     if args.protocol in ("ours", "both"):
         result = evaluate_split(objective, splits.split(args.split), splits.info, num_samples=args.iwae_samples,
                                 batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet,
-                                validate=args.validate)
+                                validate=args.validate, compile=args.compile, cuda_graphs=args.cuda_graphs,
+                                length_bucket=args.length_bucket)
         result.meta = meta
         report = write_report(result, out)
         if not args.no_plots:

@@ -132,6 +132,16 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--seed", type=seed_int, default=t.seed, help="seed for everything (default: %(default)s)")
     opt.add_argument("--device", default=t.device, help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     opt.add_argument("--validate", action="store_true", help="turn on Pyro's argument and shape validation (about 10%% slower)")
+    speed = parser.add_argument_group("speed (the same numbers; docs/performance-compiled.md)")
+    speed.add_argument("--compile", action=argparse.BooleanOptionalAction, default=t.compile,
+                       help="compile the per-step cell of the z-driven loop with torch.compile (inductor needs a C++ "
+                            "compiler on CPU, Triton on CUDA; off by default: 1.10-1.17x measured on one CPU core, "
+                            "not measured on a GPU; see docs/performance.md)")
+    speed.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=t.cuda_graphs,
+                       help="capture the whole update and the validation bound as CUDA graphs, one per batch size "
+                            "and length bucket, and replay them (--device cuda only; default: off)")
+    speed.add_argument("--length-bucket", type=positive_int, default=t.length_bucket, metavar="STEPS",
+                       help="with --cuda-graphs, pad batch lengths up to a multiple of STEPS (default: %(default)s)")
 
 
 def data_config_from(args) -> DataConfig:
@@ -150,7 +160,8 @@ def train_config_from(args) -> TrainConfig:
                        early_stop_patience=args.patience, lr_patience=args.lr_patience, lr_decay=args.lr_decay,
                        min_epochs=args.min_epochs, log_every=args.log_every,
                        checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, validate=args.validate,
-                       kl=args.kl)
+                       kl=args.kl, compile=args.compile, cuda_graphs=args.cuda_graphs,
+                       length_bucket=args.length_bucket)
 
 
 def model_sizes_from(args) -> Dict:

@@ -19,7 +19,8 @@ from .flags import add_data_flags, add_train_flags, resolve_settings
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-<timestamp>)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR from its last checkpoint (--epochs/--max-steps/--device may change)")
+                        help="continue the run in RUN_DIR from its last checkpoint (--epochs/--max-steps/--device and "
+                             "the speed flags may change)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --out (its files of ours are deleted; others are kept)")
     parser.add_argument("--tensorboard", action="store_true",
@@ -44,11 +45,12 @@ def default_out_dir(dataset: str) -> Path:
     return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-RESUME_FLAGS = ("--resume", "--epochs", "--max-steps", "--device", "--checkpoint-every", "--tensorboard", "--quiet")
+RESUME_FLAGS = ("--resume", "--epochs", "--max-steps", "--device", "--checkpoint-every", "--tensorboard", "--quiet",
+                "--compile", "--no-compile", "--cuda-graphs", "--no-cuda-graphs", "--length-bucket")
 
 
 def resume_overrides(parser: argparse.ArgumentParser, argv: List[str]) -> Dict:
-    """The settings a ``--resume`` may change (epochs, max steps, device), only those given.
+    """The settings a ``--resume`` may change (epochs, max steps, device, the speed flags), only those given.
 
     A resumed run keeps its saved configs; any other flag is refused rather than ignored.
     """

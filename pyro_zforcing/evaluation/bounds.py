@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import pyro
@@ -36,7 +36,9 @@ from .. import memory
 from ..data import Batch, collate_sequences
 from ..data.base import DataInfo, length_batches
 from ..files import write_atomic
+from ..graphs import GraphedBounds
 from ..infer import Objective, importance_terms, sequence_terms
+from ..steps import check_compile_available, compiled_steps
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +75,23 @@ def units_of(batch: Batch, info: DataInfo) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_elbo(objective: Objective, sequences, info: DataInfo, *, batch_size: int,
-                  device: torch.device, dtype: torch.dtype) -> Dict[str, float]:
-    """Mean one-sample ELBO, reconstruction and KL per sequence, and the ELBO per unit."""
+                  device: torch.device, dtype: torch.dtype,
+                  terms: Optional[Callable[[Batch], Dict[str, torch.Tensor]]] = None) -> Dict[str, float]:
+    """Mean one-sample ELBO, reconstruction and KL per sequence, and the ELBO per unit.
+
+    ``terms(batch)`` computes the per-sequence terms (default :func:`~pyro_zforcing.infer.sequence_terms`;
+    the trainer passes its CUDA graphs of the same function, :class:`~pyro_zforcing.graphs.GraphedBounds`)."""
+    if terms is None:
+        def terms(batch):
+            return sequence_terms(objective.model, objective.guide, batch)
     totals = {"elbo": 0.0, "rec": 0.0, "kl": 0.0}
     units = 0.0
     count = 0
     for batch in eval_batches(sequences, batch_size):
         batch = batch.to(device, dtype)
-        terms = sequence_terms(objective.model, objective.guide, batch)
+        values = terms(batch)
         for key in totals:
-            totals[key] += float(terms[key].sum())
+            totals[key] += float(values[key].sum())
         units += float(units_of(batch, info).sum())
         count += batch.batch_size
     result = {key: value / count for key, value in totals.items()}
@@ -195,14 +204,17 @@ def step_unit(info: DataInfo) -> str:
 def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: DataInfo, *,
                    num_samples: int = 25, batch_size: int = 32, chunk: Optional[int] = None,
                    device="cpu", dtype: Optional[torch.dtype] = None, quiet: bool = True,
-                   validate: bool = False) -> SplitResult:
+                   validate: bool = False, compile: bool = False, cuda_graphs: bool = False,
+                   length_bucket: int = 16) -> SplitResult:
     """Bounds of every sequence of ``sequences`` (each ``(T_i, D)`` or ``(T_i,)`` tokens).
 
     ``num_samples`` importance samples per sequence (K of IWAE; the ELBO, KL and reconstruction
     are the K-sample averages; 1 for a model without latents, whose bounds are exact); ``chunk``
     particles are traced at once (default: as many as keep their states near
     :data:`PARTICLE_ELEMENTS` values). Pyro's distribution validation is off unless ``validate``
-    (it is on by default in Pyro and costs time and memory).
+    (it is on by default in Pyro and costs time and memory). ``compile`` runs the sampling loop's
+    cell compiled (:mod:`pyro_zforcing.steps`); ``cuda_graphs`` captures the bounds of a batch as
+    CUDA graphs, one per length bucket of ``length_bucket`` steps (:mod:`pyro_zforcing.graphs`).
     """
     if len(sequences) == 0:
         raise ValueError("cannot evaluate an empty split")
@@ -211,6 +223,10 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
     if not objective.model.latent_sites:
         num_samples = 1  # exact: every importance weight is p(y)
     device = torch.device(device)
+    if compile:
+        check_compile_available(device)
+    if cuda_graphs and (device.type != "cuda" or validate):
+        raise ValueError("--cuda-graphs needs --device cuda and Pyro's validation off")
     dtype = dtype if dtype is not None else next(objective.parameters()).dtype
     objective = objective.to(device)
     was_training = objective.training
@@ -223,10 +239,18 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
     start = time.time()
     bar = tqdm(total=len(sequences), unit="seq", desc=f"evaluate K={num_samples}",
                disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+    model, guide = objective.model, objective.guide
+
+    def terms(batch, *, chunk):
+        return importance_terms(model, guide, batch, num_samples=num_samples, chunk=chunk, kl_per_step=True)
+
+    if cuda_graphs:
+        terms = GraphedBounds(terms, model=model, rows=batch_size, length_bucket=length_bucket, device=device,
+                              dtype=dtype, longest=int(lengths.max()))
     try:
-        with pyro.validation_enabled(validate):
+        with pyro.validation_enabled(validate), compiled_steps(compile):
             evaluate_batches(objective, sequences, batches, values, kl_steps, num_samples=num_samples,
-                             chunk=chunk, device=device, dtype=dtype, bar=bar)
+                             chunk=chunk, device=device, dtype=dtype, bar=bar, terms=terms)
     finally:
         bar.close()
         objective.train(was_training)
@@ -237,8 +261,9 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
 
 
 def evaluate_batches(objective: Objective, sequences, batches, values, kl_steps, *, num_samples: int,
-                     chunk: Optional[int], device, dtype, bar) -> None:
-    """Fill ``values[key][i]`` and ``kl_steps[i]`` for every sequence index of ``batches``."""
+                     chunk: Optional[int], device, dtype, bar, terms: Callable[..., Dict[str, torch.Tensor]]) -> None:
+    """Fill ``values[key][i]`` and ``kl_steps[i]`` for every sequence index of ``batches`` from
+    ``terms(batch, chunk=particles)`` (:func:`~pyro_zforcing.infer.importance_terms` of K samples)."""
     for indices in batches:
         batch = collate_sequences([sequences[i] for i in indices]).to(device, dtype)
         particles = chunk if chunk is not None else particle_chunk(batch, num_samples, model=objective.model)
@@ -247,12 +272,11 @@ def evaluate_batches(objective: Objective, sequences, batches, values, kl_steps,
         memory.check_fits(held * batch.x.element_size(), device=device,
                           what=f"evaluating {rows} sequence(s) of {steps} steps, {particles} particle(s) at a time",
                           hint="use a smaller --batch-size or shorter sequences")
-        terms = importance_terms(objective.model, objective.guide, batch, num_samples=num_samples,
-                                 chunk=particles, kl_per_step=True)
+        result = terms(batch, chunk=particles)
         for key in TERMS:
-            values[key][indices] = terms[key].double().cpu().numpy()
-        if "kl_steps" in terms:
-            steps = terms["kl_steps"].double().cpu().numpy()
+            values[key][indices] = result[key].double().cpu().numpy()
+        if "kl_steps" in result:
+            steps = result["kl_steps"].double().cpu().numpy()
             for row, i in enumerate(indices):
                 kl_steps[i] = steps[row, :int(batch.lengths[row])]
         bar.update(len(indices))

@@ -13,7 +13,7 @@ RNN over the raw frames with a factorised input matrix.
 
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import init_recurrent, reverse_index
+from ..steps import StepFunction
 from .base import TrajectoryGuide
 
 
@@ -65,13 +66,13 @@ class Combiner(nn.Module):
     def forward(self, z_prev: torch.Tensor, r: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return self._loc_scale(0.5 * (torch.tanh(self.z_to_hidden(z_prev)) + r))
 
-    def stepwise(self, context: torch.Tensor) -> Callable[[torch.Tensor, int], Tuple[torch.Tensor, torch.Tensor]]:
-        """``f(z_{t-1}, t) = self(z_{t-1}, context[:, t])`` for a loop over t, with r_t / 2 computed once."""
-        half = (0.5 * context).unbind(1)
+    def stepwise(self, context: torch.Tensor) -> StepFunction:
+        """The step ``self(z_{t-1}, context[:, t])`` of a loop over t, with r_t / 2 computed once."""
+        return StepFunction(self.step_from_half, per_step=(0.5 * context,))
 
-        def params(z_prev: torch.Tensor, t: int) -> Tuple[torch.Tensor, torch.Tensor]:
-            return self._loc_scale(torch.add(half[t], torch.tanh(self.z_to_hidden(z_prev)), alpha=0.5))
-        return params
+    def step_from_half(self, half_t: torch.Tensor, z_prev: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale) from r_t / 2 ``(B, H)`` and z_{t-1}."""
+        return self._loc_scale(torch.add(half_t, torch.tanh(self.z_to_hidden(z_prev)), alpha=0.5))
 
 
 class CombinerGuide(TrajectoryGuide):

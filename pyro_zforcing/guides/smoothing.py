@@ -11,7 +11,7 @@ paper's best and the default) the posterior mean is the prior mean plus a correc
 
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -19,6 +19,7 @@ import torch.nn as nn
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import BackwardRNN, GaussianHead
+from ..steps import StepFunction, head_step, paired
 from .base import TrajectoryGuide
 
 
@@ -37,15 +38,16 @@ class ResqHead(nn.Module):
         q_loc, q_scale = posterior(z_prev, a)
         return p_loc + q_loc, q_scale
 
-    def stepwise(self, context: torch.Tensor) -> Callable[[torch.Tensor, int], Tuple[torch.Tensor, torch.Tensor]]:
+    def stepwise(self, context: torch.Tensor) -> StepFunction:
         """Both heads with their context share hoisted out of the loop (see GaussianHead.stepwise)."""
-        prior = self._heads[0].stepwise(context[..., self.a_dim:])
-        posterior = self._heads[1].stepwise(context[..., :self.a_dim])
+        prior = head_step(self._heads[0], context[..., self.a_dim:])
+        posterior = head_step(self._heads[1], context[..., :self.a_dim])
+        return paired(prior, posterior, resq_mean)
 
-        def params(z_prev: torch.Tensor, t: int) -> Tuple[torch.Tensor, torch.Tensor]:
-            q_loc, q_scale = posterior(z_prev, t)
-            return prior(z_prev, t)[0] + q_loc, q_scale
-        return params
+
+def resq_mean(prior: Tuple[torch.Tensor, torch.Tensor], posterior: Tuple[torch.Tensor, torch.Tensor]):
+    """(mu^p + mu^q, sigma^q) from the prior's and the posterior's (loc, scale)."""
+    return prior[0] + posterior[0], posterior[1]
 
 
 class SmoothingGuide(TrajectoryGuide):

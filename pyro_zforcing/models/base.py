@@ -14,8 +14,17 @@ observing it (:class:`DrawObservations`, entered by :meth:`SequenceModel.__call_
 the observed y_{<t} (the inputs stay the batch's) and z (``docs/pyro-tools.md``).
 
 A model may add training-only factors, ``pyro.factor(AUX_SITE, aux_weight * ...)`` and
-``pyro.factor(BWD_SITE, bwd_weight * ...)``: they shape training and are never part of a bound
-(every reported number runs the model with both weights at 0).
+``pyro.factor(BWD_SITE, bwd_weight * ...)`` where :func:`active` says the weight is on: they shape
+training and are never part of a bound (every reported number runs the model with both weights
+at 0). A weight may be a 0-d tensor (a captured training step); the model must then not read its
+value on the host.
+
+A model whose recurrence depends on the sampled z draws its trajectory with
+:class:`~pyro_zforcing.distributions.LatentTrajectory`, giving it ``recurrence()``: a
+:class:`~pyro_zforcing.steps.Recurrence` whose step is a function of explicit tensors (weights
+and per-step inputs, no closure over a batch's tensors). That is the per-step cell ``--compile``
+compiles (:mod:`pyro_zforcing.steps`); a model with its own loop calls
+:func:`~pyro_zforcing.steps.sample_loop` with its head's :class:`~pyro_zforcing.steps.StepFunction`.
 
 Parameters by role (what ``compare`` counts and matches): every parameter of the model is the
 generative model p(y, z)'s, except the submodules named in ``side_modules``, each with what
@@ -48,6 +57,13 @@ AUX_SITE = "aux"  # training-only factors, weighted by aux_weight and bwd_weight
 BWD_SITE = "bwd"
 TRAINING_ONLY_SITES = (AUX_SITE, BWD_SITE)
 GUIDE_READS = "guide"  # in ``side_modules``: a module that the guides listing it read
+
+
+def active(weight) -> bool:
+    """Whether a training-only factor of this weight is in the model: a float > 0, or any tensor
+    (a captured CUDA graph reads the weight from a tensor whose value changes between replays,
+    so the model's structure must not depend on it)."""
+    return isinstance(weight, torch.Tensor) or weight > 0
 
 
 def inputs_of(batch: Batch) -> tuple:
@@ -179,8 +195,7 @@ def generate_through_forward_rnn(model: SequenceModel, num: int, steps: int, pri
     outputs = []
     for t in range(steps):
         z_t = model.latent_at(t, z, lambda: prior(state[0]))
-        advance, _ = model.fwd.stepper(u[:, None])
-        state = advance(0, z_t, state)
+        state = model.fwd.recurrence(u[:, None]).advance(0, z_t, *state)
         prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
         out_t, y_t = model.emit(model.emission.step_dist(state[0]), mean=mean, prime_t=prime_t)
         outputs.append(out_t)

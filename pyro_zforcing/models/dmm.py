@@ -35,6 +35,7 @@ from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import emission_head
+from ..steps import Recurrence, StepFunction, latest_latent
 from .base import LATENT_SITE, OBS_SITE, SequenceModel
 
 
@@ -99,14 +100,14 @@ class DMM(SequenceModel):
         from z_0 = ``start`` ``(Z,)``: the per-step cell is the head; the state is z_{t-1} itself."""
         size = (batch.batch_size, self.config.z_dim)
 
-        def stepper():
-            return (lambda t, z_t, state: (z_t,)), (start.expand(size),)
+        def recurrence() -> Recurrence:  # the carry is z_{t-1} itself
+            return Recurrence(StepFunction(latest_latent), (start.expand(size),))
 
         def previous(z: torch.Tensor) -> torch.Tensor:  # z_{0:T}: the "states" the heads read
             return torch.cat([start.expand(size)[:, None], z], dim=1)
 
         return LatentTrajectory(head=head, context=context, mask=batch.mask, z_dim=self.config.z_dim,
-                                states=previous, stepper=stepper, remember=lambda z, h: None)
+                                states=previous, recurrence=recurrence, remember=lambda z, h: None)
 
     def prior_trajectory(self, batch: Batch) -> LatentTrajectory:
         """p(z_{1:T}) = prod_t N(z_t; transition(z_{t-1})); the same object within one evaluation

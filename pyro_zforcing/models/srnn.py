@@ -39,6 +39,7 @@ from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import ConditionalEmission, GaussianHead, init_recurrent
+from ..steps import Recurrence, StepFunction, latest_latent
 from .base import LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
 
 
@@ -82,14 +83,14 @@ class SRNN(SequenceModel):
         """The autoregressive Gaussian over z_{1:T} whose step t is ``head(z_{t-1}, context_t)``."""
         z_dim = self.config.z_dim
 
-        def stepper():
-            return (lambda t, z_t, state: (z_t,)), (context.new_zeros(batch.batch_size, z_dim),)
+        def recurrence() -> Recurrence:  # the carry is z_{t-1} itself, z_0 = 0
+            return Recurrence(StepFunction(latest_latent), (context.new_zeros(batch.batch_size, z_dim),))
 
         def previous(z: torch.Tensor) -> torch.Tensor:  # z_{0:T}: the "states" the heads read
             return torch.cat([z.new_zeros(z.shape[0], 1, z.shape[2]), z], dim=1)
 
         return LatentTrajectory(head=head, context=context, mask=batch.mask, z_dim=z_dim, states=previous,
-                                stepper=stepper, remember=lambda z, h: None)
+                                recurrence=recurrence, remember=lambda z, h: None)
 
     def prior_trajectory(self, batch: Batch) -> LatentTrajectory:
         """p(z_{1:T} | u) = prod_t N(z_t; prior([z_{t-1}, d_t]))."""

@@ -9,7 +9,7 @@ With inputs u_t = y_{t-1} (u_1 a start frame or token), as every model of the pa
 
 The recognition RNN does not depend on z, so the guide draws the whole trajectory at once
 and the generative RNN runs fused over it: training has no Python loop over time. The
-per-step cell (``fwd.stepper``, the same LSTM step) drives generation. Choices where the
+per-step cell (``fwd.recurrence``, the same LSTM step) drives generation. Choices where the
 paper is open follow this package: LSTMs for both RNNs, one hidden layer (bounded leaky ReLU)
 in the posterior head with its log-variance clamped to +-``logvar_clamp``, z entering the
 generative LSTM through a linear projection concatenated to e(u_t), and a sampled KL

@@ -39,8 +39,16 @@ from ..cache import LastResult
 from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
-from ..nets import BoundedLeakyReLU, ConditionalEmission, GaussianHead, StandardNormalHead, init_recurrent
+from ..nets import BoundedLeakyReLU, ConditionalEmission, GaussianHead, StandardNormalHead, init_recurrent, lstm_pointwise
+from ..steps import Recurrence, StepFunction
 from .base import LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
+
+
+def vrnn_step(phi_z: nn.Module, w_z: torch.Tensor, w_hh: torch.Tensor, gates_t: torch.Tensor, z_t: torch.Tensor,
+              h: torch.Tensor, c: torch.Tensor):
+    """h_t, c_t from the precomputed phi_x gates ``(B, 4H)`` and the new latent ``(B, Z)``:
+    gates = gates_t + W_z phi_z(z_t) + W_hh h_{t-1}."""
+    return lstm_pointwise(torch.addmm(torch.addmm(gates_t, phi_z(z_t), w_z.t()), h, w_hh.t()), c)
 
 
 class VRNN(SequenceModel):
@@ -89,30 +97,27 @@ class VRNN(SequenceModel):
         gates = torch.addmm(bias, phi_x.reshape(-1, emb_dim), w_ih[:, :emb_dim].t())
         return gates.view(phi_x.shape[0], phi_x.shape[1], -1), w_ih[:, emb_dim:]
 
-    def _step(self, gates_in: torch.Tensor, w_z: torch.Tensor, z_t: torch.Tensor, state):
-        """h_t, c_t from precomputed phi_x gates ``(B, 4H)`` and the new latent ``(B, Z)``."""
-        h, c = state
-        gates = torch.addmm(torch.addmm(gates_in, self.phi_z(z_t), w_z.t()), h, self.lstm.weight_hh_l0.t())
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+    def recurrence(self, phi_x: torch.Tensor, *, first: Optional[torch.Tensor] = None) -> Recurrence:
+        """The sampling loop's step (:func:`vrnn_step`) for embedded targets ``phi_x: (B, T, E)``;
+        carry (h, c): h_0 = c_0 = 0, or with ``first`` (phi_x of the frame before the sequence,
+        ``(B, 1, E)``) h_0 = LSTM([phi_x(first), phi_z(0)], 0)."""
+        gates, w_z = self._input_gates(phi_x)
+        zero = gates.new_zeros(phi_x.shape[0], self.config.rnn_dim)
+        shared = (self.phi_z, w_z, self.lstm.weight_hh_l0)
+        initial = (zero, zero)
+        if first is not None:
+            first_gates, _ = self._input_gates(first)
+            initial = vrnn_step(*shared, first_gates[:, 0], zero.new_zeros(phi_x.shape[0], self.config.z_dim), *initial)
+        return Recurrence(StepFunction(vrnn_step, shared=shared, per_step=(gates,)), initial)
 
     def trajectory(self, batch: Batch, head, context: Optional[torch.Tensor] = None) -> LatentTrajectory:
         """The autoregressive Gaussian over z_{1:T} whose step t is ``head(h_{t-1}[, context_t])``."""
-
-        def stepper():
-            gates, w_z = self._input_gates(self.embedded(batch)[1])
-            gates = gates.unbind(1)
-            zero = gates[0].new_zeros(batch.batch_size, self.config.rnn_dim)
-            state = (zero, zero)
-            if batch.first is not None:  # h_0 = LSTM([phi_x(first), phi_z(0)], 0)
-                first, _ = self._input_gates(self.embedded(batch)[0][:, :1])
-                state = self._step(first[:, 0], w_z, zero.new_zeros(batch.batch_size, self.config.z_dim), state)
-            return (lambda t, z_t, state: self._step(gates[t], w_z, z_t, state)), state
-
+        embedded = self.embedded(batch)
+        first = None if batch.first is None else embedded[0][:, :1]
         return LatentTrajectory(
             head=head, context=context, mask=batch.mask, z_dim=self.config.z_dim,
-            states=lambda z: self.forward_states(batch, z), stepper=stepper,
+            states=lambda z: self.forward_states(batch, z),
+            recurrence=lambda: self.recurrence(embedded[1], first=first),
             remember=lambda z, h: self._forward.put(h, *inputs_of(batch), z))
 
     def prior_trajectory(self, batch: Batch) -> LatentTrajectory:
@@ -140,6 +145,5 @@ class VRNN(SequenceModel):
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
             out_t, y_t = self.emit(self.emission.step_dist(self.phi_z(z_t), state[0]), mean=mean, prime_t=prime_t)
             outputs.append(out_t)
-            gates, w_z = self._input_gates(self.embed(y_t)[:, None])
-            state = self._step(gates[:, 0], w_z, z_t, state)
+            state = self.recurrence(self.embed(y_t)[:, None]).advance(0, z_t, *state)
         return torch.stack(outputs, dim=1)

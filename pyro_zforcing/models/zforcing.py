@@ -28,7 +28,7 @@ from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import AuxHead, BackwardRNN, CondLayerNormRNN, ForwardRNN, GaussianHead, emission_head
-from .base import (AUX_SITE, BWD_SITE, GUIDE_READS, LATENT_SITE, OBS_SITE, SequenceModel,
+from .base import (AUX_SITE, BWD_SITE, GUIDE_READS, LATENT_SITE, OBS_SITE, SequenceModel, active,
                    generate_through_forward_rnn, inputs_of)
 
 FORWARD_RNNS = {"concat": ForwardRNN, "cond-ln": CondLayerNormRNN}  # by ModelConfig.z_conditioning
@@ -85,7 +85,8 @@ class ZForcing(SequenceModel):
 
         return LatentTrajectory(
             head=head, context=context, mask=batch.mask, z_dim=self.config.z_dim,
-            states=lambda z: self.forward_states(batch, z), stepper=lambda: self.fwd.stepper(self.embedded(batch)[0]),
+            states=lambda z: self.forward_states(batch, z),
+            recurrence=lambda: self.fwd.recurrence(self.embedded(batch)[0]),
             remember=lambda z, h: self._forward.put(h, *inputs_of(batch), z))
 
     def prior_trajectory(self, batch: Batch) -> LatentTrajectory:
@@ -109,9 +110,9 @@ class ZForcing(SequenceModel):
             z = pyro.sample(LATENT_SITE, self.prior_trajectory(batch))
             h = self.forward_states(batch, z)
             pyro.sample(OBS_SITE, self.emission.dist(h[:, 1:], batch.mask), obs=batch.x)
-            if aux_weight > 0:
+            if active(aux_weight):
                 pyro.factor(AUX_SITE, aux_weight * self.aux_log_prob(batch, h, z))
-            if bwd_weight > 0:
+            if active(bwd_weight):
                 pyro.factor(BWD_SITE, bwd_weight * self.bwd_log_prob(batch))
         return z
 

@@ -33,9 +33,11 @@ from ..config import DataConfig, ModelConfig, TrainConfig
 from ..data import Batch, SequenceSplits, load_dataset
 from ..evaluation.bounds import evaluate_elbo, units_of
 from ..files import append_line, write_atomic
+from ..graphs import CaptureFailed, GraphedBounds, GraphedUpdates
 from ..infer import (GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED, Objective, Weights, active_factors,
                      parameter_counts, sequence_terms, weights_at)
 from ..memory import check_training_fits
+from ..steps import CompileUnavailable, check_compile_available, compiled_steps
 from . import distributed
 from .interrupt import Interrupted, StopRequests
 from .rundir import RunLock, claim_existing, claim_new
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 # The only settings a resumed run may change; everything else comes from its checkpoint.
-RESUMABLE = ("epochs", "max_steps", "device", "checkpoint_every")
+RESUMABLE = ("epochs", "max_steps", "device", "checkpoint_every", "compile", "cuda_graphs", "length_bucket")
 
 
 class TrainingDiverged(RuntimeError):
@@ -147,12 +149,15 @@ class Trainer:
         self.device = resolve_device(train_config.device)
         self.dtype = next(objective.parameters()).dtype
         objective.to(self.device)
+        check_speed_settings(train_config, self.device, world_size=world_size)
         if world_size > 1:
             if len(splits.valid) < world_size:
                 raise ValueError(f"{len(splits.valid)} validation sequences cannot be shared by {world_size} ranks")
             if loss_module is None:  # gradients averaged across ranks inside backward
                 self.loss_module = distributed.wrap(objective, self.device)
-        self.optimizer = torch.optim.Adam(objective.parameters(), lr=train_config.lr, eps=train_config.adam_eps)
+        graphs = train_config.cuda_graphs
+        self.optimizer = torch.optim.Adam(objective.parameters(), eps=train_config.adam_eps, capturable=graphs,
+                                          lr=torch.tensor(train_config.lr, device=self.device) if graphs else train_config.lr)
         self.scheduler = None if train_config.lr_decay == 1.0 else torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=train_config.lr_decay, patience=train_config.lr_patience)
         self.progress = Progress()
@@ -163,6 +168,8 @@ class Trainer:
             from .tensorboard import RunBoard
             self.board = RunBoard(self.out_dir / "tensorboard", splits)
         self._stops: Optional[StopRequests] = None
+        self._updates: Optional[GraphedUpdates] = None  # captured on first use (--cuda-graphs)
+        self._valid_terms: Optional[GraphedBounds] = None
 
     # ----- construction -----
 
@@ -187,6 +194,7 @@ class Trainer:
         check_training_fits(model_config, guide=train_config.guide, batch_size=train_config.batch_size,
                             steps=max(len(s) for s in splits.train), step_size=int(np.prod(splits.train[0].shape[1:])),
                             device=resolve_device(train_config.device))
+        check_speed_settings(train_config, resolve_device(train_config.device), world_size=world_size)
         lock = claim_new(out_dir, overwrite=overwrite) if rank == 0 else None  # nothing is written before the checks
         try:
             set_seed(train_config.seed)
@@ -227,6 +235,7 @@ class Trainer:
                           data_config=state["data_config"], train_config=train_config, out_dir=run_dir,
                           quiet=quiet, rank=rank, world_size=world_size, lock=lock, tensorboard=tensorboard)
             trainer.optimizer.load_state_dict(state["optimizer"])
+            optimizer_for_graphs(trainer.optimizer, train_config.cuda_graphs, trainer.device)
             if trainer.scheduler is not None:
                 trainer.scheduler.load_state_dict(state["scheduler"])
             # checkpoints before ``validated_start`` existed validated epoch 0 before their first step
@@ -310,8 +319,10 @@ class Trainer:
         if self.lock is not None:
             self.lock.acquire()
         try:
-            with StopRequests() as self._stops, logging_redirect_tqdm():
+            with StopRequests() as self._stops, logging_redirect_tqdm(), compiled_steps(self.config.compile):
                 return self._fit()
+        except (CompileUnavailable, CaptureFailed) as error:  # Pyro appends its trace's shapes: one line
+            raise type(error)(str(error).splitlines()[0]) from error.__cause__
         finally:
             self._stops = None
             if self.board is not None:
@@ -352,6 +363,7 @@ class Trainer:
                         bar.set_postfix(loss=f"{record['loss']:.2f}", elbo=f"{record['elbo']:.2f}",
                                         epoch=progress.epoch)
                     if config.checkpoint_every and progress.step % config.checkpoint_every == 0:
+                        self._stop_if_skipped()
                         self.save("last")
                     self._stop_if_asked()
                 if self._out_of_steps() and progress.step_in_epoch < len(batches):
@@ -362,6 +374,7 @@ class Trainer:
                     break
         finally:
             bar.close()
+        self._stop_if_skipped()
         self.save("last")
         summary = {"epoch": progress.epoch, "step": progress.step, "best_valid_elbo": progress.best_score,
                    "time_s": time.time() - start}
@@ -389,28 +402,49 @@ class Trainer:
         apply NaN, and the error names the step; ``torch.amp.GradScaler`` syncs the same way to
         skip a step), plus the metrics on logging steps. The check reads the global gradient
         norm, which DDP's all-reduce makes identical on every rank, so all ranks stop together.
+        With ``cuda_graphs`` the update is a replayed graph (:mod:`pyro_zforcing.graphs`): a
+        non-finite update is skipped on the device and the run stops at the next logging step.
         """
         progress = self.progress
         weights = weights_at(self.config, progress.step)
-        batch = batch.to(self.device, self.dtype)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_module(batch, weights)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.config.clip_norm)
-        finite = torch.isfinite(grad_norm) if self.world_size > 1 else torch.isfinite(grad_norm + loss.detach())
-        if not finite:
-            last = self.checkpoint_dir / "last.pt"
-            kept = (f"the last good checkpoint is kept: {last}" if last.exists()
-                    else "no training checkpoint was written yet")
-            raise TrainingDiverged(
-                f"loss is {loss.detach().item()} (gradient norm {grad_norm.item()}) at step {progress.step + 1} "
-                f"(epoch {progress.epoch}); stopped, {kept}")
-        self.optimizer.step()
+        if self.config.cuda_graphs:
+            if self._updates is None:
+                self._updates = GraphedUpdates(self.objective, self.optimizer, clip_norm=self.config.clip_norm,
+                                               length_bucket=self.config.length_bucket, device=self.device,
+                                               dtype=self.dtype, next_step=progress.step + 1,
+                                               longest=max(len(s) for s in self.splits.train))
+            loss, grad_norm = self._updates(batch, weights)
+        else:
+            batch = batch.to(self.device, self.dtype)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_module(batch, weights)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.config.clip_norm)
+            finite = torch.isfinite(grad_norm) if self.world_size > 1 else torch.isfinite(grad_norm + loss.detach())
+            if not finite:
+                raise TrainingDiverged(
+                    f"loss is {loss.detach().item()} (gradient norm {grad_norm.item()}) at step {progress.step + 1} "
+                    f"(epoch {progress.epoch}); stopped, {self._kept_checkpoint()}")
+            self.optimizer.step()
         progress.step += 1
         progress.step_in_epoch += 1
         if progress.step % self.config.log_every == 0 or progress.step == 1:
-            return self._log_step(batch, weights, loss.detach(), grad_norm, start)
+            self._stop_if_skipped()
+            return self._log_step(batch.to(self.device, self.dtype), weights, loss.detach(), grad_norm, start)
         return None
+
+    def _kept_checkpoint(self) -> str:
+        last = self.checkpoint_dir / "last.pt"
+        return f"the last good checkpoint is kept: {last}" if last.exists() else "no training checkpoint was written yet"
+
+    def _stop_if_skipped(self) -> None:
+        """With CUDA graphs: raise :class:`TrainingDiverged` if a replayed update was skipped as non-finite."""
+        found = self._updates.flags.first_skipped() if self._updates is not None else None
+        if found is not None:
+            first, count = found
+            raise TrainingDiverged(
+                f"the loss or gradient norm was not finite at step {first} ({count} update(s) skipped on the device, "
+                f"none applied; checked at step {self.progress.step}); stopped, {self._kept_checkpoint()}")
 
     @torch.no_grad()
     def _log_step(self, batch: Batch, weights: Weights, loss, grad_norm, start: float) -> Dict:
@@ -424,7 +458,7 @@ class Trainer:
         means = self._across_ranks(means, count=batch.batch_size, units=units)
         record = {"kind": "step", "step": self.progress.step, "epoch": self.progress.epoch, **means,
                   "kl_weight": weights.kl, "aux_weight": weights.aux, "grad_norm": float(grad_norm),
-                  "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.time() - start}
+                  "lr": float(self.optimizer.param_groups[0]["lr"]), "time_s": time.time() - start}
         if self.rank == 0:
             self.metrics.write(record)
             if self.board is not None:
@@ -435,13 +469,19 @@ class Trainer:
         """The validation bound now, written to the metrics as an epoch record."""
         progress = self.progress
         shard = self.splits.valid[self.rank::self.world_size]  # each rank scores its share
-        valid = evaluate_elbo(self.objective, shard, self.splits.info,
-                              batch_size=4 * self.config.batch_size, device=self.device, dtype=self.dtype)
+        if self.config.cuda_graphs and self._valid_terms is None:
+            model, guide = self.objective.model, self.objective.guide
+            self._valid_terms = GraphedBounds(lambda batch: sequence_terms(model, guide, batch), model=model,
+                                              rows=4 * self.config.batch_size, length_bucket=self.config.length_bucket,
+                                              device=self.device, dtype=self.dtype,
+                                              longest=max(len(s) for s in self.splits.valid))
+        valid = evaluate_elbo(self.objective, shard, self.splits.info, batch_size=4 * self.config.batch_size,
+                              device=self.device, dtype=self.dtype, terms=self._valid_terms)
         valid = self._across_ranks(valid, count=len(shard),
                                    units=sum(len(s) for s in shard) * self.splits.info.units_per_step)
         record = {"kind": "epoch", "step": progress.step, "epoch": progress.epoch,
                   **{f"valid_{key}": value for key, value in valid.items()},
-                  "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.time() - start}
+                  "lr": float(self.optimizer.param_groups[0]["lr"]), "time_s": time.time() - start}
         if self.rank == 0:
             self.metrics.write(record)
             if self.board is not None:
@@ -461,6 +501,7 @@ class Trainer:
     def _end_epoch(self, start: float) -> bool:
         """Validate, adapt the LR, checkpoint; True when early stopping ends training."""
         progress, config = self.progress, self.config
+        self._stop_if_skipped()
         progress.epoch += 1
         progress.step_in_epoch = 0
         valid = self._validate(start)
@@ -481,3 +522,31 @@ class Trainer:
             self.save("best")
         self.save("last")
         return stop
+
+
+def check_speed_settings(config: TrainConfig, device: torch.device, *, world_size: int) -> None:
+    """``--compile`` needs inductor's compiler for ``device``; ``--cuda-graphs`` needs a CUDA device,
+    one process and Pyro's validation off (it reads values on the host). One-line errors."""
+    if config.compile:
+        check_compile_available(device)
+    if not config.cuda_graphs:
+        return
+    if device.type != "cuda":
+        raise ValueError(f"--cuda-graphs captures CUDA kernels: it needs --device cuda (this run's device is {device})")
+    if world_size > 1:
+        raise ValueError("--cuda-graphs runs in one process; under torchrun train without it")
+    if config.validate:
+        raise ValueError("--cuda-graphs cannot run with --validate: Pyro's validation reads values on the host")
+
+
+def optimizer_for_graphs(optimizer: torch.optim.Adam, graphs: bool, device: torch.device) -> None:
+    """Adam's settings after loading a state saved with or without ``--cuda-graphs``, for this run's
+    choice: capturable, a tensor learning rate and ``step`` on the device for graphs; the plain
+    float rate and ``step`` on the host otherwise (Adam's own layout for each)."""
+    for group in optimizer.param_groups:
+        group["capturable"] = graphs
+        lr = float(group["lr"])
+        group["lr"] = torch.tensor(lr, device=device) if graphs else lr
+    for state in optimizer.state.values():
+        if "step" in state:
+            state["step"] = state["step"].to(dtype=torch.float32, device=device if graphs else "cpu")
