@@ -19,7 +19,7 @@ this contract. Inputs follow one convention for every model: u_t = y_{t-1}, u_1 
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Iterable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -47,6 +47,9 @@ class SequenceModel(nn.Module):
     name: str = ""
     latent_sites: Tuple[str, ...] = (LATENT_SITE,)
     guides: Tuple[str, ...] = ()
+    # wraps the step loop of ``generate`` (``range(steps)`` -> an iterable of the same steps), e.g.
+    # in a progress bar; set on an instance by whoever samples (``evaluation.samples``)
+    step_progress: Optional[Callable[[range], Iterable[int]]] = None
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -58,6 +61,10 @@ class SequenceModel(nn.Module):
     @property
     def default_guide(self) -> str:
         return self.guides[0]
+
+    def generation_steps(self, steps: int) -> Iterable[int]:
+        """The steps 0..steps-1 of ``generate``'s loop, through ``step_progress`` when set."""
+        return range(steps) if self.step_progress is None else self.step_progress(range(steps))
 
     def forget(self) -> None:
         """Drop every remembered embedding and state: a new evaluation of the loss begins.

@@ -139,7 +139,7 @@ class ZForcing(SequenceModel):
         state = self.fwd.initial(num, param)
         u = self.embed.start(num, param)[:, 0]
         outputs = []
-        for t in range(steps):
+        for t in self.generation_steps(steps):
             z_t = self.latent_at(t, z, lambda: self.prior(state[0]))
             advance, _ = self.fwd.stepper(u[:, None])
             state = advance(0, z_t, state)
