@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 from typing import Dict, List
 
 from ..config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, PRIORS, Z_CONDITIONINGS,
                       DataConfig, ModelConfig, TrainConfig)
 from ..data import DATASETS
-from ..guides import GUIDES, is_guide_spec
+from ..guides import GUIDES
 from ..models import MODELS, default_guide
 from ..training.recipes import apply_recipe, check_dataset, find_recipe, preset_names
-from .common import finite_float, parse_option, positive_int, seed_int
+from .common import finite_float, guide_name, parse_option, positive_int, seed_int
 
 MODEL_DEFAULTS = ModelConfig(input_dim=1)
 
@@ -28,18 +27,6 @@ DEFAULT_DATASET = DataConfig().dataset
 
 # Flags whose destination is not the config field of the same name.
 FIELDS_OF_FLAG = {"patience": ("early_stop_patience",), "aux_weight": ("aux_start", "aux_end")}
-
-
-def guide_name(text: str) -> str:
-    """A registered guide name, or ``FILE.py:Class`` (made absolute, so the config records where
-    it is) or ``module:Class``."""
-    if text in GUIDES:
-        return text
-    if is_guide_spec(text):
-        source, _, name = text.rpartition(":")
-        return f"{Path(source).resolve()}:{name}" if source.endswith(".py") else text
-    raise argparse.ArgumentTypeError(
-        f"unknown guide {text!r}; known: {', '.join(sorted(GUIDES))}, or FILE.py:CLASS, or MODULE:CLASS")
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:

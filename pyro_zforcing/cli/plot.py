@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import List
 
-from .common import PROG, Parser, setup_logging
+from .common import PROG, Parser, prepare_out, setup_logging
 
 
 def plot_parser() -> argparse.ArgumentParser:
@@ -17,10 +18,15 @@ def plot_parser() -> argparse.ArgumentParser:
 
 def command_plot(argv: List[str]) -> int:
     from ..evaluation.plots import plot_run
+    from ..evaluation.reports import repair_reports
 
     args = plot_parser().parse_args(argv)
     setup_logging(args.quiet)
-    for path in plot_run(args.run_dir):
+    run_dir = Path(args.run_dir)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    prepare_out(run_dir, what="run directory")
+    repair_reports(run_dir)
+    for path in plot_run(run_dir):
         print(path)
     return 0
-

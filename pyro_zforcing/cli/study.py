@@ -12,6 +12,7 @@ from typing import Dict, List
 from ..data import load_dataset
 from ..studies.ablation import MODEL_VARIANTS, VARIANTS, Study, load_study_file, run_study, select_variants
 from ..studies.compare import match_parameters, sizes_table, write_comparison, write_sizes
+from ..files import prepare_output_dir
 from .common import PROG, Parser, parse_option, positive_int, setup_logging
 from .flags import add_data_flags, add_train_flags, resolve_settings
 
@@ -89,11 +90,11 @@ def parse_study_args(parser: argparse.ArgumentParser, argv: List[str]):
 
 
 def study_from(parser: argparse.ArgumentParser, argv: List[str], args, names: List[str],
-               extra_variants: Dict) -> Study:
+               extra_variants: Dict, *, flag: str = "--variants") -> Study:
     """The study the flags (and recipe, and study file) describe, over the variants ``names``."""
     data, train, model, _ = resolve_settings(parser, argv, args)
     return Study(data=data, train=train, model=model,
-                 variants=select_variants([n.strip() for n in names], extra_variants),
+                 variants=select_variants([n.strip() for n in names], extra_variants, flag=flag),
                  seeds=tuple(range(args.seed, args.seed + args.seeds)),
                  iwae_samples=args.iwae_samples, eval_batch_size=args.eval_batch_size)
 
@@ -106,9 +107,9 @@ def command_ablate(argv: List[str]) -> int:
     parser = ablate_parser()
     args, extra_variants, file_names = parse_study_args(parser, argv)
     setup_logging(args.quiet)
-    names = args.variants.split(",") if args.variants else (file_names or ["no-aux", "aux", "kla"])
+    names = args.variants.split(",") if args.variants is not None else (file_names or ["no-aux", "aux", "kla"])
     study = study_from(parser, argv, args, names, extra_variants)
-    study_dir = study_dir_of(args, "ablate", study.data.dataset)
+    study_dir = prepare_output_dir(study_dir_of(args, "ablate", study.data.dataset), what="study directory")
     run_study(study, study_dir, quiet=args.quiet)
     logging.getLogger(PROG).info("study directory: %s (study.csv, study.md, study.png)", study_dir)
     print((study_dir / "study.md").read_text(), end="")
@@ -136,12 +137,12 @@ def compare_parser() -> argparse.ArgumentParser:
 def command_compare(argv: List[str]) -> int:
     parser = compare_parser()
     args, extra_variants, _ = parse_study_args(parser, argv)
-    if args.variants:
+    if args.variants is not None:
         raise ValueError("compare takes --models, not --variants")
     setup_logging(args.quiet)
     names = [n.strip() for n in args.models.split(",")]
-    study = study_from(parser, argv, args, names, extra_variants)
-    study_dir = study_dir_of(args, "compare", study.data.dataset)
+    study = study_from(parser, argv, args, names, extra_variants, flag="--models")
+    study_dir = prepare_output_dir(study_dir_of(args, "compare", study.data.dataset), what="study directory")
     splits = load_dataset(study.data)
     if args.match_params:
         reference = args.match_to or ("zforcing" if "zforcing" in names else names[0])

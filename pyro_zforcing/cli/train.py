@@ -12,7 +12,7 @@ import pyro
 
 from ..training import distributed
 from ..training.trainer import RESUMABLE, Trainer
-from .common import COMMANDS, PROG, Parser, setup_logging
+from .common import COMMANDS, PROG, Parser, add_guide_trust_flags, setup_logging
 from .flags import add_data_flags, add_train_flags, resolve_settings
 
 
@@ -24,6 +24,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                         help="replace the run already in --out (its files of ours are deleted; others are kept)")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also log to RUN_DIR/tensorboard: scalars, KL per step and samples at each epoch")
+    add_guide_trust_flags(parser, named=False)  # with --resume; --guide names the run's custom guide again
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
 
 
@@ -44,7 +45,8 @@ def default_out_dir(dataset: str) -> Path:
     return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-RESUME_FLAGS = ("--resume", "--epochs", "--max-steps", "--device", "--checkpoint-every", "--tensorboard", "--quiet")
+RESUME_FLAGS = ("--resume", "--epochs", "--max-steps", "--device", "--checkpoint-every", "--tensorboard", "--quiet",
+                "--guide", "--trust-guide")
 
 
 def resume_overrides(parser: argparse.ArgumentParser, argv: List[str]) -> Dict:
@@ -71,10 +73,13 @@ def command_train(argv: List[str]) -> int:
         ranks = {"rank": group.rank, "world_size": group.world_size}
         if args.resume:
             overrides = resume_overrides(parser, argv)
-            trainer = Trainer.resume(args.resume, quiet=args.quiet, tensorboard=args.tensorboard, **ranks, **overrides)
+            trainer = Trainer.resume(args.resume, quiet=args.quiet, tensorboard=args.tensorboard, guide=args.guide,
+                                     trust_guide=args.trust_guide, **ranks, **overrides)
             if trainer.finished():
                 raise ValueError(trainer.finished())
         else:
+            if args.trust_guide:
+                raise ValueError("--trust-guide goes with --resume (a new run imports the --guide it names)")
             data, train, model, recipe = resolve_settings(parser, argv, args)
             out = Path(args.out) if args.out else distributed.from_main(default_out_dir(data.dataset))
             trainer = Trainer.create(data_config=data, train_config=train, out_dir=out, model_sizes=model,

@@ -8,6 +8,8 @@ with :class:`~pyro_zforcing.training.trainer.Trainer`, is evaluated on the test 
 validation checkpoint; ELBO, IWAE(K), KL, reconstruction, aux score, active units) and writes
 ``result.json`` atomically. A run with a ``result.json`` is skipped, an interrupted one
 resumes from its last checkpoint, so an interrupted study is continued by running it again.
+A variant whose budget (``max_steps``) ends inside its first epoch is trained and validated
+where it stops, with a warning: early stopping and the LR schedule never act on it.
 
 The study writes ``study.csv`` (one row per run), ``study.md`` (mean ± std over seeds per
 variant) and ``study.png`` (validation bound and KL over training per variant).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -31,7 +34,7 @@ from ..data import load_dataset
 from ..data.base import SequenceSplits
 from ..evaluation.bounds import evaluate_split
 from ..evaluation.latents import ACTIVE_THRESHOLD, active_units, mean_aux, rank_correlation
-from ..files import csv_text, remove_orphans, write_atomic
+from ..files import csv_text, prepare_output_dir, read_json, read_metrics, remove_orphans, write_atomic
 from ..infer import Objective
 from ..models import default_guide
 from ..training.trainer import Trainer
@@ -121,14 +124,20 @@ def check_variants(variants: Dict[str, Dict]) -> None:
             raise ValueError(f"variant {name!r}: unknown settings {unknown}; allowed: {sorted(allowed)}")
 
 
-def select_variants(names: Sequence[str], extra: Optional[Dict[str, Dict]] = None) -> Dict[str, Dict]:
-    """The named variants from :data:`VARIANTS` and ``extra`` (a study file's), in order."""
+def select_variants(names: Sequence[str], extra: Optional[Dict[str, Dict]] = None, *,
+                    flag: str = "--variants") -> Dict[str, Dict]:
+    """The named variants from :data:`VARIANTS` and ``extra`` (a study file's), in order; ``flag``
+    is what the names came from, for the errors."""
     table = {**VARIANTS, **(extra or {})}
+    if not any(names):
+        raise ValueError(f"{flag} {','.join(names)!r} names no variant; known: {', '.join(sorted(table))}")
+    if not all(names):
+        raise ValueError(f"{flag} {','.join(names)!r} has an empty name between its commas")
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(sorted(table))}")
     if len(set(names)) != len(names):
-        raise ValueError(f"--variants lists a variant twice: {', '.join(names)}")
+        raise ValueError(f"{flag} lists a variant twice: {', '.join(names)}")
     chosen = {n: dict(table[n]) for n in names}
     check_variants(chosen)
     return chosen
@@ -140,19 +149,17 @@ def load_study_file(path) -> Dict:
     Keys other than ``variants`` are the ``ablate`` flags' names (``seeds``, ``max_steps``,
     ``dataset``, ``rnn_dim`` ...) and act as their defaults.
     """
-    path = Path(path)
-
-    def not_finite(constant):
-        raise ValueError(f"{path}: {constant} is not a finite number")
-
     try:
-        values = json.loads(path.read_text(), parse_constant=not_finite)
+        values = read_json(path, finite=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"study file not found: {path}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level")
+    variants = values.get("variants")
+    if variants is not None and not isinstance(variants, (dict, list)):
+        raise ValueError(f"{path}: variants must be an object of overrides or a list of names, got {variants!r}")
+    if isinstance(variants, list) and not all(isinstance(name, str) for name in variants):
+        raise ValueError(f"{path}: variants must be names, got {variants!r}")
+    if variants is not None and len(variants) == 0:
+        raise ValueError(f"{path}: variants is empty; name at least one (known: {', '.join(sorted(VARIANTS))})")
     return values
 
 
@@ -198,7 +205,10 @@ def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) 
     path = run_dir / "config.json"
     if not path.exists():
         return
-    saved = json.loads(path.read_text())
+    saved = read_json(path)
+    if not isinstance(saved.get("model_config"), dict) or not isinstance(saved.get("train_config"), dict):
+        raise ValueError(f"{path}: no 'model_config' and 'train_config' objects; this is not the config.json of a "
+                         f"run; use another --study-dir or remove {run_dir}")
     model = {k: v for k, v in saved["model_config"].items() if k in model_sizes}
     if saved["train_config"] != to_dict(train_config) or model != model_sizes:
         raise ValueError(f"{run_dir}: existing run was started with other settings than this study "
@@ -214,9 +224,9 @@ def run_one(study: Study, splits: SequenceSplits, study_dir: Path, variant: str,
     check_same_run(run_dir, train_config, model_sizes)
     if result_path.exists():
         log.info("%s: finished earlier, skipped", run_dir.name)
-        return json.loads(result_path.read_text())
+        return read_result(result_path, variant, seed)
     if (run_dir / "checkpoints" / "last.pt").exists():
-        trainer = Trainer.resume(run_dir, quiet=quiet, splits=splits)
+        trainer = Trainer.resume(run_dir, quiet=quiet, splits=splits, guide=train_config.guide)
     else:
         # no last.pt: the run never got past its start, so it starts again
         trainer = Trainer.create(data_config=study.data, train_config=train_config, out_dir=run_dir,
@@ -237,12 +247,33 @@ def run_one(study: Study, splits: SequenceSplits, study_dir: Path, variant: str,
     return result
 
 
+def read_result(path: Path, variant: str, seed: int) -> Dict:
+    """A finished run's ``result.json``, checked to be the result of that variant and seed."""
+    result = read_json(path)
+    missing = [key for key in CSV_COLUMNS if key not in result]
+    if missing or result.get("variant") != variant or result.get("seed") != seed:
+        what = f"no {missing[0]!r}" if missing else f"not the result of {variant} with seed {seed}"
+        raise ValueError(f"{path}: {what}; remove it to evaluate that run again")
+    return result
+
+
+def warn_short_budgets(study: Study, num_train: int) -> None:
+    """Say which variants stop before their first epoch ends (their first validation at an epoch end)."""
+    for variant in study.variants:
+        train, _ = study.configs(variant, study.seeds[0])
+        per_epoch = math.ceil(num_train / train.batch_size)
+        if train.max_steps is not None and train.max_steps < per_epoch:
+            log.warning("%s: its budget of %d updates ends before its first epoch (%d updates of batch %d) is over: "
+                        "it is validated only where it stops, and early stopping and the LR schedule never act",
+                        variant, train.max_steps, per_epoch, train.batch_size)
+
+
 def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[SequenceSplits] = None) -> List[Dict]:
     """Every (variant, seed) run, then ``study.csv``, ``study.md`` and ``study.png``."""
-    study_dir = Path(study_dir)
-    study_dir.mkdir(parents=True, exist_ok=True)
+    study_dir = prepare_output_dir(study_dir, what="study directory")
     remove_orphans(study_dir, exclusive=False)
     splits = splits if splits is not None else load_dataset(study.data)
+    warn_short_budgets(study, len(splits.train))
     spec = {"data": to_dict(study.data), "train": to_dict(study.train), "model": study.model,
             "variants": study.variants, "seeds": list(study.seeds), "iwae_samples": study.iwae_samples}
     write_json_atomic(study_dir / "study.json", spec)
@@ -314,9 +345,8 @@ def training_curves(study_dir: Path, results: List[Dict]):
         path = study_dir / run_name(r["variant"], r["seed"]) / "metrics.jsonl"
         if not path.exists():
             continue
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("kind") == "epoch":
+        for record in read_metrics(path):
+            if record.get("kind") == "epoch" and "valid_elbo" in record and "valid_kl" in record:
                 rows.append({"variant": r["variant"], "seed": r["seed"], "step": record["step"],
                              "valid ELBO": record["valid_elbo"], "valid KL": record["valid_kl"]})
     return pd.DataFrame(rows)
