@@ -63,7 +63,7 @@ def writing(path: Union[str, Path]) -> Iterator[None]:
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise WriteError(error.errno, f"disk full while writing {path}") from error
-        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR):
             raise WriteError(error.errno, f"cannot write {path}: {os.strerror(error.errno)}") from error
         raise
 

@@ -25,6 +25,9 @@ import torch
 from .build import build_objective
 from .config import ModelConfig
 
+# A size no tensor dimension reaches here (torch indexes with 64-bit integers; a weight matrix
+# of 2^31 x 2^31 values is far beyond any machine)
+MAX_DIMENSION = 2 ** 31
 # Values kept per parameter while training: the parameter, its gradient and Adam's two moments.
 TRAINING_COPIES = 4
 # Saved values per sequence step of one training sequence, as a multiple of what a forward pass
@@ -184,6 +187,9 @@ def check_training_fits(model_config: ModelConfig, *, guide: str, batch_size: in
                         dtype: torch.dtype = torch.float32, device: Optional[torch.device] = None) -> None:
     """Refuse a training run whose parameters (with gradients and Adam's moments) plus the
     activations of one batch of ``batch_size`` x ``steps`` cannot fit."""
+    for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim", "mixtures"):
+        if getattr(model_config, name) >= MAX_DIMENSION:
+            raise ValueError(f"{name} {getattr(model_config, name)} is beyond any tensor's size (2^31 per dimension)")
     size = torch.empty((), dtype=dtype).element_size()
     params = parameter_count(model_config, guide) * TRAINING_COPIES * size
     emission = model_config.input_dim * (2 if model_config.emission == "gaussian" else 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from ..build import load_trained, resolve_device, run_dir_of, set_seed
-from ..checkpoint import checkpoint_file
+from ..checkpoint import CheckpointError, checkpoint_file
 from ..files import MANIFEST, manifest_entries, prepare_output_dir, remove_orphans, track
 from ..guides import GUIDES, is_guide_spec
 
@@ -70,6 +70,13 @@ def finite_float(text: str) -> float:
     return value
 
 
+def path_text(text: str) -> str:
+    """An argparse type: a path, never empty (an empty ``--out`` must not mean the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def parse_option(text: str):
     """``KEY=VALUE`` with VALUE read as int, float, true/false, or a string."""
     if "=" not in text:
@@ -102,13 +109,13 @@ def guide_name(text: str) -> str:
 
 
 def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
+    parser.add_argument("--checkpoint", required=True, type=path_text,
                         help="a checkpoint file, or a run directory (its checkpoints/best.pt)")
-    parser.add_argument("--data-dir", default=None, help="where the data lives now, if it moved since training")
-    parser.add_argument("--cache-dir", default=None, help="preprocessing cache, if it moved since training")
+    parser.add_argument("--data-dir", default=None, type=path_text, help="where the data lives now, if it moved since training")
+    parser.add_argument("--cache-dir", default=None, type=path_text, help="preprocessing cache, if it moved since training")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the sampled latents (default: %(default)s)")
-    parser.add_argument("--out", default=None, help="output directory (default: the checkpoint's run directory)")
+    parser.add_argument("--out", default=None, type=path_text, help="output directory (default: the checkpoint's run directory)")
     add_guide_trust_flags(parser, named=True)
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
 
@@ -169,15 +176,17 @@ def prepare_out(out, *, what: str = "output directory") -> Path:
     return out
 
 
-def default_out(args, folder: str = "") -> Path:
-    """``--out``, else the run directory of ``--checkpoint`` (or its ``folder``)."""
-    if args.out:
-        return Path(args.out)
-    run_dir = run_dir_of(checkpoint_file(args.checkpoint))
-    return run_dir / folder if folder else run_dir
+def checked_out(args, folder: str = "") -> Path:
+    """The checked output folder of a command reading ``--checkpoint`` (which must exist, so a
+    mistyped checkpoint is said first): ``--out``, else the checkpoint's run directory (or its
+    ``folder``); see :func:`prepare_out`."""
+    args.checkpoint = checkpoint_file(args.checkpoint)  # a run directory means its best.pt
+    if not args.checkpoint.is_file():
+        raise CheckpointError(f"checkpoint not found: {args.checkpoint}")
+    run_dir = run_dir_of(args.checkpoint)
+    return prepare_out(Path(args.out) if args.out else run_dir / folder if folder else run_dir)
 
 
 def setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-

@@ -9,8 +9,7 @@ from typing import List
 from ..evaluation.bounds import evaluate_split, markdown_table
 from ..evaluation.paper_protocol import evaluate_paper, markdown_lines
 from ..evaluation.reports import checkpoint_note, repair_reports, report_name, write_report
-from .common import PROG, Parser, add_checkpoint_flags, checkpoint_position, default_out, load_for, positive_int, \
-    prepare_out
+from .common import PROG, Parser, add_checkpoint_flags, checked_out, checkpoint_position, load_for, positive_int
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -36,7 +35,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def command_evaluate(argv: List[str]) -> int:
     args = evaluate_parser().parse_args(argv)
-    out = prepare_out(default_out(args))  # before anything is loaded or computed
+    out = checked_out(args)  # before anything is loaded or computed
     objective, splits, device, state = load_for(args)
     repair_reports(out)
     meta = {"checkpoint": str(args.checkpoint), **checkpoint_position(state), "split": args.split,

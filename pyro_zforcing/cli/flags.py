@@ -14,7 +14,7 @@ from ..data import DATASETS
 from ..guides import GUIDES
 from ..models import MODELS, default_guide
 from ..training.recipes import apply_recipe, check_dataset, find_recipe, preset_names
-from .common import finite_float, guide_name, parse_option, positive_int, seed_int
+from .common import finite_float, guide_name, parse_option, path_text, positive_int, seed_int
 
 MODEL_DEFAULTS = ModelConfig(input_dim=1)
 
@@ -36,14 +36,14 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", default=None, metavar="NAME",
                        help="a shipped recipe of the authors' settings: " + ", ".join(preset_names())
                             + "; typed flags override it (see README)")
-    group.add_argument("--config", default=None, metavar="FILE.toml",
+    group.add_argument("--config", default=None, type=path_text, metavar="FILE.toml",
                        help="a recipe file of the same form as the presets")
-    group.add_argument("--data-dir", default=None, help="where the dataset's files are (default: none)")
+    group.add_argument("--data-dir", default=None, type=path_text, help="where the dataset's files are (default: none)")
     group.add_argument("--data-option", dest="data_options", action="append", default=[], type=parse_option,
                        metavar="KEY=VALUE", help="a dataset-specific option, repeatable (see README)")
     group.add_argument("--skip-bad-files", action="store_true",
                        help="skip unreadable files and list them at the end instead of stopping")
-    group.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: ~/.cache/pyro-zforcing)")
+    group.add_argument("--cache-dir", default=None, type=path_text, help="preprocessing cache folder (default: ~/.cache/pyro-zforcing)")
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:

@@ -44,7 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     command = argv.pop(0) if argv and argv[0] in HANDLERS else "train"
     try:
-        with stopped_by_sigterm():
+        with stopped_by_signals():
             return HANDLERS[command](argv)
     except SystemExit as done:  # argparse: --help (0) or a bad flag (2, its one line already printed)
         return done.code if isinstance(done.code, int) else 2
@@ -78,17 +78,20 @@ def out_of_memory(error: RuntimeError) -> bool:
 
 
 @contextmanager
-def stopped_by_sigterm() -> Iterator[None]:
+def stopped_by_signals() -> Iterator[None]:
     """While a command runs, SIGTERM raises :class:`Interrupted` (exit 143 with one line) instead of
-    killing the process silently; training catches it first and stops at its next safe point."""
+    killing the process silently, and SIGINT raises ``KeyboardInterrupt`` (exit 130) even where the
+    parent started us with it ignored; training catches both first and stops at its next safe point."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_stopped),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def _raise_stopped(signum, frame):

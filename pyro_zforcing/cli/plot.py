@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 from typing import List
 
-from .common import PROG, Parser, prepare_out, setup_logging
+from .common import PROG, Parser, path_text, prepare_out, setup_logging
 
 
 def plot_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=f"{PROG} plot", description="(Re)draw a run's figures as PNG in the run directory.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with metrics.jsonl, eval-<split>.json)")
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=path_text, help="a run directory (with metrics.jsonl, eval-<split>.json)")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import List
 
-from .common import PROG, Parser, add_checkpoint_flags, default_out, load_for, non_negative_int, positive_int, \
-    prepare_out
+from .common import PROG, Parser, add_checkpoint_flags, checked_out, load_for, non_negative_int, positive_int
 
 
 def pair_of(text: str):
@@ -40,7 +39,7 @@ def command_sample(argv: List[str]) -> int:
     from ..evaluation.samples import sample_all
 
     args = sample_parser().parse_args(argv)
-    out = prepare_out(default_out(args, "samples"))  # before anything is loaded or generated
+    out = checked_out(args, "samples")  # before anything is loaded or generated
     objective, splits, device, _ = load_for(args)
     written = sample_all(objective, splits.info, splits.split(args.split), out, num=args.num, steps=args.steps,
                          prime_steps=args.prime_steps, interpolation=args.interpolate, pair=args.pair, device=device,

@@ -13,7 +13,7 @@ from ..data import load_dataset
 from ..studies.ablation import MODEL_VARIANTS, VARIANTS, Study, load_study_file, run_study, select_variants
 from ..studies.compare import match_parameters, sizes_table, write_comparison, write_sizes
 from ..files import prepare_output_dir
-from .common import PROG, Parser, parse_option, positive_int, setup_logging
+from .common import PROG, Parser, guide_name, parse_option, path_text, positive_int, setup_logging
 from .flags import add_data_flags, add_train_flags, resolve_settings
 
 
@@ -28,7 +28,7 @@ def ablate_parser() -> argparse.ArgumentParser:
                              + ", ".join(VARIANTS))
     parser.add_argument("--seeds", type=positive_int, default=3,
                         help="seeds per variant: --seed, --seed+1, ... (default: %(default)s)")
-    parser.add_argument("--study", default=None, metavar="FILE.json",
+    parser.add_argument("--study", default=None, type=path_text, metavar="FILE.json",
                         help="study file: {\"variants\": {name: {setting: value}} or [names], and any flag "
                              "of this command by its long name with underscores, as defaults}")
     parser.add_argument("--iwae-samples", type=positive_int, default=25,
@@ -37,10 +37,13 @@ def ablate_parser() -> argparse.ArgumentParser:
                         help="sequences per evaluation batch (default: %(default)s)")
     add_data_flags(parser)
     add_train_flags(parser)
-    parser.add_argument("--study-dir", "--out", dest="study_dir", default=None,
+    parser.add_argument("--study-dir", "--out", dest="study_dir", default=None, type=path_text,
                         help="study directory (default: runs/ablate-<dataset>-<timestamp>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     return parser
+
+
+TEXT_TYPES = (path_text, guide_name)  # flag types that take text, not numbers
 
 
 def study_defaults(parser: argparse.ArgumentParser, values: Dict, path: str) -> Dict:
@@ -57,7 +60,11 @@ def study_defaults(parser: argparse.ArgumentParser, values: Dict, path: str) -> 
                 if not isinstance(value, dict):
                     raise argparse.ArgumentTypeError(f"expected an object of options, got {value!r}")
                 value = [parse_option(f"{k}={v}") for k, v in value.items()]
-            elif value is not None and action.type is not None:
+            elif value is not None and (action.type in TEXT_TYPES or action.type is None):
+                if not isinstance(value, str):  # a flag that takes text: no number stands for it
+                    raise argparse.ArgumentTypeError(f"expected a string, got {value!r}")
+                value = action.type(value) if action.type is not None else value
+            elif value is not None:
                 if isinstance(value, (dict, list, bool)):
                     raise argparse.ArgumentTypeError(f"expected a single value, got {value!r}")
                 value = action.type(str(value))

@@ -12,13 +12,13 @@ import pyro
 
 from ..training import distributed
 from ..training.trainer import RESUMABLE, Trainer
-from .common import COMMANDS, PROG, Parser, add_guide_trust_flags, setup_logging
+from .common import COMMANDS, PROG, Parser, add_guide_trust_flags, path_text, setup_logging
 from .flags import add_data_flags, add_train_flags, resolve_settings
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-<timestamp>)")
-    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+    parser.add_argument("--out", default=None, type=path_text, help="run directory (default: runs/<dataset>-<timestamp>)")
+    parser.add_argument("--resume", default=None, type=path_text, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its last checkpoint (--epochs/--max-steps/--device may change)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --out (its files of ours are deleted; others are kept)")

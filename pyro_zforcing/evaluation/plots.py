@@ -232,5 +232,5 @@ def plot_run(run_dir) -> List[Path]:
     if not reports:
         log.info("%s: no eval-<split>.json: run `zforcing evaluate` for the KL-per-step and gap figures", run_dir)
     if not written:
-        raise FileNotFoundError(f"{run_dir}: neither metrics.jsonl nor an eval-<split>.json to plot")
+        raise FileNotFoundError(f"{run_dir}: nothing to plot (no record in a metrics.jsonl, no eval-<split>.json)")
     return written

@@ -140,6 +140,13 @@ def check_guide(guide, model, name: str) -> None:
         raise ValueError(f"--guide {name}: {type(guide).__name__} is not a torch.nn.Module")
     batch = contract_batch(model)
     wanted = list(model.latent_sites)
+    try:
+        _check_traces(guide, model, name, batch, wanted)
+    finally:
+        model.forget()  # nothing the check computed is remembered for a later batch
+
+
+def _check_traces(guide, model, name: str, batch: Batch, wanted) -> None:
     with torch.random.fork_rng(), torch.no_grad(), pyro.validation_enabled(False):
         try:
             guide_trace = poutine.trace(guide).get_trace(batch, aux_weight=0.0, bwd_weight=0.0)

@@ -138,9 +138,8 @@ def select_variants(names: Sequence[str], extra: Optional[Dict[str, Dict]] = Non
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(sorted(table))}")
     if len(set(names)) != len(names):
         raise ValueError(f"{flag} lists a variant twice: {', '.join(names)}")
-    chosen = {n: dict(table[n]) for n in names}
-    check_variants(chosen)
-    return chosen
+    check_variants({n: table[n] for n in names})
+    return {n: dict(table[n]) for n in names}
 
 
 def load_study_file(path) -> Dict:

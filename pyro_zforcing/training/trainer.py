@@ -117,7 +117,8 @@ class MetricsLog:
         try:
             return read_jsonl(path, check=metrics_problem)
         except JSONFileError as error:
-            raise MetricsError(f"{error}; repair or remove that line to resume") from None
+            hint = "; repair or remove that line to resume" if ": line " in str(error) else ""
+            raise MetricsError(f"{error}{hint}") from None
 
     def write(self, record: Dict) -> None:
         append_line(self.path, json.dumps(record))
