@@ -1,4 +1,4 @@
-"""The baselines (RNN, VRNN, SRNN) written in plain PyTorch: speed baselines and loss oracles.
+"""The baselines (RNN, VRNN, SRNN, DMM, STORN) written in plain PyTorch: speed baselines and loss oracles.
 
 Each class is the model and its guide as one would write them without Pyro, with everything
 that does not depend on the sampled z hoisted out of the time loop (fused LSTMs for every
@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .reference import TwoLayer, gauss_log_density, lrelu
+from .reference import LOG_2PI, TwoLayer, gauss_log_density, lrelu
 
 
 def emission_log_lik(params, y, *, family, clamp, mixtures=1):
@@ -256,4 +256,142 @@ class PlainSRNN(PlainBase):
         log_q = gauss_log_density(z, torch.stack(mus, 1), torch.stack(lvs, 1))
         log_p = gauss_log_density(z, p_mu, p_lv)
         rec = self.log_lik(self.out(lrelu(self.dec(torch.cat([z, d], -1)))), x)
+        return ((rec - kl_weight * (log_q - log_p)) * mask.to(rec.dtype)).sum(-1)
+
+
+def gauss_scale_log_density(x, mu, scale):
+    """sum over the last dim of log N(x; mu, scale^2)."""
+    return (-0.5 * LOG_2PI - torch.log(scale) - 0.5 * ((x - mu) / scale) ** 2).sum(-1)
+
+
+def parameter_pairs(pairs):
+    """(plain parameter, library parameter, rows or None) for every pair of modules (same layout),
+    parameters, or a parameter and ``(library parameter, rows)``, a block of its rows."""
+    out = []
+    for mine, theirs in pairs:
+        if isinstance(theirs, tuple):
+            out.append((mine, *theirs))
+        elif isinstance(mine, nn.Parameter):
+            out.append((mine, theirs, None))
+        else:
+            out.extend((a, b, None) for a, b in zip(mine.parameters(), theirs.parameters(), strict=True))
+    return out
+
+
+class PairedPlain(PlainBase):
+    """A transcription whose parameters correspond one to one to a library objective's (``pairs``)."""
+
+    def pairs(self, objective) -> list:
+        raise NotImplementedError
+
+    @classmethod
+    def like(cls, objective):
+        plain = cls(**cls.config_of(objective)).to(next(objective.parameters()).dtype)
+        with torch.no_grad():
+            for mine, theirs, rows in parameter_pairs(plain.pairs(objective)):
+                mine.copy_(theirs if rows is None else theirs[rows])
+        return plain
+
+    def parameter_pairs(self, objective) -> list:
+        return parameter_pairs(self.pairs(objective))
+
+
+class PlainDMM(PairedPlain):
+    """The DMM and its combiner guide as Pyro's ``examples/dmm.py`` writes them, with the sampled
+    trajectory drawn in one loop over the guide's combiner and scored afterwards:
+
+    gated transition p(z_t | z_{t-1}) from a learned z_0, emitter relu(relu(z W5) W6), guide
+    q(z_t | z_{t-1}, r_t) with r_t = relu-RNN over the reversed embedded targets (learned h_0)."""
+
+    def __init__(self, *, rnn_dim, z_dim, mlp_dim, **base):
+        super().__init__(**base)
+        E, Z, M, H = base["emb_dim"], z_dim, mlp_dim, rnn_dim
+        self.z_dim = Z
+        self.gate1, self.gate2 = nn.Linear(Z, 2 * M), nn.Linear(2 * M, Z)
+        self.prop1, self.prop2 = nn.Linear(Z, 2 * M), nn.Linear(2 * M, Z)
+        self.sig, self.z_to_loc = nn.Linear(Z, Z), nn.Linear(Z, Z)
+        self.emit1, self.emit2, self.out = nn.Linear(Z, M), nn.Linear(M, M), nn.Linear(M, self.out_size)
+        self.z_0 = nn.Parameter(torch.zeros(Z))
+        self.rnn = nn.RNN(E, H, nonlinearity="relu", batch_first=True)
+        self.h_0 = nn.Parameter(torch.zeros(1, 1, H))
+        self.comb_z, self.comb_loc, self.comb_scale = nn.Linear(Z, H), nn.Linear(H, Z), nn.Linear(H, Z)
+        self.z_q_0 = nn.Parameter(torch.zeros(Z))
+
+    def pairs(self, objective) -> list:
+        m, g = objective.model, objective.guide
+        t = m.transition
+        embed = m.embed.lookup if self.family == "categorical" else m.embed.linear
+        return [(self.emb, embed), (self.gate1, t.gate[0]), (self.gate2, t.gate[2]), (self.prop1, t.proposed[0]),
+                (self.prop2, t.proposed[2]), (self.sig, t.scale), (self.z_to_loc, t.linear),
+                (self.emit1, m.emitter.hidden[0]), (self.emit2, m.emitter.hidden[2]), (self.out, m.emitter.head.linear),
+                (self.z_0, m.z_0), (self.rnn, g.rnn.rnn), (self.h_0, g.rnn.h_0), (self.comb_z, g.combiner.z_to_hidden),
+                (self.z_q_0, g.z_q_0)] + [
+                    (mine, (theirs, rows)) for rows, layer in ((slice(None, self.z_dim), self.comb_loc),
+                                                               (slice(self.z_dim, None), self.comb_scale))
+                    for mine, theirs in zip(layer.parameters(), g.combiner.out.parameters())]
+
+    def transition(self, z_prev):
+        gate = torch.sigmoid(self.gate2(F.relu(self.gate1(z_prev))))
+        proposed = self.prop2(F.relu(self.prop1(z_prev)))
+        loc = (1 - gate) * self.z_to_loc(z_prev) + gate * proposed
+        return loc, F.softplus(self.sig(F.relu(proposed)))
+
+    def log_weights(self, x, mask, lengths, *, kl_weight=1.0, eps=None):
+        e_y = self.embed(x)
+        B, T, _ = e_y.shape
+        Z = self.z_dim
+        h_0 = self.h_0.expand(1, B, self.h_0.shape[-1]).contiguous()
+        r, _ = self.rnn(per_sequence_reverse(e_y, lengths), h_0)
+        r = per_sequence_reverse(r, lengths).unbind(1)
+        if eps is None:
+            eps = torch.randn(B, T, Z, dtype=e_y.dtype, device=e_y.device)
+        eps = eps.unbind(1)
+        z = self.z_q_0.expand(B, Z)
+        zs, locs, scales = [], [], []
+        for t in range(T):
+            combined = 0.5 * (torch.tanh(self.comb_z(z)) + r[t])
+            loc, scale = self.comb_loc(combined), F.softplus(self.comb_scale(combined))
+            z = loc + scale * eps[t]
+            zs.append(z)
+            locs.append(loc)
+            scales.append(scale)
+        z = torch.stack(zs, 1)
+        z_prev = torch.cat([self.z_0.expand(B, 1, Z), z[:, :-1]], 1)
+        log_q = gauss_scale_log_density(z, torch.stack(locs, 1), torch.stack(scales, 1))
+        log_p = gauss_scale_log_density(z, *self.transition(z_prev))
+        rec = self.log_lik(self.out(F.relu(self.emit2(F.relu(self.emit1(z))))), x)
+        return ((rec - kl_weight * (log_q - log_p)) * mask.to(rec.dtype)).sum(-1)
+
+
+class PlainSTORN(PairedPlain):
+    """STORN with its recognition network: z ~ q(z_t | y_{1:t}) from a separate LSTM over e(y), drawn at
+    once; h = LSTM([e(u_t), W z_t]) fused; prior N(0, I). No loop over time at all."""
+
+    def __init__(self, *, rnn_dim, z_dim, mlp_dim, **base):
+        super().__init__(**base)
+        E = base["emb_dim"]
+        self.z_dim = z_dim
+        self.gen = nn.Linear(z_dim, mlp_dim)
+        self.lstm = nn.LSTM(E + mlp_dim, rnn_dim, batch_first=True)
+        self.out = nn.Linear(rnn_dim, self.out_size)
+        self.recognition = nn.LSTM(E, rnn_dim, batch_first=True)
+        self.post = TwoLayer(rnn_dim, mlp_dim, 2 * z_dim)
+
+    def pairs(self, objective) -> list:
+        m, g = objective.model, objective.guide
+        embed = m.embed.lookup if self.family == "categorical" else m.embed.linear
+        return [(self.emb, embed), (self.gen, m.fwd.z_proj), (self.lstm, m.fwd.lstm), (self.out, m.emission.linear),
+                (self.recognition, g.rnn), (self.post.l1, g.posterior.net[0]), (self.post.l2, g.posterior.net[2])]
+
+    def log_weights(self, x, mask, lengths, *, kl_weight=1.0, eps=None):
+        e_y = self.embed(x)
+        g, _ = self.recognition(e_y)
+        mu, logvar = self.post(g).clamp(-self.clamp, self.clamp).chunk(2, -1)
+        if eps is None:
+            eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        h, _ = self.lstm(torch.cat([self.inputs(e_y), self.gen(z)], -1))
+        log_q = gauss_log_density(z, mu, logvar)
+        log_p = gauss_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
+        rec = self.log_lik(self.out(h), x)
         return ((rec - kl_weight * (log_q - log_p)) * mask.to(rec.dtype)).sum(-1)

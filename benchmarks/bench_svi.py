@@ -10,7 +10,7 @@ Gaussian emission, aux cost from [h_{t-1}, z_t] with the default beta, ``torch.o
 and ``clip_grad_norm_(params, 100)``; Pyro validation is off, as in training. Prints one JSON
 line per config.
 
-``--model rnn|vrnn|srnn`` (repeatable) times the baselines instead: the library's SVI step
+``--model rnn|vrnn|srnn|dmm|storn`` (repeatable) times the baselines instead: the library's SVI step
 (default guide) against ``benchmarks/baselines_reference.py``, the same model in plain PyTorch
 with every z-independent recurrence fused (``torch``; ``ratio``). Same weights, same loss
 (tests/test_baselines.py).
@@ -19,12 +19,14 @@ with every z-independent recurrence fused (``torch``; ``ratio``). Same weights, 
     python benchmarks/bench_svi.py --threads 0 --config small   # torch's default threads
     python benchmarks/bench_svi.py --quick                      # a short smoke run
     OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --config small --model rnn --model vrnn --model srnn
+    OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --config small --model dmm --model storn
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -35,7 +37,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import (CONFIGS, device_and_threads, environment, interleaved_times,  # noqa: E402
                                median_ms, peak_memory_fields, peak_memory_mb, synthetic_batch)
-from benchmarks.baselines_reference import PlainRNN, PlainSRNN, PlainVRNN  # noqa: E402
+from benchmarks.baselines_reference import PlainDMM, PlainRNN, PlainSRNN, PlainSTORN, PlainVRNN  # noqa: E402
 from benchmarks.fast_reference import FastPlainZForcing  # noqa: E402
 from benchmarks.reference import PlainZForcing  # noqa: E402
 from pyro_zforcing.config import ModelConfig, TrainConfig  # noqa: E402
@@ -46,7 +48,8 @@ DEFAULTS = TrainConfig()
 WEIGHTS = Weights(kl=1.0, aux=DEFAULTS.aux_start, bwd=0.0)
 
 
-BASELINES = {"rnn": PlainRNN.like, "vrnn": PlainVRNN.like, "srnn": lambda objective: PlainSRNN.like(objective, "smoothing")}
+BASELINES = {"rnn": PlainRNN.like, "vrnn": PlainVRNN.like, "srnn": lambda objective: PlainSRNN.like(objective, "smoothing"),
+             "dmm": PlainDMM.like, "storn": PlainSTORN.like}
 
 
 def build_steps(config_name: str, device: torch.device, model: str = "zforcing"):
@@ -111,6 +114,8 @@ def main(argv=None) -> int:
         record = {"bench": "svi_step", "model": model, **vars(config),
                   **{f"{who}_ms": median_ms(t) for who, t in times.items()}}
         record["ratio"] = round(record["pyro_ms"] / record["torch_ms"], 3)
+        # the median of the interleaved pairs' ratios: steadier than the ratio of medians on a loaded machine
+        record["ratio_paired"] = round(statistics.median(a / b for a, b in zip(times["pyro"], times["torch"])), 3)
         if "torch_fast_ms" in record:
             record["ratio_fast"] = round(record["pyro_ms"] / record["torch_fast_ms"], 3)
         record["repeats"] = repeats

@@ -7,7 +7,6 @@ checkpoint's configs rebuild exactly the objective that was trained.
 from __future__ import annotations
 
 import logging
-import math
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -62,16 +61,17 @@ def model_config_for(info: DataInfo, **sizes) -> ModelConfig:
     return ModelConfig(input_dim=info.dim, emission=emission, **sizes)
 
 
-def build_objective(model_config: ModelConfig, guide_name: Optional[str] = None) -> Objective:
+def build_objective(model_config: ModelConfig, guide_name: Optional[str] = None, *, kl: str = "sampled") -> Objective:
     """The model ``model_config.model``, the named guide (default: the model's), and the loss that
-    trains both. A user's guide class is checked against the guide contract (``check_guide``),
-    unless the networks are built without storage (``meta``) to be counted."""
+    trains both with the KL estimator ``kl`` (``TrainConfig.kl``). A user's guide class is checked
+    against the guide contract (``check_guide``), unless the networks are built without storage
+    (``meta``) to be counted."""
     model = make_model(model_config)
     name = guide_name or model.default_guide
     guide = make_guide(name, model)
     if is_guide_spec(name) and not next(model.parameters()).is_meta:
         check_guide(guide, model, name)
-    return Objective(model, guide)
+    return Objective(model, guide, kl=kl)
 
 
 def allow_recorded_guide(recorded: str, *, named: Optional[str], trust: bool, source) -> str:
@@ -109,7 +109,7 @@ def load_trained(checkpoint, *, device="cpu", data_dir: Optional[str] = None,
     state = load_checkpoint(checkpoint)
     name = allow_recorded_guide(state["train_config"].guide, named=guide, trust=trust_guide, source=checkpoint)
     try:
-        objective = build_objective(state["model_config"], name)
+        objective = build_objective(state["model_config"], name, kl=state["train_config"].kl)
     except ValueError as error:  # a user's guide file recorded at training time may have moved
         raise ValueError(f"{checkpoint}: {error}") from None
     load_weights(objective, state["objective"], checkpoint)
@@ -131,10 +131,10 @@ def check_same_data(trained: DataInfo, loaded: DataInfo, checkpoint) -> None:
         if getattr(trained, key) != getattr(loaded, key):
             raise ValueError(f"{checkpoint}: the model was trained with {key}={getattr(trained, key)!r} "
                              f"but the data read now has {key}={getattr(loaded, key)!r}")
-    for key in ("mean", "std"):
+    for key in ("mean", "std"):  # one number (speech) or one per dimension (arrays)
         a, b = getattr(trained, key), getattr(loaded, key)
-        if a is not None and b is not None and not math.isclose(a, b, rel_tol=1e-4):
-            log.warning("%s: training normalisation %s=%g differs from the data read now (%g)", checkpoint, key, a, b)
+        if a is not None and b is not None and (np.shape(a) != np.shape(b) or not np.allclose(a, b, rtol=1e-4, atol=0)):
+            log.warning("%s: training normalisation %s=%s differs from the data read now (%s)", checkpoint, key, a, b)
 
 
 def run_dir_of(checkpoint) -> Path:

@@ -71,6 +71,8 @@ def checkpoint_file(path: Union[str, Path]) -> Path:
 
 # what a checkpoint saved before these ModelConfig fields existed was trained with
 BEFORE_FIDELITY_FIELDS = {"emission_clamp": 8.0, "z_conditioning": "concat", "embedding": "leaky", "init": "torch"}
+# what a checkpoint saved before these TrainConfig fields existed was trained with
+TRAIN_BEFORE_FIELDS = {"kl": "sampled"}
 
 
 def load_checkpoint(path: Union[str, Path], *, map_location="cpu") -> Dict[str, Any]:
@@ -97,7 +99,7 @@ def load_checkpoint(path: Union[str, Path], *, map_location="cpu") -> Dict[str, 
     try:
         payload["model_config"] = from_dict(ModelConfig, {**BEFORE_FIDELITY_FIELDS, **payload["model_config"]})
         payload["data_config"] = from_dict(DataConfig, payload["data_config"])
-        payload["train_config"] = from_dict(TrainConfig, payload["train_config"])
+        payload["train_config"] = from_dict(TrainConfig, {**TRAIN_BEFORE_FIELDS, **payload["train_config"]})
         payload["data_info"] = DataInfo.from_dict(payload["data_info"])
     except (TypeError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path}: its configs do not fit this version of pyro-zforcing "

@@ -12,12 +12,14 @@ where ``c_t`` is a per-step context (b_t for the paper's guide, nothing for the 
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Tuple
 
 import torch
 from pyro.distributions import Normal, TorchDistribution, constraints
 
 Head = Callable[..., Tuple[torch.Tensor, torch.Tensor]]
+LOG_2PI = math.log(2 * math.pi)
 
 
 class LatentTrajectory(TorchDistribution):
@@ -129,15 +131,22 @@ class MaskedEmission(TorchDistribution):
     ``head.step_log_prob(h, y)`` scores the steps. Without gradients (evaluation) the steps are
     scored a slice at a time, so memory does not grow with rows x steps x vocabulary; with
     gradients (training) all steps at once, one graph as before.
+
+    ``sample(sample_shape)`` draws every real step from its own p(y_t | h_t), given the states it
+    was built with (for a teacher-forced model, states driven by the observed y_{<t}); padded
+    steps hold 0, as :func:`~pyro_zforcing.data.base.collate_sequences` pads. Returns
+    ``sample_shape + (B, T)`` token ids (int64) or ``sample_shape + (B, T, D)`` frames.
+    ``rsample`` exists where the family is reparameterisable (the Gaussian); ``mean`` is the
+    per-step mean (0 on padded steps) of the frame families.
     """
 
     arg_constraints = {}
-    has_rsample = False
 
     def __init__(self, head, state: torch.Tensor, mask: torch.Tensor, *, tokens: bool):
         self.head = head
         self.state = state
         self.mask = mask
+        self.tokens = tokens
         self.width = head.linear.out_features
         batch_size, steps = mask.shape
         event = (steps,) if tokens else (steps, head.out_dim)
@@ -148,6 +157,32 @@ class MaskedEmission(TorchDistribution):
     @property
     def support(self):
         return self._support
+
+    @property
+    def has_rsample(self) -> bool:
+        return self.head.family == "gaussian"  # Bernoulli, Categorical and the mixture have no rsample
+
+    def _masked(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` with the padded steps set to 0 (any leading sample dims)."""
+        mask = self.mask if self.tokens else self.mask[..., None]
+        return torch.where(mask, value, value.new_zeros(()))
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self._masked(self.head.step_dist(self.state).sample(sample_shape))
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        if not self.has_rsample:
+            raise NotImplementedError(f"the {self.head.family} emission has no reparameterised sample; use sample()")
+        return self._masked(self.head.step_dist(self.state).rsample(sample_shape))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """E[y_t | h_t] per step ``(B, T, D)``, 0 on padded steps (frame families only)."""
+        if self.tokens:
+            raise NotImplementedError("a categorical emission has no mean; its per-step probabilities are "
+                                      "head.step_dist(state).probs")
+        return self._masked(self.head.step_dist(self.state).mean)
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
         steps = self.mask.shape[1]
@@ -165,4 +200,58 @@ class MaskedEmission(TorchDistribution):
         if torch.Size(batch_shape) != self.batch_shape:
             raise NotImplementedError(
                 f"MaskedEmission cannot be expanded from {tuple(self.batch_shape)} to {tuple(batch_shape)}")
+        return self
+
+
+class IndependentSteps(TorchDistribution):
+    """z_{1:T} of a padded batch with steps independent given the data: prod_t N(z_t; loc_t, scale_t),
+    ``loc, scale: (B, T, Z)``; batch shape ``(B,)``, event shape ``(T, Z)``.
+
+    STORN's N(0, I) prior and its recognition network q(z_t | y_{1:t}) (whose RNN does not
+    depend on z, so the whole trajectory is drawn at once). ``log_prob`` sums only the steps
+    where ``mask`` is True; ``loc_scale`` is the per-step interface of :class:`LatentTrajectory`.
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor, *, standard: bool = False):
+        self.loc, self.scale, self.mask = loc, scale, mask
+        self.is_standard = standard  # loc = 0, scale = 1: scored as -(z^2 + log 2 pi) / 2
+        super().__init__(loc.shape[:1], loc.shape[1:], validate_args=False)
+
+    @classmethod
+    def standard(cls, like: torch.Tensor, z_dim: int, mask: torch.Tensor) -> "IndependentSteps":
+        """prod_t N(z_t; 0, I) for a batch whose mask is ``(B, T)``, dtype and device of ``like``."""
+        shape = mask.shape + (z_dim,)
+        return cls(like.new_zeros(()).expand(shape), like.new_ones(()).expand(shape), mask, standard=True)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        if sample_shape != torch.Size():
+            raise NotImplementedError("IndependentSteps draws one trajectory per sequence; repeat the batch "
+                                      "(Batch.repeat) for K particles")
+        return self.loc + self.scale * torch.randn(self.loc.shape, dtype=self.loc.dtype, device=self.loc.device)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def loc_scale(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale) of every step ``(B, T, Z)``; they do not depend on ``z``."""
+        return self.loc, self.scale
+
+    def step_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z_t; loc_t, scale_t) per step ``(B, T)``, zero on padded steps."""
+        if self.is_standard:
+            return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * LOG_2PI) * self.mask
+        return Normal(self.loc, self.scale).log_prob(z).sum(-1) * self.mask
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return self.step_log_prob(z).sum(-1)
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != self.batch_shape:
+            raise NotImplementedError(f"IndependentSteps cannot be expanded from {tuple(self.batch_shape)} to "
+                                      f"{tuple(batch_shape)}; repeat the batch instead")
         return self

@@ -1,30 +1,44 @@
-"""The training objective and per-sequence bounds.
+"""The training objective, per-sequence bounds, and the parameters a run trains.
 
 Training minimises, per sequence on average,
 
-    -( E_q[ log p(y | h) ] - w_kl * E_q[ log q(z | y) - log p(z | u) ] + beta * aux + w_bwd * bwd )
+    -( E_q[ log p(y | h) ] - w_kl * KL(q(z | y) || p(z | u)) + beta * aux + w_bwd * bwd )
 
-with ``pyro.infer.Trace_ELBO``: the aux and backward factors are ``pyro.factor`` sites of the
-model, the KL weight scales the latent site in both model and guide. Reported numbers come
-from :func:`sequence_terms` and :func:`iwae_bound`, which run the model with the training-only
-factors switched off, per sequence (Pyro's ``Importance`` would sum over the batch).
+where the aux and backward factors are ``pyro.factor`` sites of the model and the KL weight
+scales the latent site in both model and guide. The KL is estimated along one trajectory
+z ~ q (``TrainConfig.kl``): ``"sampled"`` is ``pyro.infer.Trace_ELBO``'s log q(z) - log p(z);
+``"analytic"`` (:func:`analytic_kl_elbo`, the authors' estimator) is sum_t KL(q(z_t | .) ||
+p(z_t | .)) in closed form given the sampled z_{<t}. Both have the same expectation.
+Reported numbers come from :func:`sequence_terms` and :func:`iwae_bound`, which run the model
+with the training-only factors switched off, per sequence (Pyro's ``Importance`` would sum over
+the batch), and always use the sampled log-weights log p(y, z) - log q(z) (IWAE needs them).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Collection, Dict, List, Optional, Sequence
 
 import pyro.poutine as poutine
 import torch
 import torch.nn as nn
 from pyro.distributions import Normal
+from pyro.distributions.util import is_validation_enabled, scale_and_mask
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import prune_subsample_sites
+from pyro.util import check_model_guide_match
 
+from .config import KL_ESTIMATORS
 from .data.base import Batch
-from .models.base import AUX_SITE, BWD_SITE, LATENT_SITE, OBS_SITE
+from .models.base import AUX_SITE, BWD_SITE, GUIDE_READS, LATENT_SITE, OBS_SITE
+
+log = logging.getLogger(__name__)
+
+GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED = "generative", "inference", "training_only", "untrained"
+PARAMETER_ROLES = (GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED)
 
 
 class ScaleSite(Messenger):
@@ -66,19 +80,99 @@ def weights_at(train_config, updates: int) -> Weights:
                    bwd=train_config.bwd_weight if aux > 0 else 0.0)
 
 
+def active_factors(train_config) -> frozenset:
+    """The training-only factors whose weight is > 0 at some update of a run of ``train_config``
+    (``AUX_SITE``, and ``BWD_SITE`` only with it, as :func:`weights_at`)."""
+    c = train_config
+    rising = c.aux_end > 0 and (c.aux_step > 0 or c.aux_anneal_epochs is not None)
+    if not (c.aux_start > 0 or rising):
+        return frozenset()
+    return frozenset({AUX_SITE, BWD_SITE} if c.bwd_weight > 0 else {AUX_SITE})
+
+
+def parameter_roles(model: nn.Module, guide: nn.Module, *, factors: Collection[str]) -> Dict[str, List[nn.Parameter]]:
+    """The parameters of ``model`` and ``guide`` by role in a run whose active training-only
+    factors are ``factors`` (:func:`active_factors`):
+
+    - ``generative``: p(y, z), every model parameter outside ``model.side_modules``;
+    - ``inference``: the guide's own parameters and the side modules it reads (``model_modules``);
+    - ``training_only``: side modules trained by an active factor alone (aux and backward-LM heads);
+    - ``untrained``: side modules nothing gives a gradient in such a run (built, never trained).
+    """
+    reads = set(getattr(guide, "model_modules", ()))
+    side = {}
+    for name, trained_by in getattr(model, "side_modules", {}).items():
+        if GUIDE_READS in trained_by and name in reads:
+            role = INFERENCE
+        elif any(factor in factors for factor in trained_by):
+            role = TRAINING_ONLY
+        else:
+            role = UNTRAINED
+        side.update({id(p): role for p in getattr(model, name).parameters()})
+    roles: Dict[str, List[nn.Parameter]] = {role: [] for role in PARAMETER_ROLES}
+    for p in model.parameters():
+        roles[side.get(id(p), GENERATIVE)].append(p)
+    owned = {id(p) for p in model.parameters()}
+    roles[INFERENCE] += [p for p in guide.parameters() if id(p) not in owned]
+    return roles
+
+
+def parameter_counts(model: nn.Module, guide: nn.Module, *, factors: Collection[str]) -> Dict[str, int]:
+    """Scalars per role of :func:`parameter_roles`."""
+    return {role: sum(p.numel() for p in params)
+            for role, params in parameter_roles(model, guide, factors=factors).items()}
+
+
+def analytic_kl_elbo(model, guide, *args, **kwargs) -> Optional[torch.Tensor]:
+    """The ELBO of one trajectory z ~ q with the analytic per-step KL (the authors' estimator):
+    the observed sites' log-densities (emission, training factors) minus, for every latent site,
+    sum_t KL(q(z_t | .) || p(z_t | .)) in closed form along the sampled z (:func:`site_step_kl`),
+    each term scaled as its site (the per-sequence scale, KL annealing's ``ScaleSite``).
+
+    ``Trace_ELBO`` uses log q(z) - log p(z) instead: the same expectation, more variance. None when
+    a latent site's guide or prior distribution has no per-step Gaussian ``loc_scale`` (a user's
+    guide of another family): the analytic KL is not defined for it.
+    """
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    if is_validation_enabled():
+        check_model_guide_match(model_trace, guide_trace)
+    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)  # plates
+    model_trace.compute_log_prob(site_filter=lambda name, site: site["is_observed"])
+    elbo = 0.0
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            elbo = elbo + site["log_prob_sum"]
+            continue
+        proposal = guide_trace.nodes[name]
+        if not all(hasattr(s["fn"], "loc_scale") for s in (proposal, site)):
+            return None
+        kl = site_step_kl(proposal, site).sum(-1)
+        elbo = elbo - scale_and_mask(kl, scale=proposal["scale"], mask=proposal["mask"]).sum()
+    return elbo
+
+
 class Objective(nn.Module):
     """-(ELBO + aux) per sequence, averaged over the batch, as a differentiable torch loss.
 
     Holds the model and guide as submodules (so ``parameters()`` and ``state_dict()`` cover
-    both once) and evaluates ``Trace_ELBO().differentiable_loss``; wrap it in
-    DistributedDataParallel for multi-process training.
+    both once) and evaluates ``Trace_ELBO().differentiable_loss`` (``kl="sampled"``) or
+    :func:`analytic_kl_elbo` (``kl="analytic"``; for a guide without per-step Gaussian parameters,
+    ``Trace_ELBO`` again, with a warning the first time); wrap it in DistributedDataParallel for
+    multi-process training.
     """
 
-    def __init__(self, model: nn.Module, guide: nn.Module):
+    def __init__(self, model: nn.Module, guide: nn.Module, *, kl: str = "sampled"):
         super().__init__()
+        if kl not in KL_ESTIMATORS:
+            raise ValueError(f"kl must be one of {KL_ESTIMATORS}, got {kl!r}")
         self.model = model
         self.guide = guide
+        self.kl = kl
         self.elbo = Trace_ELBO()
+        self._analytic_fits: Optional[bool] = None  # known after the first evaluation under kl="analytic"
 
     def forward(self, batch: Batch, weights: Weights = Weights()) -> torch.Tensor:
         model, guide = self.model, self.guide
@@ -90,7 +184,17 @@ class Objective(nn.Module):
         if weights.kl != 1.0:
             model = ScaleSite(self.model.latent_sites, weights.kl)(model)
             guide = ScaleSite(self.model.latent_sites, weights.kl)(guide)
-        return self.elbo.differentiable_loss(model, guide, batch, aux_weight=weights.aux, bwd_weight=weights.bwd)
+        factors = {"aux_weight": weights.aux, "bwd_weight": weights.bwd}
+        if self.kl == "analytic" and self._analytic_fits is not False:
+            elbo = analytic_kl_elbo(model, guide, batch, **factors)
+            self._analytic_fits = elbo is not None
+            if elbo is not None:
+                return -elbo
+            log.warning("--kl analytic: the guide %s (or the model's prior) has no per-step Gaussian parameters "
+                        "(loc_scale); its KL is estimated by log q - log p, as with --kl sampled",
+                        type(self.guide).__name__)
+            self.model.forget()
+        return self.elbo.differentiable_loss(model, guide, batch, **factors)
 
 
 def trace_pair(model, guide, batch: Batch, weights: Weights = Weights()):
@@ -134,15 +238,20 @@ def sequence_terms(model, guide, batch: Batch, weights: Weights = Weights(kl=1.0
     return terms
 
 
-def step_kl(guide_trace, model_trace) -> torch.Tensor:
-    """Analytic KL(q(z_t | .) || p(z_t | h_{t-1})) per step ``(B, T)`` along the traced trajectory,
-    summed over latent dimensions and zero on padded steps (needs both sites' ``loc_scale``)."""
-    guide_site, model_site = guide_trace.nodes[LATENT_SITE], model_trace.nodes[LATENT_SITE]
+def site_step_kl(guide_site: Dict, model_site: Dict) -> torch.Tensor:
+    """Analytic KL(q(z_t | .) || p(z_t | .)) per step ``(B, T)`` along the traced trajectory of one
+    latent site (its guide and model trace nodes), summed over latent dimensions and zero on
+    padded steps (needs both distributions' ``loc_scale``)."""
     z = guide_site["value"]
     q_loc, q_scale = guide_site["fn"].loc_scale(z)
     p_loc, p_scale = model_site["fn"].loc_scale(z)
     kl = torch.distributions.kl_divergence(Normal(q_loc, q_scale), Normal(p_loc, p_scale)).sum(-1)
     return kl * model_site["fn"].mask
+
+
+def step_kl(guide_trace, model_trace) -> torch.Tensor:
+    """:func:`site_step_kl` of the latent site ``z`` ``(B, T)``: the authors' ``gaussian_kld`` per step."""
+    return site_step_kl(guide_trace.nodes[LATENT_SITE], model_trace.nodes[LATENT_SITE])
 
 
 def has_step_params(guide_trace, model_trace) -> bool:

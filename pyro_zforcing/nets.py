@@ -70,14 +70,21 @@ class InputEmbedding(nn.Module):
         return self.act(self.linear(zero))
 
 
-def init_recurrent(lstm: nn.Module, init: str, *, zero_biases: bool) -> None:
-    """The authors' initialisation (``init="orthogonal"``): orthogonal recurrent weights and, for
-    the forward cell, zero biases; the input weights keep U(-1/sqrt(H), 1/sqrt(H)) as theirs.
-    ``init="torch"`` leaves PyTorch's defaults."""
+def init_recurrent(rnn: nn.Module, init: str, *, zero_biases: bool) -> None:
+    """The initialisation of every recurrent layer of every model, by ``ModelConfig.init``.
+
+    ``init="orthogonal"`` (the authors'): each recurrent matrix ``weight_hh*`` ``(G*H, H)`` gets
+    orthonormal columns, W_hh^T W_hh = I_H (their ``nn.init.orthogonal`` of the ``(H, 4H)``
+    layout of their cell, transposed), and with ``zero_biases`` every bias is zero. Generative
+    recurrences (their forward cell: Z-Forcing's h, the RNN's, VRNN's, SRNN's d) pass
+    ``zero_biases=True``; inference recurrences (their backward LSTM: Z-Forcing's b, SRNN's
+    a) keep PyTorch's biases. Input weights keep U(-1/sqrt(H), 1/sqrt(H)) as theirs.
+    ``init="torch"`` leaves PyTorch's defaults: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
+    """
     if init == "torch":
         return
     with torch.no_grad():
-        for name, param in lstm.named_parameters():
+        for name, param in rnn.named_parameters():
             if name.startswith("weight_hh"):
                 nn.init.orthogonal_(param)
             elif zero_biases and name.startswith("bias"):
@@ -100,7 +107,7 @@ class ForwardRNN(nn.Module):
     the recurrent weights.
     """
 
-    def __init__(self, emb_dim: int, z_dim: int, proj_dim: int, rnn_dim: int, *, init: str = "orthogonal"):
+    def __init__(self, emb_dim: int, z_dim: int, proj_dim: int, rnn_dim: int, *, init: str):
         super().__init__()
         self.emb_dim = emb_dim
         self.rnn_dim = rnn_dim
@@ -110,8 +117,12 @@ class ForwardRNN(nn.Module):
 
     def states(self, emb_inputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """h_{0:T} for inputs ``(B, T, E)`` and latents ``(B, T, Z)``: returns ``(B, T+1, H)``."""
-        out, _ = self.lstm(torch.cat([emb_inputs, self.z_proj(z)], dim=-1))
+        out = self.outputs(emb_inputs, z)
         return torch.cat([out.new_zeros(out.shape[0], 1, out.shape[2]), out], dim=1)
+
+    def outputs(self, emb_inputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """h_{1:T} ``(B, T, H)``: :meth:`states` without h_0."""
+        return self.lstm(torch.cat([emb_inputs, self.z_proj(z)], dim=-1))[0]
 
     def stepper(self, emb_inputs: torch.Tensor):
         """``(advance, state_0)`` for inputs ``(B, T, E)``: ``advance(t, z_t, (h, c))`` is step t."""
@@ -152,7 +163,7 @@ class CondLayerNormRNN(nn.Module):
     is computed for all steps at once; the loop holds only the recurrent matmul and its norm.
     """
 
-    def __init__(self, emb_dim: int, z_dim: int, hidden_dim: int, rnn_dim: int, *, init: str = "orthogonal"):
+    def __init__(self, emb_dim: int, z_dim: int, hidden_dim: int, rnn_dim: int, *, init: str):
         super().__init__()
         self.rnn_dim = rnn_dim
         bound = 1.0 / math.sqrt(rnn_dim)
@@ -206,10 +217,10 @@ class CondLayerNormRNN(nn.Module):
 class BackwardRNN(nn.Module):
     """b_t = LSTM_b(e(y_t), b_{t+1}): b_t summarises the targets y_{t..T} of each sequence.
 
-    Ragged batches are reversed per sequence, so padding never enters a real step's state.
+    An inference recurrence (:func:`init_recurrent` with PyTorch's biases). Ragged batches are reversed per sequence, so padding never enters a real step's state.
     """
 
-    def __init__(self, emb_dim: int, rnn_dim: int, *, init: str = "orthogonal"):
+    def __init__(self, emb_dim: int, rnn_dim: int, *, init: str):
         super().__init__()
         self.lstm = nn.LSTM(emb_dim, rnn_dim, batch_first=True)
         init_recurrent(self.lstm, init, zero_biases=False)

@@ -82,6 +82,34 @@ def stepwise_srnn(model, batch, z):
             z_prev = z[:, t]
 
 
+def stepwise_dmm(model, batch, z):
+    """The DMM one step at a time (Pyro's examples/dmm.py): z_t ~ p(z_t | z_{t-1}) from z_0,
+    y_t ~ p(y_t | z_t); ``z: (B, T, Z)`` observed."""
+    z_prev = model.z_0.expand(batch.batch_size, -1)
+    with pyro.plate("sequences", batch.batch_size):
+        for t in pyro.markov(range(batch.num_steps)):
+            mask_t = batch.mask[:, t]
+            loc, scale = model.transition(z_prev)
+            pyro.sample(f"z_{t}", dist.Normal(loc, scale).mask(mask_t[:, None]).to_event(1), obs=z[:, t])
+            _observe(f"x_{t}", model.emitter.step_dist(z[:, t]), mask_t, batch.x[:, t])
+            z_prev = z[:, t]
+
+
+def stepwise_storn(model, batch, z):
+    """STORN one step at a time: z_t ~ N(0, I), h_t = LSTM([e(u_t), W z_t], h_{t-1}),
+    y_t ~ p(y_t | h_t); ``z: (B, T, Z)`` observed."""
+    inputs = model.embedded(batch)[0]
+    state = model.fwd.initial(batch.batch_size, inputs)
+    with pyro.plate("sequences", batch.batch_size):
+        for t in pyro.markov(range(batch.num_steps)):
+            mask_t = batch.mask[:, t]
+            standard = dist.Normal(torch.zeros_like(z[:, t]), torch.ones_like(z[:, t]))
+            pyro.sample(f"z_{t}", standard.mask(mask_t[:, None]).to_event(1), obs=z[:, t])
+            step_input = torch.cat([inputs[:, t], model.fwd.z_proj(z[:, t])], -1)
+            state = torch.lstm_cell(step_input, state, *_lstm_weights(model.fwd.lstm))
+            _observe(f"x_{t}", model.emission.step_dist(state[0]), mask_t, batch.x[:, t])
+
+
 def stepwise_joint(oracle, model, batch, z) -> torch.Tensor:
     """sum over the sites of a per-step ``oracle`` of log p per sequence ``(B,)``."""
     trace = pyro.poutine.trace(oracle).get_trace(model, batch, z)

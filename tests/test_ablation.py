@@ -61,6 +61,21 @@ def test_study_trains_every_variant_and_seed_and_writes_reports(tmp_path, tiny_s
     assert (tmp_path / "study.png").stat().st_size > 0
 
 
+def test_each_run_records_how_it_stopped(tmp_path, tiny_splits):
+    results = run_study(tiny_study(["aux"], seeds=(0,)), tmp_path, splits=tiny_splits)
+    assert results[0]["stopped"] == "epochs" and results[0]["epochs"] == 2  # the cap of 2 epochs
+    assert "| aux |" in (tmp_path / "study.md").read_text() and "epochs 1/1" in (tmp_path / "study.md").read_text()
+
+    class Ended:  # what how_it_stopped reads of a trainer
+        def __init__(self, early, step, max_steps):
+            self.progress = type("P", (), {"early_stopped": early, "step": step})()
+            self.config = TrainConfig(max_steps=max_steps)
+
+    assert ablation.how_it_stopped(Ended(True, 30, None)) == "early"
+    assert ablation.how_it_stopped(Ended(False, 30, 30)) == "max_steps"
+    assert ablation.how_it_stopped(Ended(False, 29, 30)) == "epochs"
+
+
 def test_second_invocation_trains_nothing(tmp_path, tiny_splits, monkeypatch):
     study = tiny_study(["no-aux"], seeds=(0,))
     first = run_study(study, tmp_path, splits=tiny_splits)
@@ -112,12 +127,14 @@ def test_mean_std_uses_the_sample_standard_deviation():
 
 def test_markdown_table_has_one_row_per_variant(digits):
     results = [{"variant": v, "seed": s, "test_elbo": -1.0 - s, "test_iwae": -0.5 + (v == "b") * (s + 1), "test_gap": 0.5 + s,
-                "test_kl": 1.0, "test_kl_per_step": 0.1, "test_aux": -3.0, "active_units": 2 + s}
+                "test_kl": 1.0, "test_kl_per_step": 0.1, "test_aux": -3.0, "active_units": 2 + s, "epochs": 10 + s,
+                "stopped": "early" if v == "a" or s == 0 else "epochs"}
                for v in ("a", "b") for s in (0, 1)]
     table = markdown(results, digits.info, iwae_samples=25)
     rows = [line for line in table.splitlines() if line.startswith("| a") or line.startswith("| b")]
-    assert rows[0] == "| a | -1.50 ± 0.71 | -0.50 ± 0.00 | 1.00 ± 0.71 | 1.00 ± 0.00 | 0.100 ± 0.000 | -3.00 ± 0.00 | 2.5 ± 0.7 |  |"
-    assert rows[1].endswith("| 1.50 ± 0.71 |")  # b - a per seed: 1 and 2
+    assert rows[0] == ("| a | -1.50 ± 0.71 | -0.50 ± 0.00 | 1.00 ± 0.71 | 1.00 ± 0.00 | 0.100 ± 0.000 | -3.00 ± 0.00 "
+                       "| 2.5 ± 0.7 | 10.5 ± 0.7 | early 2/2 |  |")
+    assert rows[1].endswith("| early 1/2, epochs 1/2 | 1.50 ± 0.71 |")  # b - a per seed: 1 and 2
     assert len(rows) == 2
 
 
@@ -146,7 +163,7 @@ def test_active_units_measure_what_the_posterior_adds_to_the_prior(float64, digi
     assert shifted["raw_variance"][1] > 0
 
 
-def test_cli_ablate_with_a_study_file_defining_a_variant(tmp_path, capsys):
+def test_cli_ablate_with_a_study_file_defining_a_variant(tmp_path, capsys, caplog):
     study_file = tmp_path / "study.json"
     study_file.write_text(json.dumps({"variants": {"wide-beta": {"aux_weight": 0.01}, "plain": {"aux_weight": 0.0}},
                                       "max_steps": 2, "seeds": 1, "iwae_samples": 2, "rnn_dim": 7,
@@ -157,7 +174,21 @@ def test_cli_ablate_with_a_study_file_defining_a_variant(tmp_path, capsys):
     assert [r["variant"] for r in rows] == ["wide-beta", "plain"]
     config = json.loads((tmp_path / "s" / "wide-beta-seed0" / "config.json").read_text())
     assert config["train_config"]["aux_start"] == 0.01 and config["model_config"]["rnn_dim"] == 7
-    assert "| wide-beta |" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "| wide-beta |" in out.out
+    # the budget: the study's epoch cap and TrainConfig's own validation schedule, printed first and saved
+    defaults = TrainConfig()
+    assert config["train_config"]["epochs"] == ablation.STUDY_EPOCHS
+    for name in ("early_stop_patience", "lr_patience", "lr_decay", "min_epochs"):
+        assert config["train_config"][name] == getattr(defaults, name)
+    assert out.out.startswith("budget per run:\n  wide-beta: up to 500 epochs of 41 updates (batch 32), at most 2 updates")
+    budget = json.loads((tmp_path / "s" / "study.json").read_text())["budget"]
+    assert budget["plain"] == {"epochs": 500, "max_steps": 2, "updates_per_epoch": 41, "batch_size": 32,
+                               "early_stop_patience": defaults.early_stop_patience,
+                               "lr_patience": defaults.lr_patience, "lr_decay": defaults.lr_decay,
+                               "min_epochs": defaults.min_epochs}
+    assert "ends before the first validation (update 41" in caplog.text  # validated only where it stops
+    assert [r["stopped"] for r in rows] == ["max_steps", "max_steps"]
 
 
 def test_cli_ablate_rejects_an_unknown_variant(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The baseline models (rnn, vrnn, srnn) and the GMM emission against independent computations."""
+"""The baseline models (rnn, vrnn, srnn, dmm, storn) and the GMM emission against independent computations."""
 
 import math
 
@@ -19,7 +19,7 @@ from pyro_zforcing.nets import EmissionHead
 from pyro_zforcing.build import build_objective
 
 from conftest import ragged_digit_batch, small_config
-from stepwise_oracle import stepwise_joint, stepwise_srnn, stepwise_vrnn
+from stepwise_oracle import stepwise_dmm, stepwise_joint, stepwise_srnn, stepwise_storn, stepwise_vrnn
 
 
 def token_batch():
@@ -48,7 +48,8 @@ CASES = {
     ("srnn", "smoothing-plain", ()): lambda o: PlainSRNN.like(o, "smoothing-plain"),
     ("srnn", "filtering", ()): lambda o: PlainSRNN.like(o, "filtering"),
 }
-LATENT_CASES = [("vrnn", "filtering"), ("srnn", "smoothing"), ("srnn", "filtering")]
+LATENT_CASES = [("vrnn", "filtering"), ("srnn", "smoothing"), ("srnn", "filtering"), ("dmm", "combiner"),
+                ("storn", "recognition")]
 
 
 def make_case(model, guide, emission, digits, **options):
@@ -101,7 +102,8 @@ def test_iwae_is_at_least_the_elbo_in_expectation(float64, digits, model, guide)
 
 
 @pytest.mark.parametrize("emission", sorted(EMISSIONS))
-@pytest.mark.parametrize("model,oracle", [("vrnn", stepwise_vrnn), ("srnn", stepwise_srnn)])
+@pytest.mark.parametrize("model,oracle", [("vrnn", stepwise_vrnn), ("srnn", stepwise_srnn), ("dmm", stepwise_dmm),
+                                          ("storn", stepwise_storn)])
 def test_stepwise_oracle_scores_the_same_joint(float64, digits, model, oracle, emission):
     objective, batch = make_case(model, MODELS[model].guides[0], emission, digits)
     guide_trace = poutine.trace(objective.guide).get_trace(batch)
@@ -136,6 +138,8 @@ def test_padded_steps_change_nothing(float64, digits, case):
     ("vrnn", "prior", set()),
     ("srnn", "smoothing", set()),
     ("srnn", "filtering", set()),
+    ("dmm", "combiner", set()),
+    ("storn", "recognition", set()),
 ])
 def test_gradients_reach_exactly_the_parameters_that_should_learn(float64, digits, model, guide, frozen):
     objective, batch = make_case(model, guide, "gaussian", digits)
@@ -195,7 +199,7 @@ def test_a_guide_that_does_not_fit_the_model_is_refused_by_name():
         small_config(mixtures=3)
 
 
-@pytest.mark.parametrize("model", ["rnn", "vrnn", "srnn"])
+@pytest.mark.parametrize("model", ["rnn", "vrnn", "srnn", "dmm", "storn"])
 @pytest.mark.parametrize("emission", ["gmm", "categorical"])
 def test_generation_has_the_data_shape_and_replays_a_prime(model, emission):
     sizes, make_batch = EMISSIONS[emission]

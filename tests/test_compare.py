@@ -15,6 +15,7 @@ from pyro_zforcing.data import SequenceSplits
 from pyro_zforcing.models import MODELS
 
 SIZES = ["--emb-dim", "6", "--rnn-dim", "7", "--z-dim", "3", "--mlp-dim", "5"]
+MATCHABLE = ["--emb-dim", "6", "--rnn-dim", "16", "--z-dim", "3", "--mlp-dim", "12"]  # fine enough a grid for 5%
 
 
 @pytest.fixture(autouse=True)
@@ -62,19 +63,23 @@ def test_train_resume_evaluate_sample_and_plot_work_for_every_model(tmp_path, ti
 
 def test_compare_matches_parameter_counts_and_writes_the_table(tmp_path, tiny_data, capsys):
     study = tmp_path / "cmp"
-    code = zforcing(["compare", "--models", "rnn,vrnn-i,srnn,zforcing", "--match-params", *SIZES, "--seeds", "2",
+    code = zforcing(["compare", "--models", "rnn,vrnn-i,srnn,zforcing", "--match-params", *MATCHABLE, "--seeds", "2",
                      "--max-steps", "2", "--batch-size", "8", "--iwae-samples", "2", "--eval-batch-size", "5",
                      "--study-dir", str(study), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
     sizes = json.loads((study / "sizes.json").read_text())
-    assert sizes["reference"] == "zforcing" and sizes["sizes"]["zforcing"]["rnn_dim"] == 7
-    target = sizes["sizes"]["zforcing"]["params"]
+    assert sizes["reference"] == "zforcing" and sizes["sizes"]["zforcing"]["rnn_dim"] == 16
+    assert sizes["match"] == "generative"  # a bare --match-params matches p(y, z)
+    target = sizes["sizes"]["zforcing"]["matched"]
     rows = list(csv.DictReader((study / "compare.csv").read_text().splitlines()))
     assert [r["variant"] for r in rows] == ["rnn", "vrnn-i", "srnn", "zforcing"]
     for row in rows:
         chosen = sizes["sizes"][row["variant"]]
-        assert int(row["params"]) == chosen["params"] and abs(chosen["params"] - target) <= 0.05 * target
+        assert chosen["matched"] == chosen["generative"] and abs(chosen["matched"] - target) <= 0.05 * target
+        assert [int(row[f"params_{role}"]) for role in ("generative", "inference", "training_only")] == \
+            [chosen[role] for role in ("generative", "inference", "training_only")]
+        assert row["stopped"] == "max_steps 2/2"
         config = json.loads((study / f"{row['variant']}-seed1" / "config.json").read_text())
         assert config["model_config"]["rnn_dim"] == chosen["rnn_dim"]
         assert config["model_config"]["model"] == row["model"]
@@ -82,7 +87,8 @@ def test_compare_matches_parameter_counts_and_writes_the_table(tmp_path, tiny_da
         assert row["seeds"] == "2" and float(row["iwae_mean"]) >= float(row["elbo_mean"]) - 1e-9
     assert json.loads((study / "vrnn-i-seed0" / "config.json").read_text())["model_config"]["prior"] == "standard"
     assert rows[0]["exact"] == "True" and rows[0]["elbo_mean"] == rows[0]["iwae_mean"]
-    assert "| rnn* |" in printed and "parameter counts matched to zforcing's" in printed
+    assert "| rnn* |" in printed and "p(y, z) parameter counts matched to zforcing's" in printed
+    assert "budget per run:" in printed and "rnn: up to 500 epochs" in printed  # the study cap, printed first
     assert (study / "compare.png").stat().st_size > 0 and (study / "compare.md").exists()
 
 
@@ -100,7 +106,7 @@ def test_match_to_a_model_not_compared_picks_the_sizes_a_joint_comparison_picks(
     from pyro_zforcing.studies.compare import match_parameters
     from pyro_zforcing.config import DataConfig, TrainConfig
 
-    base = Study(data=DataConfig(), train=TrainConfig(), model={"emb_dim": 6, "rnn_dim": 7, "z_dim": 3, "mlp_dim": 5},
+    base = Study(data=DataConfig(), train=TrainConfig(), model={"emb_dim": 6, "rnn_dim": 16, "z_dim": 3, "mlp_dim": 12},
                  variants={name: MODEL_VARIANTS[name] for name in ("rnn", "srnn", "zforcing")}, seeds=(0,))
     _, joint = match_parameters(base, tiny_data.info, reference="zforcing")
     for name in ("rnn", "srnn"):

@@ -99,11 +99,13 @@ def make(emission, variant):
     return objective, frames_batch() if emission == "gaussian" else tokens_batch()
 
 
+@pytest.mark.parametrize("kl", ["analytic", "sampled"])
 @pytest.mark.parametrize("variant", VARIANTS, ids="-".join)
 @pytest.mark.parametrize("emission", ["gaussian", "categorical"])
-def test_library_loss_and_gradients_equal_the_authors_code_from_the_same_noise(emission, variant):
+def test_library_loss_and_gradients_equal_the_authors_code_from_the_same_noise(emission, variant, kl):
     torch.manual_seed(0)
     objective, batch = make(emission, variant)
+    objective.kl = kl
     theirs = authors_like(objective)
     kl_weight, aux_weight, bwd = 0.3, 0.7, 0.2
     torch.manual_seed(11)
@@ -111,9 +113,10 @@ def test_library_loss_and_gradients_equal_the_authors_code_from_the_same_noise(e
     torch.manual_seed(11)  # the library's guide draws the same eps as its first random numbers
     ours = objective(batch, Weights(kl=kl_weight, aux=aux_weight, bwd=bwd))
     fwd_nll, bwd_nll, aux_nll, kld, log_pz, log_qz = their_terms(theirs, batch, eps)
-    # their all_loss with the one-sample KL estimate log q - log p that Trace_ELBO differentiates
-    expected = (fwd_nll + (aux_weight > 0) * bwd * bwd_nll + aux_weight * aux_nll
-                + kl_weight * (log_qz - log_pz)).mean()
+    # their all_loss (analytic: their own kld, sum_t gaussian_kld; sampled: the one-sample estimate
+    # log q - log p that Trace_ELBO differentiates)
+    kl_term = kld if kl == "analytic" else log_qz - log_pz
+    expected = (fwd_nll + (aux_weight > 0) * bwd * bwd_nll + aux_weight * aux_nll + kl_weight * kl_term).mean()
     assert torch.allclose(ours, expected, rtol=1e-6, atol=1e-6), (ours, expected)
     ours.backward()
     expected.backward()

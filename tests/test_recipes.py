@@ -73,7 +73,8 @@ def read_json(path: Path) -> dict:
 
 
 def test_presets_ship_one_recipe_per_experiment_with_a_source_for_every_value():
-    assert preset_names() == ["blizzard", "imdb", "mnist", "timit"]
+    assert preset_names() == ["blizzard", "imdb", "jsb-dmm", "jsb-rnn", "jsb-srnn", "jsb-storn", "jsb-vrnn",
+                              "jsb-zforcing", "jsb-zforcing-noaux", "mnist", "timit"]
     for name in preset_names():
         for line in preset_path(name).read_text().splitlines():
             code = line.split("#", 1)[0].strip()
@@ -230,20 +231,57 @@ def test_timit_stream_chunks_are_one_concatenated_stream_cut_across_utterances(t
     boundaries = np.cumsum(lengths)[:-1]  # in samples; chunk k covers samples [200 + 800 k, 200 + 800 (k + 1))
     assert any((b - 200) % 800 and b < 200 + 800 * count for b in boundaries)  # chunks straddle utterances
     assert splits.info.extra["stream"] is True and splits.info.extra["files"]["train"] == len(paths)
-    # without stream: per utterance, remainders dropped
+    # each chunk's first input is the frame before it (their inputs are the stream shifted by one frame)
+    firsts = (frames[0: 4 * count: 4] - mean) / std
+    np.testing.assert_allclose(np.stack(splits.train_first), firsts, atol=1e-5)
+    batch = splits.train_batch([2, 0])
+    np.testing.assert_allclose(batch.first.numpy(), firsts[[2, 0]], atol=1e-5)
+    np.testing.assert_allclose(batch.x[0].numpy(), expected[8:12], atol=1e-5)
+    cached = load_dataset(config("timit", root, tmp_path, options=options))  # read back from the cache
+    np.testing.assert_array_equal(np.stack(cached.train_first), np.stack(splits.train_first))
+    # without stream: per utterance, remainders dropped, every chunk from the start frame
     per_file = load_dataset(config("timit", root, tmp_path, options={**options, "stream": False}))
     assert len(per_file.train) == sum(n // 200 // 4 for n in lengths)
+    assert per_file.train_first is None and per_file.train_batch([0]).first is None
+
+
+def test_training_batches_start_from_the_recorded_first_inputs(tmp_path, monkeypatch):
+    """The trainer feeds each training sequence's first input (Batch.first) to the objective."""
+    from pyro_zforcing.config import DataConfig, TrainConfig
+    from pyro_zforcing.data import SequenceSplits
+    from pyro_zforcing.data.base import DataInfo
+    from pyro_zforcing.infer import Objective
+    from pyro_zforcing.training.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    train = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(6)]
+    firsts = [np.full(3, 10.0 + i, np.float32) for i in range(6)]
+    splits = SequenceSplits(DataInfo(name="timit", emission="gaussian", dim=3, unit="sample", units_per_step=3),
+                            train, train[:2], train[:2], train_first=firsts)
+    seen = []
+    forward = Objective.forward
+    monkeypatch.setattr(Objective, "forward", lambda self, batch, *a: (seen.append(batch), forward(self, batch, *a))[1])
+    trainer = Trainer.create(data_config=DataConfig(dataset="timit"), train_config=TrainConfig(batch_size=2, max_steps=3),
+                             out_dir=tmp_path / "run", model_sizes={"emb_dim": 3, "rnn_dim": 4, "z_dim": 2, "mlp_dim": 3},
+                             splits=splits, quiet=True)
+    trainer.fit()
+    assert len(seen) == 3
+    for batch in seen:
+        for x, first in zip(batch.x, batch.first):
+            index = next(i for i, t in enumerate(train) if np.array_equal(t, x.numpy()))
+            np.testing.assert_array_equal(first.numpy(), firsts[index])
 
 
 @pytest.mark.parametrize("frames,length,expected", [(9, 4, 2), (8, 4, 1), (5, 4, 1), (4, 4, 0)])
-def test_stream_chunks_skip_the_first_frame_and_drop_the_tail(frames, length, expected):
+def test_stream_chunks_skip_the_first_frame_start_from_the_frame_before_and_drop_the_tail(frames, length, expected):
     from pyro_zforcing.data.speech import stream_chunks
 
     data = np.arange(frames, dtype=np.float32)[:, None]
-    chunks = stream_chunks(data, length)
-    assert len(chunks) == expected
-    for k, chunk in enumerate(chunks):
+    chunks, firsts = stream_chunks(data, length)
+    assert len(chunks) == len(firsts) == expected
+    for k, (chunk, first) in enumerate(zip(chunks, firsts)):
         assert chunk[:, 0].tolist() == list(range(1 + k * length, 1 + (k + 1) * length))
+        assert first[0] == k * length  # the frame before the chunk: its first input
 
 
 

@@ -110,7 +110,7 @@ def test_a_study_warns_when_a_budget_ends_before_the_first_epoch_and_still_score
     with caplog.at_level(logging.WARNING):
         results = run_study(study, tmp_path, splits=splits)
     for variant in ("aux", "no-aux"):
-        assert f"{variant}: its budget of 2 updates ends before its first epoch (5 updates" in caplog.text
+        assert f"{variant}: its budget of 2 updates ends before the first validation (update 5" in caplog.text
     assert all(np.isfinite(r["best_valid_elbo"]) for r in results)
     assert results[0]["test_elbo"] != results[1]["test_elbo"]  # trained models, not the same untrained one
     for r in results:

@@ -133,7 +133,7 @@ def test_annealing_schedules_move_toward_their_end_and_stop_there():
 def test_early_stopped_run_stays_stopped_when_resumed(tmp_path, small_digits, monkeypatch):
     flat = {"elbo": -30.0, "rec": -29.0, "kl": 1.0, "elbo_per_unit": -0.5}
     monkeypatch.setattr(train, "evaluate_elbo", lambda *args, **kwargs: dict(flat))
-    trainer = make_trainer(tmp_path / "run", small_digits, epochs=10, early_stop_patience=1)
+    trainer = make_trainer(tmp_path / "run", small_digits, epochs=10, early_stop_patience=1, min_epochs=0)
     trainer.fit()
     assert trainer.progress.early_stopped and trainer.progress.epoch == 2 and trainer.progress.step == 10
     resumed = Trainer.resume(tmp_path / "run", quiet=True, splits=small_digits, epochs=20)

@@ -8,13 +8,13 @@ import argparse
 from dataclasses import replace
 from typing import Dict, List
 
-from ..config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, PRIORS, Z_CONDITIONINGS,
-                      DataConfig, ModelConfig, TrainConfig)
+from ..config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, KL_ESTIMATORS, PRIORS,
+                      Z_CONDITIONINGS, DataConfig, ModelConfig, TrainConfig)
 from ..data import DATASETS
 from ..guides import GUIDES
 from ..models import MODELS, default_guide
 from ..training.recipes import apply_recipe, check_dataset, find_recipe, preset_names
-from .common import finite_float, guide_name, parse_option, path_text, positive_int, seed_int
+from .common import finite_float, guide_name, non_negative_int, parse_option, path_text, positive_int, seed_int
 
 MODEL_DEFAULTS = ModelConfig(input_dim=1)
 
@@ -35,12 +35,12 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
                        help="dataset to train on (default: %(default)s, embedded; with a recipe, the recipe's)")
     group.add_argument("--preset", default=None, metavar="NAME",
                        help="a shipped recipe of the authors' settings: " + ", ".join(preset_names())
-                            + "; typed flags override it (see README)")
+                            + "; typed flags override it (see docs/training.md)")
     group.add_argument("--config", default=None, type=path_text, metavar="FILE.toml",
                        help="a recipe file of the same form as the presets")
     group.add_argument("--data-dir", default=None, type=path_text, help="where the dataset's files are (default: none)")
     group.add_argument("--data-option", dest="data_options", action="append", default=[], type=parse_option,
-                       metavar="KEY=VALUE", help="a dataset-specific option, repeatable (see README)")
+                       metavar="KEY=VALUE", help="a dataset-specific option, repeatable (see docs/datasets.md)")
     group.add_argument("--skip-bad-files", action="store_true",
                        help="skip unreadable files and list them at the end instead of stopping")
     group.add_argument("--cache-dir", default=None, type=path_text, help="preprocessing cache folder (default: ~/.cache/pyro-zforcing)")
@@ -51,7 +51,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=list(MODELS), default=m.model,
                        help="zforcing (the paper's), rnn (no latents), vrnn (Chung et al. 2015), srnn "
-                            "(Fraccaro et al. 2016) (default: %(default)s)")
+                            "(Fraccaro et al. 2016), dmm (Krishnan et al. 2017), storn (Bayer and Osendorfer 2014) "
+                            "(default: %(default)s)")
     model.add_argument("--emission", choices=EMISSIONS, default=None,
                        help="output distribution (default: the dataset's; gmm can replace gaussian)")
     model.add_argument("--mixtures", type=positive_int, default=m.mixtures,
@@ -90,6 +91,10 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     obj.add_argument("--aux-step", type=finite_float, default=t.aux_step, help="aux weight change per update (default: %(default)s)")
     obj.add_argument("--kl-start", type=finite_float, default=t.kl_start, help="initial KL weight, 1 disables annealing (default: %(default)s)")
     obj.add_argument("--kl-step", type=finite_float, default=t.kl_step, help="KL weight increase per update (default: %(default)s)")
+    obj.add_argument("--kl", choices=KL_ESTIMATORS, default=t.kl,
+                     help="training estimator of the KL along the sampled z: the closed-form Gaussian KL of each step "
+                          "(analytic, the authors') or log q(z) - log p(z) (sampled, Trace_ELBO's); reported bounds "
+                          "do not depend on it (default: %(default)s)")
     obj.add_argument("--bwd-weight", type=finite_float, default=t.bwd_weight,
                      help="weight of the backward language-model cost on b, applied while the aux weight is > 0 (default: %(default)s)")
 
@@ -101,6 +106,13 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many updates (default: no limit)")
     opt.add_argument("--patience", type=positive_int, default=t.early_stop_patience,
                      help="epochs without validation improvement before stopping (default: %(default)s)")
+    opt.add_argument("--lr-patience", type=positive_int, default=t.lr_patience,
+                     help="epochs without validation improvement before the rate is multiplied by --lr-decay "
+                          "(default: %(default)s)")
+    opt.add_argument("--lr-decay", type=finite_float, default=t.lr_decay,
+                     help="factor applied to the rate on a validation plateau, 1 keeps it (default: %(default)s)")
+    opt.add_argument("--min-epochs", type=non_negative_int, default=t.min_epochs,
+                     help="epochs before the rate may drop or training may stop early (default: %(default)s)")
     opt.add_argument("--log-every", type=positive_int, default=t.log_every, help="updates between metric records (default: %(default)s)")
     opt.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                      help="also write checkpoints/last.pt every N updates within an epoch (default: at epoch ends)")
@@ -122,8 +134,10 @@ def train_config_from(args) -> TrainConfig:
     return TrainConfig(guide=args.guide or default_guide(args.model), batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
                        epochs=args.epochs, max_steps=args.max_steps, kl_start=args.kl_start, kl_step=args.kl_step,
                        aux_start=aux_start, aux_end=aux_end, aux_step=args.aux_step, bwd_weight=args.bwd_weight,
-                       early_stop_patience=args.patience, log_every=args.log_every,
-                       checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, validate=args.validate)
+                       early_stop_patience=args.patience, lr_patience=args.lr_patience, lr_decay=args.lr_decay,
+                       min_epochs=args.min_epochs, log_every=args.log_every,
+                       checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, validate=args.validate,
+                       kl=args.kl)
 
 
 def model_sizes_from(args) -> Dict:
@@ -161,5 +175,7 @@ def resolve_settings(parser: argparse.ArgumentParser, argv: List[str], args):
     dataset = check_dataset(recipe, args.dataset if "dataset" in given else None)
     model, train, data = apply_recipe(recipe, model=model, train=train, data=replace(data, dataset=dataset),
                                       given=given)
+    if "guide" not in given and "guide" not in recipe.train:  # a recipe's model trains with its own guide
+        train = replace(train, guide=default_guide(model["model"]))
     return replace(data, seed=train.seed), train, model, recipe.describe()  # one seed, as --seed sets both
 

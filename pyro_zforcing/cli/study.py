@@ -6,15 +6,19 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
 from ..data import load_dataset
-from ..studies.ablation import MODEL_VARIANTS, VARIANTS, Study, load_study_file, run_study, select_variants
-from ..studies.compare import match_parameters, sizes_table, write_comparison, write_sizes
 from ..files import prepare_output_dir
+from ..studies.ablation import (MODEL_VARIANTS, STUDY_EPOCHS, VARIANTS, Study, budget_text, budgets, load_study_file,
+                                run_study, select_variants)
+from ..studies.compare import MATCH_KINDS, match_parameters, sizes_table, write_comparison, write_sizes
+from ..training.recipes import apply_recipe, find_recipe, preset_names
 from .common import PROG, Parser, guide_name, parse_option, path_text, positive_int, setup_logging
-from .flags import add_data_flags, add_train_flags, resolve_settings
+from .flags import add_data_flags, add_train_flags, data_config_from, model_sizes_from, resolve_settings, \
+    train_config_from, typed_fields
 
 
 def ablate_parser() -> argparse.ArgumentParser:
@@ -37,6 +41,11 @@ def ablate_parser() -> argparse.ArgumentParser:
                         help="sequences per evaluation batch (default: %(default)s)")
     add_data_flags(parser)
     add_train_flags(parser)
+    for action in parser._actions:  # the action's own default, so that a recipe's epochs still apply
+        if action.dest == "epochs":
+            action.default = STUDY_EPOCHS
+            action.help = ("epoch cap of every run; runs end earlier by validation early stopping (--patience) "
+                           "(default: %(default)s)")
     parser.add_argument("--study-dir", "--out", dest="study_dir", default=None, type=path_text,
                         help="study directory (default: runs/ablate-<dataset>-<timestamp>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
@@ -117,7 +126,9 @@ def command_ablate(argv: List[str]) -> int:
     names = args.variants.split(",") if args.variants is not None else (file_names or ["no-aux", "aux", "kla"])
     study = study_from(parser, argv, args, names, extra_variants)
     study_dir = prepare_output_dir(study_dir_of(args, "ablate", study.data.dataset), what="study directory")
-    run_study(study, study_dir, quiet=args.quiet)
+    splits = load_dataset(study.data)
+    print(budget_text(budgets(study, splits)), end="")
+    run_study(study, study_dir, quiet=args.quiet, splits=splits)
     logging.getLogger(PROG).info("study directory: %s (study.csv, study.md, study.png)", study_dir)
     print((study_dir / "study.md").read_text(), end="")
     return 0
@@ -127,18 +138,50 @@ def compare_parser() -> argparse.ArgumentParser:
     parser = ablate_parser()
     parser.prog = f"{PROG} compare"
     parser.description = ("Train models (rnn, vrnn, srnn, zforcing and their variants) with identical data, "
-                          "budget and, with --match-params, parameter counts; evaluate each on the test split "
+                          "budget and matched generative parameter counts (--match-params); evaluate each on the test split "
                           "(ELBO, IWAE) and write compare.csv, compare.md and compare.png (an ablation whose "
                           "variants are models). The train flags set the base every model starts from.")
     parser.add_argument("--models", default="rnn,vrnn,srnn,zforcing",
                         help="comma-separated models or model variants (default: %(default)s); known: "
                              + ", ".join(MODEL_VARIANTS))
-    parser.add_argument("--match-params", action="store_true",
-                        help="resize each model's --rnn-dim (and --mlp-dim in proportion) so its parameters "
-                             "(model + guide) are within 5%% of --match-to's; sizes are printed and saved")
+    parser.add_argument("--match-params", choices=MATCH_KINDS, nargs="?", const="generative", default="generative",
+                        help="resize each model's --rnn-dim (and --mlp-dim in proportion) so that its generative "
+                             "model p(y, z) (generative: each model keeps its own inference network) or all its "
+                             "trained parameters (all) are within 5%% of --match-to's; none keeps the typed sizes; "
+                             "counts by role are printed and saved (default: %(default)s; none with --presets)")
     parser.add_argument("--match-to", default=None,
                         help="the model whose size is kept (default: zforcing if compared, else the first)")
+    parser.add_argument("--presets", default=None, metavar="NAME,NAME,...",
+                        help="compare recipes instead of --models: each variant is one shipped recipe (its model, "
+                             "sizes, optimiser, schedule and epochs; flags typed here override every recipe), all "
+                             "for one dataset, e.g. jsb-rnn,jsb-srnn,jsb-dmm (see docs/polyphonic.md)")
     return parser
+
+
+def study_from_presets(parser: argparse.ArgumentParser, argv: List[str], args, names: List[str]) -> Study:
+    """One variant per recipe: the defaults and typed flags are the base, each recipe's [model] and
+    [train] values (those not typed) its overrides; the recipes must agree on the dataset and data."""
+    given = typed_fields(parser, argv)
+    if not all(names):
+        raise ValueError(f"--presets {','.join(names)!r} names no recipe or has an empty name between its commas; "
+                         f"known: {', '.join(preset_names())}")
+    recipes = [find_recipe(preset=name, config=None) for name in names]
+    data, train, model = data_config_from(args), train_config_from(args), model_sizes_from(args)
+    datas = []
+    for recipe in recipes:
+        dataset = args.dataset if "dataset" in given else recipe.dataset
+        if dataset != recipe.dataset:
+            raise ValueError(f"--presets: recipe {recipe.name!r} is for dataset {recipe.dataset!r}, not --dataset {dataset}")
+        datas.append(apply_recipe(recipe, model={}, train=train, data=replace(data, dataset=dataset), given=given)[2])
+    for recipe, other in zip(recipes[1:], datas[1:]):
+        if other != datas[0]:
+            raise ValueError(f"--presets: recipes {recipes[0].name!r} and {recipe.name!r} read different data "
+                             f"({datas[0].dataset} {datas[0].options} vs {other.dataset} {other.options})")
+    variants = {recipe.name: {key: value for key, value in {**recipe.model, **recipe.train}.items()
+                              if key not in given and key != "seed"} for recipe in recipes}
+    return Study(data=replace(datas[0], seed=train.seed), train=train, model=model,
+                 variants=select_variants(names, variants, flag="--presets"), seeds=tuple(range(args.seed, args.seed + args.seeds)),
+                 iwae_samples=args.iwae_samples, eval_batch_size=args.eval_batch_size)
 
 
 def command_compare(argv: List[str]) -> int:
@@ -147,15 +190,25 @@ def command_compare(argv: List[str]) -> int:
     if args.variants is not None:
         raise ValueError("compare takes --models, not --variants")
     setup_logging(args.quiet)
-    names = [n.strip() for n in args.models.split(",")]
-    study = study_from(parser, argv, args, names, extra_variants, flag="--models")
+    if args.presets is not None:
+        if "models" in typed_fields(parser, argv):
+            raise ValueError("compare takes --presets or --models, not both")
+        names = [n.strip() for n in args.presets.split(",")]
+        study = study_from_presets(parser, argv, args, names)
+    else:
+        names = [n.strip() for n in args.models.split(",")]
+        study = study_from(parser, argv, args, names, extra_variants, flag="--models")
     study_dir = prepare_output_dir(study_dir_of(args, "compare", study.data.dataset), what="study directory")
     splits = load_dataset(study.data)
-    if args.match_params:
+    match = args.match_params
+    if args.presets and "match_params" not in typed_fields(parser, argv):
+        match = "none"  # recipes keep their own sizes unless matching is asked for
+    if match != "none":
         reference = args.match_to or ("zforcing" if "zforcing" in names else names[0])
-        study, chosen = match_parameters(study, splits.info, reference=reference)
-        write_sizes(study_dir, chosen, reference=reference)
-        print(sizes_table(chosen, reference=reference))
+        study, chosen = match_parameters(study, splits.info, reference=reference, match=match)
+        write_sizes(study_dir, chosen, reference=reference, match=match)
+        print(sizes_table(chosen, reference=reference, match=match))
+    print(budget_text(budgets(study, splits)), end="")
     results = run_study(study, study_dir, quiet=args.quiet, splits=splits)
     print(write_comparison(study_dir, results, splits.info, iwae_samples=study.iwae_samples), end="")
     logging.getLogger(PROG).info("study directory: %s (compare.csv, compare.md, compare.png)", study_dir)

@@ -8,13 +8,24 @@ Reading (:func:`read_audio`):
   ``channel_count`` 1, ``sample_n_bytes`` 2 (16-bit PCM, as TIMIT ships), uncompressed
   ``sample_coding`` (shorten-compressed SPHERE must be converted with ``sph2pipe`` first),
   and a body holding ``sample_count`` samples.
+- A WAV file (``RIFF``/``WAVE``) has its chunks walked first, because libsndfile reads a WAV
+  whose data chunk is cut short silently (the frames that are there): a data chunk that
+  declares more bytes than the file holds is an error. The sizes that streaming writers put
+  in a header when the length is unknown (0, 0xFFFFFFFF, and sox's 0x7FFFF000) are accepted.
 - Samples come back as float32 in full-scale units ([-1, 1) for integer PCM, i.e. int16
   values / 32768); the scale cancels in the normalisation below.
 - Only mono is accepted: a file with more channels is an error (we do not guess a mixdown).
-- Empty files and files with NaN or infinite samples are errors.
+- Empty files and files with NaN or infinite samples are errors, and so is a file whose peak
+  amplitude is above ``MAX_AMPLITUDE`` (16) times full scale (+24 dB): integer PCM cannot get
+  there, a float file can hold a little over 1 but not this; such a file is corrupt or stored
+  in integer units, and its samples would set the corpus' normalisation (one float WAV of
+  1e30 values makes the std 1.9e28 and all real speech ~0).
 - A file at another sample rate is resampled to the requested rate with
   ``scipy.signal.resample_poly`` (polyphase FIR, Kaiser window, up/down = target/source
   reduced by their gcd), or, with ``resample=False``, is an error: rates are never mixed.
+  A file below ``MIN_SAMPLE_RATE`` (4,000 Hz, less than 2 kHz of bandwidth) is never
+  resampled (a 1 Hz header would be upsampled 16,000x): it is an error unless it is already
+  at the requested rate.
 Every failure is a :class:`DataError` naming the file.
 
 Framing (:func:`frame_signal`): non-overlapping frames of ``frame_size`` samples; the last
@@ -34,6 +45,9 @@ import numpy as np
 
 from .base import DataError
 
+MAX_AMPLITUDE = 16.0  # times full scale: the loudest sample a file may hold (see the module docstring)
+MIN_SAMPLE_RATE = 4000  # Hz: the lowest rate a file is resampled from
+UNKNOWN_WAV_SIZES = (0, 0xFFFFFFFF, 0x7FFFF000)  # data sizes streaming writers leave in a header
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".sph", ".nist", ".aif", ".aiff", ".au")
 SPHERE_MAGIC = b"NIST_1A\n"
 _SPHERE_FIELD = re.compile(r"^(\S+)\s+-(i|r|s\d+)\s+(.*)$")
@@ -109,6 +123,27 @@ def _starts_with_sphere(path: Path) -> bool:
         return handle.read(len(SPHERE_MAGIC)) == SPHERE_MAGIC
 
 
+def check_wav_chunks(path: Path) -> None:
+    """A RIFF/WAVE file's data chunk must hold the bytes its header declares (other files pass)."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk = handle.read(8)
+            declared = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                held = size - offset - 8
+                if declared > held and declared not in UNKNOWN_WAV_SIZES:
+                    raise DataError(f"{path}: truncated WAV file: its data chunk declares {declared} bytes "
+                                    f"but the file holds {held}")
+                return
+            offset += 8 + declared + (declared & 1)  # chunks are padded to an even size
+
+
 def read_audio(path, *, sample_rate: int, resample: bool = True) -> np.ndarray:
     """Mono float32 samples of ``path`` at ``sample_rate``: ``(n,)`` (see the module docstring)."""
     import soundfile
@@ -117,9 +152,13 @@ def read_audio(path, *, sample_rate: int, resample: bool = True) -> np.ndarray:
     try:
         if _starts_with_sphere(path):
             read_sphere_header(path)
+        check_wav_chunks(path)
         info = soundfile.info(str(path))
         if info.channels != 1:
             raise DataError(f"{path}: {info.channels} channels; expected mono")
+        if info.samplerate < MIN_SAMPLE_RATE and info.samplerate != sample_rate:
+            raise DataError(f"{path}: sample rate {info.samplerate} Hz is below {MIN_SAMPLE_RATE} Hz, "
+                            f"the lowest rate resampled to {sample_rate} Hz (a damaged header?)")
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=False)
     except DataError:
         raise
@@ -131,6 +170,10 @@ def read_audio(path, *, sample_rate: int, resample: bool = True) -> np.ndarray:
         raise DataError(f"{path}: empty audio file (no samples)")
     if not np.isfinite(samples).all():
         raise DataError(f"{path}: NaN or infinite samples")
+    peak = float(np.abs(samples).max())
+    if peak > MAX_AMPLITUDE:
+        raise DataError(f"{path}: peak amplitude {peak:.3g} times full scale, above the {MAX_AMPLITUDE:g} "
+                        "a file may hold (a corrupt file, or float samples in integer units?)")
     if rate != sample_rate:
         if not resample:
             raise DataError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz "

@@ -8,7 +8,7 @@ bernoulli emission) or ``x: (B, T)`` int64 token ids (categorical emission), a b
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -26,7 +26,9 @@ class DataInfo:
     frame size (pixels or samples per step) or the vocabulary size. ``unit`` names what a
     reported per-unit bound is divided by (``"pixel"``, ``"sample"``, ``"word"``) and
     ``units_per_step`` how many of them one step holds. ``mean``/``std`` undo the
-    normalisation of real-valued data; ``vocab`` maps token ids to words.
+    normalisation of real-valued data (``x = normalised * std + mean``): one number for every
+    value (speech) or a tuple of ``dim`` numbers, one per dimension (``arrays``); None when the
+    data are not normalised. ``vocab`` maps token ids to words.
     """
 
     name: str
@@ -35,45 +37,65 @@ class DataInfo:
     unit: str
     units_per_step: int = 1
     sample_rate: Optional[int] = None
-    mean: Optional[float] = None
-    std: Optional[float] = None
+    mean: Optional[Union[float, tuple]] = None
+    std: Optional[Union[float, tuple]] = None
     vocab: Optional[tuple] = None
     image_shape: Optional[tuple] = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        listed = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731
         return {
             "name": self.name, "emission": self.emission, "dim": self.dim, "unit": self.unit,
             "units_per_step": self.units_per_step, "sample_rate": self.sample_rate,
-            "mean": self.mean, "std": self.std,
-            "vocab": list(self.vocab) if self.vocab is not None else None,
-            "image_shape": list(self.image_shape) if self.image_shape is not None else None,
+            "mean": listed(self.mean), "std": listed(self.std),
+            "vocab": listed(self.vocab),
+            "image_shape": listed(self.image_shape),
             "extra": dict(self.extra),
         }
 
     @classmethod
     def from_dict(cls, values: dict) -> "DataInfo":
         values = dict(values)
-        for key in ("vocab", "image_shape"):
-            if values.get(key) is not None:
+        for key in ("vocab", "image_shape", "mean", "std"):
+            if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)
+
+    def denormalise(self, values: np.ndarray) -> np.ndarray:
+        """Normalised values ``(..., D)`` back in the data's own units, float64 (unchanged
+        without normalisation)."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.std is None:
+            return values
+        return values * np.asarray(self.std) + np.asarray(0.0 if self.mean is None else self.mean)
 
 
 @dataclass
 class SequenceSplits:
-    """Train/valid/test lists of variable-length sequences, each (T_i, D) float32 or (T_i,) int64."""
+    """Train/valid/test lists of variable-length sequences, each (T_i, D) float32 or (T_i,) int64.
+
+    ``train_first`` (one (D,) frame or () token per training sequence, or None) is the input each
+    training sequence starts from when the sequences are consecutive pieces of one signal (TIMIT's
+    stream chunks: the frame before the chunk); None means the model's start frame or token.
+    """
 
     info: DataInfo
     train: List[np.ndarray]
     valid: List[np.ndarray]
     test: List[np.ndarray]
     skipped: List[str] = field(default_factory=list)
+    train_first: Optional[List[np.ndarray]] = None
 
     def split(self, name: str) -> List[np.ndarray]:
         if name not in ("train", "valid", "test"):
             raise ValueError(f"split must be 'train', 'valid' or 'test', got {name!r}")
         return getattr(self, name)
+
+    def train_batch(self, indices: Sequence[int]) -> "Batch":
+        """The training sequences ``indices`` as a padded :class:`Batch`, with their first inputs if known."""
+        first = None if self.train_first is None else [self.train_first[i] for i in indices]
+        return collate_sequences([self.train[i] for i in indices], first=first)
 
 
 @dataclass
@@ -82,12 +104,15 @@ class Batch:
 
     ``first`` (B, D) or (B,) is the input u_1 each sequence starts from when it continues a
     longer signal (the frame before a window); None means the model's start frame or token.
+    ``observed`` False (:meth:`unobserved`) makes a model draw its observation site instead of
+    observing ``x``; ``x`` still drives the inputs u_t = y_{t-1} (see ``docs/pyro-tools.md``).
     """
 
     x: torch.Tensor
     mask: torch.Tensor
     lengths: torch.Tensor
     first: Optional[torch.Tensor] = None
+    observed: bool = True
 
     @property
     def batch_size(self) -> int:
@@ -110,27 +135,37 @@ class Batch:
         """K copies of every sequence, particle-major: row ``i * B + b`` is copy i of sequence b."""
         reps = (k,) + (1,) * (self.x.dim() - 1)
         first = self.first.repeat(reps[:self.first.dim()]) if self.first is not None else None
-        return Batch(self.x.repeat(reps), self.mask.repeat(k, 1), self.lengths.repeat(k), first)
+        return Batch(self.x.repeat(reps), self.mask.repeat(k, 1), self.lengths.repeat(k), first, self.observed)
+
+    def unobserved(self) -> "Batch":
+        """This batch with its targets left to the model to draw (Pyro's ``Predictive``): the
+        observation site ``"x"`` is sampled from the emission, the inputs stay ``x``'s."""
+        return replace(self, observed=False)
 
 
-def collate_sequences(sequences: Sequence[np.ndarray]) -> Batch:
-    """Pad a list of (T_i, D) float or (T_i,) int sequences into a :class:`Batch`."""
+def collate_sequences(sequences: Sequence[np.ndarray], *, first: Optional[Sequence[np.ndarray]] = None) -> Batch:
+    """Pad a list of (T_i, D) float or (T_i,) int sequences into a :class:`Batch`; ``first`` gives
+    each sequence's first input u_1 (``Batch.first``), a (D,) frame or a () token."""
     if len(sequences) == 0:
         raise ValueError("cannot collate an empty list of sequences")
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
     if int(lengths.min()) < 1:
         raise ValueError("every sequence must have at least one step")
-    first = np.asarray(sequences[0])
+    sample = np.asarray(sequences[0])
     steps = int(lengths.max())
-    shape = (len(sequences), steps) + first.shape[1:]
-    if np.issubdtype(first.dtype, np.integer):
+    shape = (len(sequences), steps) + sample.shape[1:]
+    if np.issubdtype(sample.dtype, np.integer):
         x = torch.zeros(shape, dtype=torch.long)
     else:
         x = torch.zeros(shape, dtype=torch.float32)
     for i, seq in enumerate(sequences):
         x[i, : len(seq)] = torch.as_tensor(np.asarray(seq))
     mask = torch.arange(steps)[None, :] < lengths[:, None]
-    return Batch(x, mask, lengths)
+    if first is not None:
+        if len(first) != len(sequences):
+            raise ValueError(f"{len(first)} first inputs for {len(sequences)} sequences")
+        first = torch.as_tensor(np.stack([np.asarray(f) for f in first])).to(x.dtype)
+    return Batch(x, mask, lengths, first)
 
 
 # Evaluation batches (and their K particle copies) are kept near this many input values: whole

@@ -1,8 +1,8 @@
 """On-disk cache of prepared datasets, so a large corpus is framed/tokenised only once.
 
 One ``.npz`` file per (dataset, source location, options, seed, skip policy) holds every
-split's sequences concatenated (``{split}_data``) with their lengths (``{split}_lengths``)
-and a JSON ``meta`` entry (the :class:`DataInfo`, the skipped-file list and a fingerprint of
+split's sequences concatenated (``{split}_data``) with their lengths (``{split}_lengths``),
+the training sequences' first inputs where the data have them (``train_first``), and a JSON ``meta`` entry (the :class:`DataInfo`, the skipped-file list and a fingerprint of
 the source files: relative path, size and mtime of each). A cache whose fingerprint or format
 version differs is rebuilt and overwritten, so editing, adding or removing a source file
 invalidates it. Files are written to a temporary file in the cache folder and moved into
@@ -32,7 +32,8 @@ from .base import DataInfo, SequenceSplits
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 3  # 2: audio files are checked for truncated WAV data, absurd peaks, rates below 4 kHz;
+# 3: stream training chunks keep the frame before each chunk (train_first)
 SPLITS = ("train", "valid", "test")
 
 
@@ -42,14 +43,19 @@ def _digest(value) -> str:
 
 
 def fingerprint(root: Path, files: Iterable[Path]) -> str:
-    """Hash of (path relative to ``root``, size, mtime in ns) of every source file."""
+    """Hash of (path relative to ``root``, size, mtime in ns) of every source file; a missing file
+    or dangling symbolic link (a bad file the loader skips or refuses) counts by its link target."""
     rows = []
     for path in files:
-        stat = os.stat(path)
         try:
             rel = str(Path(path).relative_to(root))
         except ValueError:
             rel = str(path)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            rows.append((rel, "missing", os.readlink(path) if os.path.islink(path) else None))
+            continue
         rows.append((rel, stat.st_size, stat.st_mtime_ns))
     return _digest(rows)
 
@@ -89,6 +95,8 @@ def save_splits(path: Path, splits: SequenceSplits, meta: dict) -> None:
         arrays[f"{name}_data"] = (np.concatenate(seqs, axis=0) if seqs
                                   else np.zeros((0,) + trailing, dtype=dtype))
         arrays[f"{name}_lengths"] = np.array([len(s) for s in seqs], dtype=np.int64)
+    if splits.train_first is not None:
+        arrays["train_first"] = np.stack(splits.train_first)
     meta = {**meta, "info": splits.info.to_dict(), "skipped": list(splits.skipped)}
     arrays["meta"] = np.array(json.dumps(meta))
     write_atomic(path, lambda handle: np.savez(handle, **arrays))
@@ -104,9 +112,10 @@ def load_splits(path: Path) -> tuple:
             if int(lengths.sum()) != len(data):
                 raise ValueError("lengths do not match the data")
             lists[name] = np.split(data, np.cumsum(lengths)[:-1]) if len(lengths) else []
+        first = list(npz["train_first"]) if "train_first" in npz else None
     info = DataInfo.from_dict(meta["info"])
     return SequenceSplits(info, lists["train"], lists["valid"], lists["test"],
-                          skipped=list(meta["skipped"])), meta
+                          skipped=list(meta["skipped"]), train_first=first), meta
 
 
 def cached(config, *, dataset: str, root: Path, files: List[Path], options: dict,

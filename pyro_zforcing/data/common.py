@@ -132,13 +132,17 @@ class BadFiles:
         self.skipped: List[str] = []
 
     def read(self, path, reader: Callable[[Path], T]) -> Optional[T]:
-        """``reader(path)``; a :class:`DataError` is raised, or recorded and None returned."""
+        """``reader(path)``; a :class:`DataError` (a dangling symbolic link is one) is raised, or
+        recorded and None returned."""
+        path = Path(path)
         try:
-            return reader(Path(path))
+            if path.is_symlink() and not path.exists():
+                raise DataError(f"{path}: dangling symbolic link to {os.readlink(path)}")
+            return reader(path)
         except DataError as err:
             if not self.skip:
                 raise
-            self.skipped.append(f"{path}: {err}")
+            self.skipped.append(str(err) if str(err).startswith(str(path)) else f"{path}: {err}")
             return None
 
     def report(self) -> None:

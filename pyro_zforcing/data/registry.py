@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
+from .arrays import load_arrays
 from .base import DataError, SequenceSplits
 from .digits import load_digits
 from .mnist import load_mnist
+from .polyphonic import load_polyphonic
 from .speech import load_audio_folder, load_blizzard, load_timit
 from .text import load_imdb, load_text
 
@@ -18,6 +20,8 @@ DATASETS: Dict[str, Callable] = {
     "mnist": load_mnist,
     "text": load_text,
     "imdb": load_imdb,
+    "arrays": load_arrays,
+    "polyphonic": load_polyphonic,
 }
 
 

@@ -15,13 +15,17 @@ the Z-Forcing paper uses for speech:
    ``keep_remainder=True``. With ``stream=True`` (TIMIT only; the ``timit`` recipe sets it) the
    training files are instead concatenated into one signal, framed and cut as Fraccaro et al.'s
    ``timit_for_srnn.py`` (the data of the authors' ``train_timit.py``) does: frames and chunks
-   straddle utterance boundaries, and only the stream's tail is dropped (:func:`stream_chunks`);
+   straddle utterance boundaries, each chunk starts from the frame before it (``train_first``,
+   the first input u_1, as their inputs are the stream shifted by one frame), and only the
+   stream's tail is dropped (:func:`stream_chunks`);
 5. evaluation: TIMIT and audio folders score whole utterances (``extra["sequence_unit"] ==
    "utterance"``), Blizzard scores 40-frame sequences (``"chunk"``), set by
    ``eval_chunk_frames`` (None = whole files).
 
-A file with fewer samples than one frame is a bad file (error, or skipped with
-``skip_bad_files``). Each sequence is a float32 array ``(T_i, frame_size)``; the emission is
+A file with fewer samples than one frame is a bad file, and so is any file :mod:`.audio_io`
+refuses (unreadable, truncated, non-finite or absurd amplitudes, a rate below the floor, a
+dangling symbolic link): each stops the load naming the file, or with ``skip_bad_files`` is
+skipped and listed once the corpus is read. Each sequence is a float32 array ``(T_i, frame_size)``; the emission is
 gaussian with ``dim = frame_size`` and bounds are reported per sample.
 
 Options and defaults (``DataConfig.options``):
@@ -59,7 +63,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -108,12 +112,15 @@ def _read_samples(path: Path, options: dict) -> np.ndarray:
     return samples
 
 
-def stream_chunks(frames: np.ndarray, length: int) -> List[np.ndarray]:
+def stream_chunks(frames: np.ndarray, length: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
     """``frames: (N, D)`` of one stream cut into consecutive ``(length, D)`` training targets
-    ``frames[1 + k * length : 1 + (k + 1) * length]``: as Fraccaro et al.'s ``reorder`` does,
-    frame 0 is only ever an input, the stream's tail shorter than a chunk is dropped."""
+    ``frames[1 + k * length : 1 + (k + 1) * length]`` and the frame before each, ``frames[k * length]``,
+    their first input: as Fraccaro et al.'s ``reorder`` does, frame 0 is only ever an input, every
+    chunk's input sequence is the stream shifted by one frame, and the stream's tail shorter than a
+    chunk is dropped."""
     count = (len(frames) - 1) // length
-    return [frames[1 + k * length: 1 + (k + 1) * length] for k in range(count)]
+    return ([frames[1 + k * length: 1 + (k + 1) * length] for k in range(count)],
+            [frames[k * length] for k in range(count)])
 
 
 def prepare_speech(config, *, dataset: str, files: Dict[str, Sequence[Path]], options: dict,
@@ -140,8 +147,9 @@ def prepare_speech(config, *, dataset: str, files: Dict[str, Sequence[Path]], op
     def cut(arrays, length, keep):
         return [piece for a in arrays for piece in chunk_frames(a, length, keep_remainder=keep)]
 
+    train_first = None
     if options.get("stream"):
-        train = stream_chunks(framed["train"][0], options["chunk_frames"])
+        train, train_first = stream_chunks(framed["train"][0], options["chunk_frames"])
     else:
         train = cut(framed["train"], options["chunk_frames"], options["keep_remainder"])
     if not train:
@@ -160,7 +168,7 @@ def prepare_speech(config, *, dataset: str, files: Dict[str, Sequence[Path]], op
                "amplitude_scale": "full-scale float (int16 / 32768)",
                "files": read, "stream": bool(options.get("stream")), **extra})
     bad.report()
-    return SequenceSplits(info, train, valid, test, skipped=list(bad.skipped))
+    return SequenceSplits(info, train, valid, test, skipped=list(bad.skipped), train_first=train_first)
 
 
 def _cached_speech(config, *, dataset: str, root: Path, files: Dict[str, List[Path]],

@@ -6,8 +6,9 @@ batches (whole sequences, never windows) and returns per-sequence arrays plus av
 - nats per sequence (an image for MNIST/digits, an utterance or chunk for speech, a sentence
   for text), the unit of the paper's tables for TIMIT, Blizzard and MNIST (the authors' own
   TIMIT arithmetic, 40-frame windows, is :mod:`.paper_protocol`);
-- nats per step (a frame of speech, a row or pixel of an image) and per unit (``info.unit``:
-  sample, pixel, word), averaged as total nats / total units over the split;
+- nats per step (a frame of speech, a row or pixel of an image, a time step of a piano roll) and
+  per unit (``info.unit``: sample, pixel, word, time step), averaged as total nats / total units
+  over the split, and the mean over sequences of nats per step (``per_step_sequence_mean``);
 - for text, perplexity per word exp(-bound per word), with <eos> counted as a word.
 
 Every bound excludes the training-only aux and backward factors. :func:`markdown_table` renders
@@ -154,6 +155,12 @@ class SplitResult:
         steps = float(self.lengths.sum())
         return {key: float(getattr(self, key).sum() / steps) for key in TERMS}
 
+    def per_step_sequence_mean(self) -> Dict[str, float]:
+        """The mean over sequences of each sequence's bound per step, (1/N) sum_i bound_i / T_i: the
+        normalisation of TSBN's figures (Gan et al., 2015; the {c} of Krishnan et al., 2017), which
+        weighs a short sequence as much as a long one. :meth:`per_step` divides totals instead."""
+        return {key: float((getattr(self, key) / self.lengths).mean()) for key in TERMS}
+
     def per_unit(self) -> Dict[str, float]:
         units = float(self.units.sum())
         return {key: float(getattr(self, key).sum() / units) for key in TERMS}
@@ -193,6 +200,7 @@ class SplitResult:
             "per_sequence_stderr": self.per_sequence_stderr(),
             "per_sequence_median": self.per_sequence_median(),
             "per_step": self.per_step(),
+            "per_step_sequence_mean": self.per_step_sequence_mean(),
             "per_unit": self.per_unit(),
             "perplexity": self.perplexity(),
             "kl_per_step": self.kl_per_step_summary(),
@@ -311,11 +319,21 @@ def markdown_table(report: Dict) -> str:
     lines += ["", f"ELBO-IWAE gap: {gap:.3f} ± {stderr['gap']:.3f} nats / {units['sequence']} "
               f"(median {report['per_sequence_median']['gap']:.3f}); ± is the standard error of the mean "
               "over sequences. Bounds exclude the aux factor."]
+    if units["unit"] == "time step" and "per_step_sequence_mean" in report:
+        means = report["per_step_sequence_mean"]
+        lines.append(f"Nats / time step divide the split's total by its total time steps (as the DMM paper's and "
+                     f"Pyro's figures); the mean over {units['sequence']}s of each one's nats per time step (TSBN's "
+                     f"convention) is ELBO {means['elbo']:.4f}, IWAE {means['iwae']:.4f}.")
     if report.get("exact_likelihood"):
         lines.append("This model has no latent variables: its ELBO and IWAE are its exact log-likelihood "
                      "log p(y) (KL = 0, no sampling).")
     std = report.get("normalisation_std")
-    if std:
+    if isinstance(std, (list, tuple)):  # one std per dimension (arrays)
+        shift = -sum(math.log(s) for s in std)
+        lines.append(f"Densities are of the values normalised per dimension, (x_d - mean_d) / std_d; in the data's "
+                     f"own units add -sum_d log(std_d) = {shift:.4f} nats per {units['step']} "
+                     f"({shift / len(std):.4f} per {units['unit']}).")
+    elif std:
         lines.append(f"Densities are of the normalised signal (x - mean) / std; for the full-scale waveform "
                      f"add -log(std) = {-math.log(std):.4f} nats per {units['unit']}.")
     return "\n".join(lines) + "\n"

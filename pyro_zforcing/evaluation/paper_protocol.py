@@ -19,7 +19,7 @@ All utterances are zero-padded to the longest, and ``eval_timit.py`` then
 paper's Table 1 (nats per utterance, as a lower bound: the negative of what the script prints),
 beside the plain mean over the N utterances; ``reports.write_report(result, out,
 name="eval_paper")`` writes ``eval_paper-<split>.json`` and ``eval_paper-<split>.md`` (:func:`markdown_lines`).
-Our own protocol (:mod:`.evaluate`) scores whole utterances, every frame, with IWAE; it is the
+Our own protocol (:mod:`.bounds`) scores whole utterances, every frame, with IWAE; it is the
 better estimator, this one is the comparable one.
 """
 

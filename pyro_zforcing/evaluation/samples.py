@@ -5,7 +5,10 @@ Outputs by data kind (``DataInfo``):
 - speech (gaussian emission with a sample rate): WAV files at the data's sample rate, frames
   de-normalised with the training mean/std and written as 16-bit PCM, plus a PNG of waveforms;
 - images (``image_shape``): a PNG grid of digits (pixel probabilities for decoded means);
-- text (``vocab``): one sentence per line in a text file, cut at ``<eos>``.
+- text (``vocab``): one sentence per line in a text file, cut at ``<eos>``;
+- any other sequences (``--dataset arrays``, token ids without a vocabulary): a ``.npy`` of the
+  samples ``(N, T, D)`` (or ``(N, T)`` ids) in the data's own units (de-normalised per
+  dimension), the layout ``--dataset arrays`` reads back, plus a PNG of their first dimensions.
 
 Conditional generation encodes the first P steps of real sequences with the guide
 (z_{1:P} ~ q(z | y_{1:P})), teacher-forces them, and continues from the prior. Interpolation
@@ -50,23 +53,26 @@ WAVES_SHOWN = 16  # the waveform figure shows the first 16 signals; every WAV is
 
 
 def kind_of(info: DataInfo) -> str:
-    """``"speech"``, ``"image"`` or ``"text"``: how samples of this dataset are written."""
-    if info.emission == "categorical":
+    """``"speech"``, ``"image"``, ``"text"`` or ``"arrays"``: how samples of this dataset are written."""
+    if info.emission == "categorical" and info.vocab is not None:
         return "text"
     if info.image_shape is not None:
         return "image"
     if info.sample_rate is not None:
         return "speech"
-    raise ValueError(f"dataset {info.name!r}: no image shape, sample rate or vocabulary to write samples with")
+    return "arrays"
 
 
 def default_steps(info: DataInfo, seconds: float = 2.0) -> int:
-    """Steps of one unconditional sample: a whole image, ``seconds`` of speech, or 40 words."""
+    """Steps of one unconditional sample: a whole image, ``seconds`` of speech, 40 words, or the
+    median training length of other sequences (40 when the dataset does not say)."""
     kind = kind_of(info)
     if kind == "image":
         return int(np.prod(info.image_shape)) // info.units_per_step
     if kind == "speech":
         return max(1, int(round(seconds * info.sample_rate / info.units_per_step)))
+    if kind == "arrays":
+        return int(info.extra.get("train_steps", {}).get("median", 40))
     return 40
 
 
@@ -129,10 +135,39 @@ def interpolate(objective, first: np.ndarray, second: np.ndarray, *, num: int = 
 
 def waveform(frames: np.ndarray, info: DataInfo) -> np.ndarray:
     """Normalised frames ``(T, frame)`` back to a full-scale waveform ``(T * frame,)``."""
-    frames = np.asarray(frames, dtype=np.float64)
-    if info.std is not None:
-        frames = frames * info.std + (info.mean or 0.0)
-    return frames.reshape(-1)
+    return info.denormalise(frames).reshape(-1)
+
+
+def write_npy(path, samples: np.ndarray, info: DataInfo) -> Path:
+    """Samples ``(N, T, D)`` in the data's units (float32), or token ids ``(N, T)`` (int64), as a ``.npy``."""
+    if info.emission == "categorical":
+        values = np.asarray(samples, dtype=np.int64)
+    else:
+        values = info.denormalise(samples).astype(np.float32)
+    write_atomic(path, lambda handle: np.save(handle, values))
+    return Path(path)
+
+
+def sequence_plot(samples: np.ndarray, labels: List[str], path, *, real: Optional[Sequence[np.ndarray]] = None,
+                  marker: Optional[int] = None, title: Optional[str] = None, dims: int = 4) -> Path:
+    """One panel per sample: its first ``dims`` dimensions against the step, ``real`` (the data
+    primed with) dashed behind, ``marker`` the last primed step."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(samples), 1, figsize=(10, 1.5 * len(samples) + 0.6), sharex=True, squeeze=False)
+    for i, (ax, sample, label) in enumerate(zip(axes[:, 0], samples, labels)):
+        sample = np.asarray(sample, dtype=np.float64).reshape(len(sample), -1)
+        for d in range(min(dims, sample.shape[1])):
+            line, = ax.plot(sample[:, d], linewidth=0.8, drawstyle="steps-mid")
+            if real is not None:
+                shown = np.asarray(real[i], dtype=np.float64).reshape(len(real[i]), -1)
+                ax.plot(shown[:, d], linewidth=0.8, linestyle="--", color=line.get_color(), alpha=0.5)
+        if marker is not None:
+            ax.axvline(marker - 0.5, color="red", linewidth=1, linestyle="--")
+        ax.set_title(label, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("step")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path, dpi=110)
 
 
 def write_wav(path, frames: np.ndarray, info: DataInfo) -> Path:
@@ -240,6 +275,15 @@ def write_samples(samples: np.ndarray, info: DataInfo, out_dir, *, name: str,
         path = out_dir / f"{name}.txt"
         write_atomic(path, "\n".join(lines) + "\n")
         return [path]
+    if kind == "arrays":
+        shown_real = None if real is None else [info.denormalise(r) if info.emission != "categorical" else r
+                                                for r in real]
+        shown = samples if info.emission == "categorical" else info.denormalise(samples)
+        written.append(write_npy(out_dir / f"{name}.npy", samples, info))
+        written.append(sequence_plot(shown, labels, out_dir / f"{name}.png", real=shown_real, marker=prime_steps,
+                                     title=f"{info.name}: {name}" + (" (dashed: real; red line: end of the prime)"
+                                                                     if real is not None else "")))
+        return written
     if kind == "image":
         images = [to_image(s, info) for s in samples]
         titles = list(labels)

@@ -26,10 +26,12 @@ from ..data.base import Batch
 
 from .backward import BackwardGuide
 from .base import TrajectoryGuide
+from .combiner import CombinerGuide
 from .exact import ExactGuide
 from .filtering import FilteringGuide
 from .future_only import FutureOnlyGuide
 from .prior import PriorGuide
+from .recognition import RecognitionGuide
 from .smoothing import PlainSmoothingGuide, SmoothingGuide
 
 GUIDES: Dict[str, Callable] = {
@@ -40,6 +42,8 @@ GUIDES: Dict[str, Callable] = {
     "exact": ExactGuide,
     "smoothing": SmoothingGuide,
     "smoothing-plain": PlainSmoothingGuide,
+    "combiner": CombinerGuide,
+    "recognition": RecognitionGuide,
 }
 
 
@@ -189,5 +193,5 @@ def _check_traces(guide, model, name: str, batch: Batch, wanted) -> None:
 
 
 __all__ = ["GUIDES", "TrajectoryGuide", "BackwardGuide", "ExactGuide", "FilteringGuide", "FutureOnlyGuide",
-           "PriorGuide", "SmoothingGuide", "PlainSmoothingGuide", "make_guide", "load_guide_class", "is_guide_spec",
-           "check_guide", "contract_batch"]
+           "PriorGuide", "SmoothingGuide", "PlainSmoothingGuide", "CombinerGuide", "RecognitionGuide", "make_guide",
+           "load_guide_class", "is_guide_spec", "check_guide", "contract_batch"]

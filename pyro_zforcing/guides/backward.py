@@ -12,6 +12,8 @@ from .base import TrajectoryGuide
 class BackwardGuide(TrajectoryGuide):
     """q(z_{1:T} | y) = prod_t N(z_t; posterior([h_{t-1}, b_t])), b_t summarising y_{t..T}."""
 
+    model_modules = ("bwd",)
+
     def __init__(self, model: ZForcing):
         super().__init__(model)
         c = model.config

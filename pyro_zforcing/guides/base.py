@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import pyro
 import torch
 import torch.nn as nn
@@ -16,7 +18,11 @@ class TrajectoryGuide(nn.Module):
 
     Subclasses build the proposal in :meth:`proposal`; the model is referenced, not
     registered as a submodule, so its parameters are counted and saved once, with the model.
+    ``model_modules`` names the model's ``side_modules`` the proposal reads (Z-Forcing's
+    backward LSTM): with the guide's own parameters they are the inference network.
     """
+
+    model_modules: Tuple[str, ...] = ()
 
     def __init__(self, model: SequenceModel):
         super().__init__()

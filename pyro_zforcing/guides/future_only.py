@@ -32,6 +32,8 @@ class FutureHead(nn.Module):
 class FutureOnlyGuide(TrajectoryGuide):
     """q(z_{1:T} | y) = prod_t N(z_t; posterior(b_t)), b_t summarising y_{t..T}."""
 
+    model_modules = ("bwd",)
+
     def __init__(self, model: ZForcing):
         super().__init__(model)
         c = model.config

@@ -56,7 +56,7 @@ class SmoothingGuide(TrajectoryGuide):
     def __init__(self, model):
         super().__init__(model)
         c = model.config
-        self.backward = BackwardRNN(c.rnn_dim + c.emb_dim, c.rnn_dim)
+        self.backward = BackwardRNN(c.rnn_dim + c.emb_dim, c.rnn_dim, init=c.init)
         self.posterior = GaussianHead(c.z_dim + c.rnn_dim, c.mlp_dim, c.z_dim, clamp=c.logvar_clamp)
         self._head = (ResqHead(model.prior, self.posterior, c.rnn_dim) if self.resq else self.posterior,)
 

@@ -8,12 +8,14 @@ from typing import Dict
 
 from ..config import ModelConfig
 from .base import LATENT_SITE, OBS_SITE, TRAINING_ONLY_SITES, SequenceModel
+from .dmm import DMM
 from .rnn import RNN
 from .srnn import SRNN
+from .storn import STORN
 from .vrnn import VRNN
 from .zforcing import ZForcing
 
-MODELS: Dict[str, type] = {"zforcing": ZForcing, "rnn": RNN, "vrnn": VRNN, "srnn": SRNN}
+MODELS: Dict[str, type] = {"zforcing": ZForcing, "rnn": RNN, "vrnn": VRNN, "srnn": SRNN, "dmm": DMM, "storn": STORN}
 
 
 def make_model(config: ModelConfig) -> SequenceModel:
@@ -28,5 +30,5 @@ def default_guide(model_name: str) -> str:
     return MODELS[model_name].guides[0]
 
 
-__all__ = ["MODELS", "make_model", "default_guide", "SequenceModel", "ZForcing", "RNN", "VRNN", "SRNN",
+__all__ = ["MODELS", "make_model", "default_guide", "SequenceModel", "ZForcing", "RNN", "VRNN", "SRNN", "DMM", "STORN",
            "LATENT_SITE", "OBS_SITE", "TRAINING_ONLY_SITES"]

@@ -8,9 +8,21 @@ the targets y_{1:T} at the site ``"x"`` under the batch mask. Class attributes d
   its bound is then the exact log-likelihood);
 - ``guides``: the names of ``pyro_zforcing.guides.GUIDES`` that fit it, ``default_guide`` first.
 
+Run on ``batch.unobserved()`` a model draws the site ``"x"`` from its emission instead of
+observing it (:class:`DrawObservations`, entered by :meth:`SequenceModel.__call__`), so
+``pyro.infer.Predictive`` gives one-step-ahead predictive draws of every model: each y_t given
+the observed y_{<t} (the inputs stay the batch's) and z (``docs/pyro-tools.md``).
+
 A model may add training-only factors, ``pyro.factor(AUX_SITE, aux_weight * ...)`` and
 ``pyro.factor(BWD_SITE, bwd_weight * ...)``: they shape training and are never part of a bound
 (every reported number runs the model with both weights at 0).
+
+Parameters by role (what ``compare`` counts and matches): every parameter of the model is the
+generative model p(y, z)'s, except the submodules named in ``side_modules``, each with what
+gives it a gradient: ``GUIDE_READS`` (a guide that lists the module in its ``model_modules``
+reads it: part of the inference network) and/or a training-only factor (``AUX_SITE``,
+``BWD_SITE``: trained only while that factor's weight is > 0). The guide's own parameters are
+the inference network's. :func:`pyro_zforcing.infer.parameter_roles` sorts them for a run.
 
 Every downstream piece (objective, bounds, evaluation, samples, studies, checkpoints) talks to
 this contract. Inputs follow one convention for every model: u_t = y_{t-1}, u_1 a start frame
@@ -19,10 +31,11 @@ this contract. Inputs follow one convention for every model: u_t = y_{t-1}, u_1 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from pyro.poutine.messenger import Messenger
 
 from ..cache import LastResult
 from ..config import ModelConfig
@@ -34,6 +47,7 @@ OBS_SITE = "x"
 AUX_SITE = "aux"  # training-only factors, weighted by aux_weight and bwd_weight
 BWD_SITE = "bwd"
 TRAINING_ONLY_SITES = (AUX_SITE, BWD_SITE)
+GUIDE_READS = "guide"  # in ``side_modules``: a module that the guides listing it read
 
 
 def inputs_of(batch: Batch) -> tuple:
@@ -41,12 +55,27 @@ def inputs_of(batch: Batch) -> tuple:
     return (batch.x,) if batch.first is None else (batch.x, batch.first)
 
 
+class DrawObservations(Messenger):
+    """Samples the observation site ``"x"`` from its distribution instead of observing the value
+    given (Pyro's ``uncondition`` for that one site; training-only factors stay as they are)."""
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["name"] == OBS_SITE and msg["is_observed"]:
+            msg["is_observed"] = False
+            msg["value"] = None
+            msg["done"] = False
+
+
 class SequenceModel(nn.Module):
-    """Base of the registered models: config, the input embedding e(.), and the guide->model memo."""
+    """Base of the registered models: config, the input embedding e(.), and the guide->model memo.
+
+    Calling a model on ``batch.unobserved()`` runs it under :class:`DrawObservations`.
+    """
 
     name: str = ""
     latent_sites: Tuple[str, ...] = (LATENT_SITE,)
     guides: Tuple[str, ...] = ()
+    side_modules: Dict[str, Tuple[str, ...]] = {}  # submodules outside p(y, z): see the module docstring
     # wraps the step loop of ``generate`` (``range(steps)`` -> an iterable of the same steps), e.g.
     # in a progress bar; set on an instance by whoever samples (``evaluation.samples``)
     step_progress: Optional[Callable[[range], Iterable[int]]] = None
@@ -57,6 +86,12 @@ class SequenceModel(nn.Module):
         self.embed = InputEmbedding(config.input_dim, config.emb_dim, tokens=config.emission == "categorical",
                                     kind=config.embedding)
         self._embedded = LastResult(self.embed.parameters)
+
+    def __call__(self, batch: Batch, *args, **kwargs):
+        if batch.observed:
+            return super().__call__(batch, *args, **kwargs)
+        with DrawObservations():
+            return super().__call__(batch, *args, **kwargs)
 
     @property
     def default_guide(self) -> str:
@@ -137,3 +172,24 @@ class SequenceModel(nn.Module):
         if self.config.emission == "categorical":
             y = y.long()
         return y, y
+
+
+@torch.no_grad()
+def generate_through_forward_rnn(model: SequenceModel, num: int, steps: int, prior, *,
+                                 prime: Optional[torch.Tensor], z: Optional[torch.Tensor], mean: bool) -> torch.Tensor:
+    """Ancestral samples ``(num, steps, ...)`` of a model whose state is ``model.fwd`` (h_t from u_t and z_t)
+    and whose emission reads h_t (Z-Forcing, STORN): z_t from ``prior(h_{t-1}) -> (loc, scale)`` unless
+    given in ``z``; ``prime``, ``z`` and ``mean`` as in :meth:`ZForcing.generate`."""
+    param = next(model.parameters())
+    state = model.fwd.initial(num, param)
+    u = model.embed.start(num, param)[:, 0]
+    outputs = []
+    for t in model.generation_steps(steps):
+        z_t = model.latent_at(t, z, lambda: prior(state[0]))
+        advance, _ = model.fwd.stepper(u[:, None])
+        state = advance(0, z_t, state)
+        prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
+        out_t, y_t = model.emit(model.emission.step_dist(state[0]), mean=mean, prime_t=prime_t)
+        outputs.append(out_t)
+        u = model.embed(y_t)
+    return torch.stack(outputs, dim=1)

@@ -2,7 +2,9 @@
 
     h_t = LSTM(e(u_t), h_{t-1}),  h_0 = 0,   y_t ~ p(y_t | h_t),   u_t = y_{t-1} (u_1 a start frame)
 
-The recurrence does not depend on any latent, so it runs fused over the whole sequence. With
+e(.) is the package's input embedding (``ModelConfig.embedding``), the LSTM initialised by
+``ModelConfig.init`` as every generative recurrence (``nets.init_recurrent``). The recurrence
+does not depend on any latent, so it runs fused over the whole sequence. With
 no latent site, log p(y) is exact: the ELBO and every IWAE bound equal it and the KL is 0.
 Table 1's "RNN-Gauss" and "RNN-GMM" rows are ``--model rnn`` with ``--emission gaussian|gmm``.
 """
@@ -17,7 +19,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from ..data.base import Batch
-from ..nets import emission_head
+from ..nets import emission_head, init_recurrent
 from .base import OBS_SITE, SequenceModel
 
 
@@ -31,6 +33,7 @@ class RNN(SequenceModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.lstm = nn.LSTM(config.emb_dim, config.rnn_dim, batch_first=True)
+        init_recurrent(self.lstm, config.init, zero_biases=True)
         self.emission = emission_head(config, config.rnn_dim)
 
     def states(self, batch: Batch) -> torch.Tensor:

@@ -14,7 +14,10 @@ reference code (marcofraccaro/srnn, ml/models/SRNN_timit.py): z_0 = 0 and d_0 = 
 feature extractor shared by the inputs u_t and the targets x_t (here the embedding e(.));
 the inference network reads the generative d_t (gradients of the guide reach the d-RNN);
 Gaussian parameters as mean and log-variance; the clipped leaky rectifier (slope 1/3) the
-package uses everywhere. Differences: LSTMs instead of GRUs for d and a; a one-layer
+package uses everywhere. e(.) is the package's input embedding (``ModelConfig.embedding``: a
+Linear layer by default, Linear + bounded leaky ReLU with ``"leaky"``), and both LSTMs follow
+``ModelConfig.init`` (``nets.init_recurrent``: d as a generative recurrence, a as an inference
+one). Differences: LSTMs instead of GRUs for d and a; a one-layer
 embedding (the reference: two dense layers); one MLP per head giving mean and log-variance
 (the reference: separate MLPs for each), log-variances clamped to +-8; no dropout; the
 filtering guide feeds [d_t, e(y_t)] to the head directly (the reference: through an MLP). In the paper's indexing the
@@ -35,7 +38,7 @@ from ..cache import LastResult
 from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
-from ..nets import ConditionalEmission, GaussianHead
+from ..nets import ConditionalEmission, GaussianHead, init_recurrent
 from .base import LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
 
 
@@ -49,6 +52,7 @@ class SRNN(SequenceModel):
         super().__init__(config)
         c = config
         self.rnn = nn.LSTM(c.emb_dim, c.rnn_dim, batch_first=True)
+        init_recurrent(self.rnn, c.init, zero_biases=True)
         self.prior = GaussianHead(c.z_dim + c.rnn_dim, c.mlp_dim, c.z_dim, clamp=c.logvar_clamp)
         self.emission = ConditionalEmission(c, c.z_dim + c.rnn_dim)
         self._deterministic = LastResult(lambda: (*self.embed.parameters(), *self.rnn.parameters()))

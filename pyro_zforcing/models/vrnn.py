@@ -8,14 +8,20 @@ With x_t = y_t (the target of step t; the recurrence has consumed y_{<t} through
     h_t = LSTM([phi_x(y_t), phi_z(z_t)], h_{t-1}),  h_0 = 0
     q(z_t | y_t, h_{t-1}) = N(posterior([h_{t-1}, phi_x(y_t)]))   the "filtering" guide
 
-phi_x is the package's input embedding e(.) (Linear + bounded leaky ReLU, or a token lookup),
-phi_z = LReLU(Linear(z)). Choices where the paper is open follow the authors' Theano code
+phi_x is the package's input embedding e(.) (``ModelConfig.embedding``: a Linear layer by
+default, Linear + bounded leaky ReLU with ``"leaky"``, or a token lookup), phi_z = LReLU(Linear(z)),
+the LSTM initialised by ``ModelConfig.init`` as every generative recurrence
+(``nets.init_recurrent``). When the batch gives the frame before the sequence
+(``Batch.first``: a window of a longer signal, a stream chunk), the recurrence reads it first,
+with z_0 = 0: h_0 = LSTM([phi_x(first), phi_z(0)], 0), as every model takes u_1 = first.
+Choices where the paper is open follow the authors' Theano code
 (jych/nips2015_vrnn, models/blizzard/vrnn_gmm.py): an LSTM recurrence on [phi_x(x_t),
 phi_z(z_t)], the posterior on [phi_x(x_t), h_{t-1}], the emission on [phi_z(z_t), h_{t-1}],
 h_0 = 0. Differences: one hidden layer per feature extractor and head with the package's
 bounded leaky ReLU (the reference: four ReLU layers of 500 each), Gaussian heads with a
-log-variance clamped to +-8 (the reference: softplus standard deviations + 1e-4), and a sampled
-KL (Trace_ELBO) where the reference trains with the analytic Gaussian KL. Because h_{t-1} already summarises y_{<t}, no start
+log-variance clamped to +-8 (the reference: softplus standard deviations + 1e-4); the
+reference trains with the analytic Gaussian KL, here ``TrainConfig.kl`` (analytic by
+default). Because h_{t-1} already summarises y_{<t}, no start
 frame is needed: every step t = 1..T is scored, as by every model of the package.
 The z-driven recurrence loops in Python while the guide samples; the model reuses the guide's
 states (``cache.LastResult``) and scores prior and emission fused over the whole sequence.
@@ -33,8 +39,8 @@ from ..cache import LastResult
 from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
-from ..nets import BoundedLeakyReLU, ConditionalEmission, GaussianHead, StandardNormalHead
-from .base import LATENT_SITE, OBS_SITE, SequenceModel
+from ..nets import BoundedLeakyReLU, ConditionalEmission, GaussianHead, StandardNormalHead, init_recurrent
+from .base import LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
 
 
 class VRNN(SequenceModel):
@@ -48,6 +54,7 @@ class VRNN(SequenceModel):
         c = config
         self.phi_z = nn.Sequential(nn.Linear(c.z_dim, c.mlp_dim), BoundedLeakyReLU())
         self.lstm = nn.LSTM(c.emb_dim + c.mlp_dim, c.rnn_dim, batch_first=True)
+        init_recurrent(self.lstm, c.init, zero_biases=True)
         if c.prior == "standard":
             self.prior = StandardNormalHead(c.z_dim)
         else:
@@ -57,13 +64,22 @@ class VRNN(SequenceModel):
                                             *self.lstm.parameters()))
 
     def forward_states(self, batch: Batch, z: torch.Tensor) -> torch.Tensor:
-        """h_{0:T} ``(B, T+1, H)`` for the targets of ``batch`` and the latents ``z: (B, T, Z)``, fused."""
-        cached = self._forward.get(batch.x, z)
+        """h_{0:T} ``(B, T+1, H)`` for the inputs of ``batch`` and the latents ``z: (B, T, Z)``, fused."""
+        cached = self._forward.get(*inputs_of(batch), z)
         if cached is None:
-            out, _ = self.lstm(torch.cat([self.embedded(batch)[1], self.phi_z(z)], dim=-1))
-            cached = torch.cat([out.new_zeros(out.shape[0], 1, out.shape[2]), out], dim=1)
-            self._forward.put(cached, batch.x, z)
+            inputs = torch.cat([self.embedded(batch)[1], self.phi_z(z)], dim=-1)
+            if batch.first is None:
+                out, _ = self.lstm(inputs)
+                cached = torch.cat([out.new_zeros(out.shape[0], 1, out.shape[2]), out], dim=1)
+            else:  # h_0 reads the frame before the sequence, with z_0 = 0
+                cached, _ = self.lstm(torch.cat([self._first_input(batch), inputs], dim=1))
+            self._forward.put(cached, *inputs_of(batch), z)
         return cached
+
+    def _first_input(self, batch: Batch) -> torch.Tensor:
+        """[phi_x(first), phi_z(0)] ``(B, 1, E + M)``: the input that gives h_0 when ``batch.first`` is set."""
+        phi_x = self.embedded(batch)[0][:, :1]
+        return torch.cat([phi_x, self.phi_z(phi_x.new_zeros(phi_x.shape[0], 1, self.config.z_dim))], dim=-1)
 
     def _input_gates(self, phi_x: torch.Tensor):
         """LSTM gate pre-activations from phi_x ``(B, T, 4H)`` (biases folded in) and W_ih's phi_z part."""
@@ -88,12 +104,16 @@ class VRNN(SequenceModel):
             gates, w_z = self._input_gates(self.embedded(batch)[1])
             gates = gates.unbind(1)
             zero = gates[0].new_zeros(batch.batch_size, self.config.rnn_dim)
-            return (lambda t, z_t, state: self._step(gates[t], w_z, z_t, state)), (zero, zero)
+            state = (zero, zero)
+            if batch.first is not None:  # h_0 = LSTM([phi_x(first), phi_z(0)], 0)
+                first, _ = self._input_gates(self.embedded(batch)[0][:, :1])
+                state = self._step(first[:, 0], w_z, zero.new_zeros(batch.batch_size, self.config.z_dim), state)
+            return (lambda t, z_t, state: self._step(gates[t], w_z, z_t, state)), state
 
         return LatentTrajectory(
             head=head, context=context, mask=batch.mask, z_dim=self.config.z_dim,
             states=lambda z: self.forward_states(batch, z), stepper=stepper,
-            remember=lambda z, h: self._forward.put(h, batch.x, z))
+            remember=lambda z, h: self._forward.put(h, *inputs_of(batch), z))
 
     def prior_trajectory(self, batch: Batch) -> LatentTrajectory:
         """p(z_{1:T} | y) = prod_t N(z_t; prior(h_{t-1})) (or N(0, I))."""

@@ -28,7 +28,8 @@ from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import AuxHead, BackwardRNN, CondLayerNormRNN, ForwardRNN, GaussianHead, emission_head
-from .base import AUX_SITE, BWD_SITE, LATENT_SITE, OBS_SITE, SequenceModel, inputs_of
+from .base import (AUX_SITE, BWD_SITE, GUIDE_READS, LATENT_SITE, OBS_SITE, SequenceModel,
+                   generate_through_forward_rnn, inputs_of)
 
 FORWARD_RNNS = {"concat": ForwardRNN, "cond-ln": CondLayerNormRNN}  # by ModelConfig.z_conditioning
 
@@ -37,11 +38,15 @@ class ZForcing(SequenceModel):
     """p(y, z) with the conditional prior, forward LSTM and emission; owns every shared network.
 
     Guides take this model at construction and use its embedding, forward RNN and backward
-    RNN (``trajectory``, ``backward_states``); the parameters stay owned here.
+    RNN (``trajectory``, ``backward_states``); the parameters stay owned here. p(y, z) is the
+    embedding, ``fwd``, ``prior`` and ``emission``; the backward LSTM ``bwd`` belongs to the
+    inference network (the guides that read b_t) or, read by the backward LM alone, to the
+    training-only heads with ``aux`` and ``bwd_head``.
     """
 
     name = "zforcing"
     guides = ("backward", "filtering", "future-only", "prior")
+    side_modules = {"bwd": (GUIDE_READS, BWD_SITE), "aux": (AUX_SITE,), "bwd_head": (BWD_SITE,)}
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -135,16 +140,4 @@ class ZForcing(SequenceModel):
         step returns the emission's mean (pixel probabilities, the Gaussian mean, the most likely
         token) and feeds back its mode, so decoding a given ``z`` is deterministic.
         """
-        param = next(self.parameters())
-        state = self.fwd.initial(num, param)
-        u = self.embed.start(num, param)[:, 0]
-        outputs = []
-        for t in self.generation_steps(steps):
-            z_t = self.latent_at(t, z, lambda: self.prior(state[0]))
-            advance, _ = self.fwd.stepper(u[:, None])
-            state = advance(0, z_t, state)
-            prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
-            out_t, y_t = self.emit(self.emission.step_dist(state[0]), mean=mean, prime_t=prime_t)
-            outputs.append(out_t)
-            u = self.embed(y_t)
-        return torch.stack(outputs, dim=1)
+        return generate_through_forward_rnn(self, num, steps, self.prior, prime=prime, z=z, mean=mean)

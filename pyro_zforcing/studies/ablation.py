@@ -5,11 +5,18 @@ and :class:`~pyro_zforcing.config.ModelConfig` fields (``aux_weight`` is shortha
 constant beta, ``aux_start = aux_end``). :data:`VARIANTS` holds the built-in ones; a study
 file (JSON) may define more. Each (variant, seed) trains in ``<study>/<variant>-seed<k>/``
 with :class:`~pyro_zforcing.training.trainer.Trainer`, is evaluated on the test split (its best
-validation checkpoint; ELBO, IWAE(K), KL, reconstruction, aux score, active units) and writes
-``result.json`` atomically. A run with a ``result.json`` is skipped, an interrupted one
-resumes from its last checkpoint, so an interrupted study is continued by running it again.
-A variant whose budget (``max_steps``) ends inside its first epoch is trained and validated
-where it stops, with a warning: early stopping and the LR schedule never act on it.
+validation checkpoint; ELBO, IWAE(K), KL, reconstruction, aux score, active units, parameters by
+role) and writes ``result.json`` atomically. A run with a ``result.json`` is skipped, an
+interrupted one resumes from its last checkpoint, so an interrupted study is continued by
+running it again.
+
+Budget: a study trains to convergence by default, with the trainer's validation schedule
+(``TrainConfig``'s LR decay and early-stopping patience, whatever their defaults are) under a
+generous epoch cap (:data:`STUDY_EPOCHS`); each run records whether it stopped early (converged
+on validation) or ran into the cap (``epochs``) or ``max_steps``. The budget of every variant is
+logged at the start and saved in ``study.json``; a budget that ends before the first validation
+(the end of epoch 1) is warned about: such a run is trained and validated where it stops, and
+early stopping and the LR schedule never act on it.
 
 The study writes ``study.csv`` (one row per run), ``study.md`` (mean ± std over seeds per
 variant) and ``study.png`` (validation bound and KL over training per variant).
@@ -20,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -28,23 +34,25 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..build import set_seed
-from ..checkpoint import load_checkpoint
+from ..checkpoint import TRAIN_BEFORE_FIELDS, load_checkpoint
 from ..config import DataConfig, ModelConfig, TrainConfig, to_dict
 from ..data import load_dataset
 from ..data.base import SequenceSplits
 from ..evaluation.bounds import evaluate_split
 from ..evaluation.latents import ACTIVE_THRESHOLD, active_units, mean_aux, rank_correlation
 from ..files import csv_text, prepare_output_dir, read_json, read_metrics, remove_orphans, write_atomic
-from ..infer import Objective
+from ..infer import GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED, Objective, active_factors, parameter_counts
 from ..models import default_guide
-from ..training.trainer import Trainer
+from ..training.trainer import Trainer, epoch_batches
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+#: The epoch cap of a study: generous, so that validation early stopping ends the runs.
+STUDY_EPOCHS = 500
 
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"input_dim"}
-TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed", "max_steps", "epochs"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed", "max_steps"}  # a recipe variant keeps its epochs
 
 # name -> overrides; KL annealing starts at 0.2 and reaches 1 after 200 updates.
 VARIANTS: Dict[str, Dict] = {
@@ -165,8 +173,9 @@ def load_study_file(path) -> Dict:
 # ----------------------------------------------------------------------------- metrics
 
 
-def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study) -> Dict:
-    """Test-split numbers of a trained objective: bounds per sequence and per unit, aux, active units."""
+def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study, *, train_config: TrainConfig) -> Dict:
+    """Test-split numbers of a trained objective: bounds per sequence and per unit, aux, active
+    units, and its parameters by role in a run of ``train_config``."""
     objective.eval()
     result = evaluate_split(objective, splits.test, splits.info, num_samples=study.iwae_samples,
                             batch_size=study.eval_batch_size)
@@ -174,6 +183,7 @@ def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study) -> 
     steps = float(result.lengths.sum())
     active = active_units(objective, splits.test, batch_size=study.eval_batch_size,
                           particles=study.active_particles)
+    counts = parameter_counts(objective.model, objective.guide, factors=active_factors(train_config))
     return {
         "test_elbo": means["elbo"], "test_iwae": means["iwae"], "test_kl": means["kl"],
         "test_rec": means["rec"], "test_gap": means["gap"],
@@ -181,7 +191,8 @@ def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study) -> 
         "test_elbo_per_unit": per_unit["elbo"], "test_iwae_per_unit": per_unit["iwae"],
         "test_elbo_per_step": per_step["elbo"], "test_iwae_per_step": per_step["iwae"],
         "model": objective.model.name, "exact": result.exact,
-        "params": sum(p.numel() for p in objective.parameters()),
+        "params": counts[GENERATIVE] + counts[INFERENCE] + counts[TRAINING_ONLY],
+        **{f"params_{role}": counts[role] for role in (GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED)},
         "gap_kl_spearman": rank_correlation(result.kl, result.gap),
         "test_aux": mean_aux(objective, splits.test, batch_size=study.eval_batch_size),
         "active_units": active["count"], "active_units_raw": active["raw_count"],
@@ -209,9 +220,18 @@ def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) 
         raise ValueError(f"{path}: no 'model_config' and 'train_config' objects; this is not the config.json of a "
                          f"run; use another --study-dir or remove {run_dir}")
     model = {k: v for k, v in saved["model_config"].items() if k in model_sizes}
-    if saved["train_config"] != to_dict(train_config) or model != model_sizes:
+    if {**TRAIN_BEFORE_FIELDS, **saved["train_config"]} != to_dict(train_config) or model != model_sizes:
         raise ValueError(f"{run_dir}: existing run was started with other settings than this study "
                          f"asks for; use another --study-dir or remove {run_dir}")
+
+
+def how_it_stopped(trainer: Trainer) -> str:
+    """``early`` (validation early stopping: converged), ``max_steps`` or ``epochs`` (the cap)."""
+    if trainer.progress.early_stopped:
+        return "early"
+    if trainer.config.max_steps is not None and trainer.progress.step >= trainer.config.max_steps:
+        return "max_steps"
+    return "epochs"
 
 
 def run_one(study: Study, splits: SequenceSplits, study_dir: Path, variant: str, seed: int, *,
@@ -238,11 +258,12 @@ def run_one(study: Study, splits: SequenceSplits, study_dir: Path, variant: str,
         objective.load_state_dict(load_checkpoint(best)["objective"])
     set_seed(seed)  # the evaluation's noise does not depend on how training got here
     result = {"variant": variant, "seed": seed, "steps": summary["step"], "epochs": summary["epoch"],
-              "best_valid_elbo": summary["best_valid_elbo"], **evaluate_run(objective, splits, study)}
+              "stopped": how_it_stopped(trainer), "best_valid_elbo": summary["best_valid_elbo"],
+              **evaluate_run(objective, splits, study, train_config=trainer.config)}
     write_json_atomic(result_path, result)
-    log.info("%s: test ELBO %.3f, IWAE(%d) %.3f, KL %.3f, active units %d", run_dir.name,
-             result["test_elbo"], study.iwae_samples, result["test_iwae"], result["test_kl"],
-             result["active_units"])
+    log.info("%s: test ELBO %.3f, IWAE(%d) %.3f, KL %.3f, active units %d; stopped: %s after %d epochs",
+             run_dir.name, result["test_elbo"], study.iwae_samples, result["test_iwae"], result["test_kl"],
+             result["active_units"], result["stopped"], result["epochs"])
     return result
 
 
@@ -256,15 +277,39 @@ def read_result(path: Path, variant: str, seed: int) -> Dict:
     return result
 
 
-def warn_short_budgets(study: Study, num_train: int) -> None:
-    """Say which variants stop before their first epoch ends (their first validation at an epoch end)."""
+def budgets(study: Study, splits: SequenceSplits) -> Dict[str, Dict]:
+    """Per variant: the epoch cap, ``max_steps``, updates per epoch and the validation schedule
+    (``TrainConfig``'s LR decay and early-stopping settings) its runs train under."""
+    out = {}
     for variant in study.variants:
-        train, _ = study.configs(variant, study.seeds[0])
-        per_epoch = math.ceil(num_train / train.batch_size)
-        if train.max_steps is not None and train.max_steps < per_epoch:
-            log.warning("%s: its budget of %d updates ends before its first epoch (%d updates of batch %d) is over: "
-                        "it is validated only where it stops, and early stopping and the LR schedule never act",
-                        variant, train.max_steps, per_epoch, train.batch_size)
+        train, _ = study.configs(variant, seed=study.seeds[0])
+        per_epoch = len(epoch_batches(len(splits.train), train.batch_size, seed=train.seed, epoch=0))
+        out[variant] = {"epochs": train.epochs, "max_steps": train.max_steps, "updates_per_epoch": per_epoch,
+                        "batch_size": train.batch_size, "early_stop_patience": train.early_stop_patience,
+                        "lr_patience": train.lr_patience, "lr_decay": train.lr_decay, "min_epochs": train.min_epochs}
+    return out
+
+
+def describe_budget(variant: str, budget: Dict) -> str:
+    steps = "" if budget["max_steps"] is None else f", at most {budget['max_steps']} updates"
+    return (f"{variant}: up to {budget['epochs']} epochs of {budget['updates_per_epoch']} updates (batch "
+            f"{budget['batch_size']}){steps}; early stopping after {budget['early_stop_patience']} epochs without a "
+            f"better validation ELBO, learning rate x{budget['lr_decay']} after {budget['lr_patience']}, neither "
+            f"before epoch {budget['min_epochs']}")
+
+
+def budget_text(budget: Dict[str, Dict]) -> str:
+    """The budget of every variant, one line each (what ``ablate`` and ``compare`` print first)."""
+    return "budget per run:\n" + "".join(f"  {describe_budget(variant, b)}\n" for variant, b in budget.items())
+
+
+def check_budgets(budget: Dict[str, Dict]) -> None:
+    """Warn where a variant's budget ends before its first validation (the end of epoch 1)."""
+    for variant, b in budget.items():
+        if b["max_steps"] is not None and b["max_steps"] < b["updates_per_epoch"]:
+            log.warning("%s: its budget of %d updates ends before the first validation (update %d, the end of "
+                        "epoch 1): it is validated only where it stops, and early stopping and the LR schedule "
+                        "never act on it", variant, b["max_steps"], b["updates_per_epoch"])
 
 
 def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[SequenceSplits] = None) -> List[Dict]:
@@ -272,9 +317,11 @@ def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[S
     study_dir = prepare_output_dir(study_dir, what="study directory")
     remove_orphans(study_dir, exclusive=False)
     splits = splits if splits is not None else load_dataset(study.data)
-    warn_short_budgets(study, len(splits.train))
+    budget = budgets(study, splits)
+    check_budgets(budget)
     spec = {"data": to_dict(study.data), "train": to_dict(study.train), "model": study.model,
-            "variants": study.variants, "seeds": list(study.seeds), "iwae_samples": study.iwae_samples}
+            "variants": study.variants, "seeds": list(study.seeds), "iwae_samples": study.iwae_samples,
+            "budget": budget}
     write_json_atomic(study_dir / "study.json", spec)
     results = []
     for variant in study.variants:
@@ -286,21 +333,30 @@ def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[S
 
 # ----------------------------------------------------------------------------- reports
 
-CSV_COLUMNS = ("variant", "seed", "steps", "epochs", "best_valid_elbo", "test_elbo", "test_iwae", "test_gap",
-               "test_kl", "test_kl_per_step", "test_rec", "test_aux", "test_elbo_per_unit",
+CSV_COLUMNS = ("variant", "seed", "steps", "epochs", "stopped", "best_valid_elbo", "test_elbo", "test_iwae",
+               "test_gap", "test_kl", "test_kl_per_step", "test_rec", "test_aux", "test_elbo_per_unit",
                "test_iwae_per_unit", "test_elbo_per_step", "test_iwae_per_step", "active_units", "active_units_raw",
-               "gap_kl_spearman", "model", "params")
+               "gap_kl_spearman", "model", "params", "params_generative", "params_inference",
+               "params_training_only", "params_untrained")
 
 TABLE_COLUMNS = (("test_elbo", "ELBO"), ("test_iwae", "IWAE"), ("test_gap", "IWAE − ELBO"), ("test_kl", "KL"),
-                 ("test_kl_per_step", "KL / step"), ("test_aux", "aux score"), ("active_units", "active units"))
+                 ("test_kl_per_step", "KL / step"), ("test_aux", "aux score"), ("active_units", "active units"),
+                 ("epochs", "epochs"))
 
-DIGITS = {"active_units": 1, "test_kl_per_step": 3}
+DIGITS = {"active_units": 1, "test_kl_per_step": 3, "epochs": 1}
 
 
 def mean_std(values: Sequence[float], digits: int = 2) -> str:
     values = np.asarray(values, dtype=float)
     std = values.std(ddof=1) if len(values) > 1 else 0.0
     return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
+
+
+def stopped_summary(runs: List[Dict]) -> str:
+    """How the runs of one variant ended: ``early 2/3, epochs 1/3`` (runs from before this was
+    recorded count as ``?``)."""
+    kinds = [r.get("stopped", "?") for r in runs]
+    return ", ".join(f"{kind} {kinds.count(kind)}/{len(kinds)}" for kind in dict.fromkeys(kinds))
 
 
 def paired_difference(results: List[Dict], variant: str, baseline: str, key: str) -> List[float]:
@@ -316,15 +372,18 @@ def markdown(results: List[Dict], info, *, iwae_samples: int) -> str:
     baseline = variants[0]
     seeds = sorted({r["seed"] for r in results})
     unit = info.extra.get("sequence_unit", "sequence")
-    header = ["variant"] + [label for _, label in TABLE_COLUMNS] + [f"IWAE − {baseline}'s (paired)"]
+    header = ["variant"] + [label for _, label in TABLE_COLUMNS] + ["stopped", f"IWAE − {baseline}'s (paired)"]
     lines = [f"{info.name}, test split: mean ± std over {len(seeds)} seed(s); bounds in nats per {unit}, "
              f"IWAE with K = {iwae_samples}; KL / step per time step; aux score = unweighted "
              f"sum_t log p(b_t | .) per {unit}; active units of z_t (of z_dim; variance > {ACTIVE_THRESHOLD}, "
-             f"see pyro_zforcing/ablation.py); the last column compares runs of the same seed.",
+             f"see pyro_zforcing/evaluation/latents.py); epochs trained, and how the runs stopped (early: "
+             f"validation early stopping, converged; epochs or max_steps: the budget's cap); the last column "
+             f"compares runs of the same seed.",
              "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for variant in variants:
         rows = [r for r in results if r["variant"] == variant]
         cells = [mean_std([r[key] for r in rows], DIGITS.get(key, 2)) for key, _ in TABLE_COLUMNS]
+        cells.append(stopped_summary(rows))
         delta = paired_difference(results, variant, baseline, "test_iwae")
         cells.append(mean_std(delta) if delta and variant != baseline else "")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")

@@ -1,10 +1,16 @@
-"""Models compared as study variants (``run.py compare``): matched sizes and a Table-1-style table.
+"""Models compared as study variants (``zforcing compare``): matched sizes and a Table-1-style table.
 
-:func:`match_parameters` picks each model's ``rnn_dim`` (with ``mlp_dim`` scaled in proportion)
-so that its trained parameters (model and guide) come within ``tolerance`` of a reference
-model's. :func:`write_comparison` turns a finished study into ``compare.csv``, ``compare.md``
-and ``compare.png``: test ELBO and IWAE in nats per sequence, per step and per unit, mean ± std
-over seeds, with parameter counts. The study itself runs with :func:`~.ablation.run_study`.
+Parameters are counted by role (:func:`pyro_zforcing.infer.parameter_roles`): the generative
+model p(y, z), the inference network (the guide and the model modules it reads), the
+training-only heads (Z-Forcing's aux and backward-LM heads, when their weight is ever > 0), and
+none that no gradient reaches in the run. :func:`match_parameters` picks each model's
+``rnn_dim`` (with ``mlp_dim`` scaled in proportion) so that its generative parameters
+(``match="generative"``, the default: each model keeps its own inference network, as Dai et al.
+2019 and Fraccaro et al. 2016 compare) or all its trained parameters (``match="all"``) come
+within ``tolerance`` of a reference model's. :func:`write_comparison` turns a finished study into
+``compare.csv``, ``compare.md`` and ``compare.png``: test ELBO and IWAE in nats per sequence, per
+step and per unit, mean ± std over seeds, with the parameter counts of every role and how each
+run stopped. The study itself runs with :func:`~.ablation.run_study`.
 """
 
 from __future__ import annotations
@@ -17,23 +23,33 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .ablation import VARIANTS, Study
+from .ablation import VARIANTS, Study, stopped_summary
 from ..config import ModelConfig
 from ..evaluation.bounds import step_unit
 from ..files import csv_text, write_atomic
 from ..build import build_objective, model_config_for
+from ..infer import GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED, active_factors, parameter_counts
 
 log = logging.getLogger(__name__)
 
 MATCH_TOLERANCE = 0.05
+MATCH_KINDS = ("generative", "all", "none")  # --match-params
 SIZES_FILE = "sizes.json"
 
 
-def parameter_count(study: Study, variant: str, info) -> int:
-    """Trained parameters (model + guide) of one variant of ``study`` on data described by ``info``."""
+def role_counts(study: Study, variant: str, info) -> Dict[str, int]:
+    """Parameters by role (generative, inference, training_only, untrained) of one variant of
+    ``study`` on data described by ``info``, for the training-only factors its run switches on."""
     train, sizes = study.configs(variant, seed=0)
     objective = build_objective(model_config_for(info, **sizes), train.guide)
-    return sum(p.numel() for p in objective.parameters())
+    return parameter_counts(objective.model, objective.guide, factors=active_factors(train))
+
+
+def matched_count(counts: Dict[str, int], match: str) -> int:
+    """The count ``--match-params`` compares: p(y, z)'s, or every trained parameter's."""
+    if match == "generative":
+        return counts[GENERATIVE]
+    return counts[GENERATIVE] + counts[INFERENCE] + counts[TRAINING_ONLY]
 
 
 def _sized(study: Study, variant: str, rnn_dim: int, base: Tuple[int, int]) -> Tuple[Study, Dict]:
@@ -43,21 +59,25 @@ def _sized(study: Study, variant: str, rnn_dim: int, base: Tuple[int, int]) -> T
     return replace(study, variants=variants), sizes
 
 
-def match_parameters(study: Study, info, *, reference: str,
+def match_parameters(study: Study, info, *, reference: str, match: str = "generative",
                      tolerance: float = MATCH_TOLERANCE) -> Tuple[Study, Dict[str, Dict]]:
-    """``study`` with every variant but ``reference`` resized to the reference's parameter count.
+    """``study`` with every variant but ``reference`` resized so that its ``match`` count
+    (:func:`matched_count`) is the reference's.
 
     ``reference`` need not be compared itself: any known variant's count can be the target, so a
     study can be split over processes (``--models vrnn --match-to zforcing`` in one, ...).
 
-    Returns (the resized study, ``{variant: {"rnn_dim", "mlp_dim", "params"}}``). The count grows
-    with ``rnn_dim``; a bisection finds the width whose count is closest to the target.
+    Returns (the resized study, ``{variant: {"rnn_dim", "mlp_dim", "matched", "generative",
+    "inference", "training_only", "untrained"}}``). The count grows with ``rnn_dim``; a bisection
+    finds the width whose count is closest to the target.
     """
+    if match not in ("generative", "all"):
+        raise ValueError(f"--match-params must be generative or all to match, got {match!r}")
     if reference in study.variants:
-        target = parameter_count(study, reference, info)
+        target = matched_count(role_counts(study, reference, info), match)
     elif reference in VARIANTS:  # matched to a model trained elsewhere (a study sharded over processes)
-        target = parameter_count(replace(study, variants={**study.variants, reference: VARIANTS[reference]}),
-                                 reference, info)
+        target = matched_count(role_counts(replace(study, variants={**study.variants, reference: VARIANTS[reference]}),
+                                           reference, info), match)
     else:
         raise ValueError(f"--match-to {reference}: unknown variant; known: {', '.join(VARIANTS)}")
     defaults = ModelConfig(input_dim=1)
@@ -67,7 +87,7 @@ def match_parameters(study: Study, info, *, reference: str,
         base = (sizes.get("rnn_dim", defaults.rnn_dim), sizes.get("mlp_dim", defaults.mlp_dim))
         if variant != reference:
             def count(width):
-                return parameter_count(_sized(study, variant, width, base)[0], variant, info)
+                return matched_count(role_counts(_sized(study, variant, width, base)[0], variant, info), match)
             low, high = 1, 2 * base[0]
             while count(high) < target:
                 high *= 2
@@ -76,32 +96,37 @@ def match_parameters(study: Study, info, *, reference: str,
                 low, high = (middle, high) if count(middle) < target else (low, middle)
             width = min((low, high), key=lambda w: abs(count(w) - target))
             study, sizes = _sized(study, variant, width, base)
-        params = parameter_count(study, variant, info)
-        if abs(params - target) > tolerance * target:
-            raise ValueError(f"--match-params: {variant} has {params} parameters at its closest size, more than "
-                             f"{tolerance:.0%} from {reference}'s {target}; change --rnn-dim/--mlp-dim")
+        counts = role_counts(study, variant, info)
+        matched = matched_count(counts, match)
+        if abs(matched - target) > tolerance * target:
+            raise ValueError(f"--match-params {match}: {variant} has {matched} parameters at its closest size, more "
+                             f"than {tolerance:.0%} from {reference}'s {target}; change --rnn-dim/--mlp-dim")
         chosen[variant] = {"rnn_dim": sizes.get("rnn_dim", base[0]), "mlp_dim": sizes.get("mlp_dim", base[1]),
-                           "params": params}
+                           "matched": matched, **counts}
     return study, chosen
 
 
-def write_sizes(study_dir: Path, chosen: Dict[str, Dict], *, reference: str) -> Path:
+def write_sizes(study_dir: Path, chosen: Dict[str, Dict], *, reference: str, match: str) -> Path:
     path = Path(study_dir) / SIZES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps({"reference": reference, "sizes": chosen}, indent=1) + "\n")
+    write_atomic(path, json.dumps({"reference": reference, "match": match, "sizes": chosen}, indent=1) + "\n")
     return path
 
 
-def sizes_table(chosen: Dict[str, Dict], *, reference: str) -> str:
-    lines = [f"parameter counts matched to {reference}'s:", "| model | rnn_dim | mlp_dim | parameters |",
-             "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {s['rnn_dim']} | {s['mlp_dim']} | {s['params']} |" for name, s in chosen.items()]
+def sizes_table(chosen: Dict[str, Dict], *, reference: str, match: str) -> str:
+    what = "generative p(y, z)" if match == "generative" else "trained (all roles)"
+    lines = [f"{what} parameter counts matched to {reference}'s:",
+             "| model | rnn_dim | mlp_dim | p(y, z) | inference | training-only | built, no gradient |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {name} | {s['rnn_dim']} | {s['mlp_dim']} | {s[GENERATIVE]} | {s[INFERENCE]} | {s[TRAINING_ONLY]} "
+              f"| {s[UNTRAINED]} |" for name, s in chosen.items()]
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- the table
 
 LEVELS = (("", "sequence"), ("_per_step", "step"), ("_per_unit", "unit"))
+PARAMETER_COLUMNS = ("params_generative", "params_inference", "params_training_only")
 
 
 def comparison_rows(results: List[Dict]) -> List[Dict]:
@@ -109,8 +134,10 @@ def comparison_rows(results: List[Dict]) -> List[Dict]:
     rows = []
     for variant in dict.fromkeys(r["variant"] for r in results):
         runs = [r for r in results if r["variant"] == variant]
-        row = {"variant": variant, "model": runs[0]["model"], "params": runs[0]["params"],
-               "seeds": len(runs), "exact": bool(runs[0]["exact"])}
+        row = {"variant": variant, "model": runs[0]["model"],
+               **{key: runs[0].get(key) for key in PARAMETER_COLUMNS}, "seeds": len(runs),
+               "exact": bool(runs[0]["exact"]), "epochs_mean": float(np.mean([r["epochs"] for r in runs])),
+               "stopped": stopped_summary(runs)}
         for suffix, _ in LEVELS:
             for bound in ("elbo", "iwae"):
                 values = np.array([r[f"test_{bound}{suffix}"] for r in runs], dtype=float)
@@ -124,17 +151,23 @@ def comparison_markdown(rows: List[Dict], info, *, iwae_samples: int) -> str:
     unit = info.extra.get("sequence_unit", "sequence")
     names = {"sequence": unit, "step": step_unit(info), "unit": info.unit}
     levels = LEVELS if info.units_per_step != 1 else LEVELS[:2]  # a step is one unit: one column pair
-    header = ["model", "parameters"] + [f"{label} / {names[level]}" for _, level in levels
-                                        for label in ("ELBO", "IWAE")]
+    header = ["model", "p(y, z) params", "inference params", "training-only params"] + [
+        f"{label} / {names[level]}" for _, level in levels for label in ("ELBO", "IWAE")] + ["epochs", "stopped"]
     lines = [f"{info.name}, test split: log-likelihood bounds in nats (higher is better), mean ± std over "
              f"{max(r['seeds'] for r in rows)} seed(s); IWAE with K = {iwae_samples}. A model marked * has no "
-             "latent variables: its ELBO and IWAE are its exact log-likelihood.",
-             "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+             "latent variables: its ELBO and IWAE are its exact log-likelihood. Parameters by role: the "
+             "generative model p(y, z), the inference network (guide), the heads only training uses (Z-Forcing's "
+             "aux and backward LM, when switched on); parameters no gradient reaches are not counted. Epochs "
+             "trained (mean) and how the runs stopped: early = validation early stopping (converged), epochs or "
+             "max_steps = the budget's cap.",
+             "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 3) + "|---:|---|"]
     for row in rows:
         digits = lambda suffix: 2 if suffix == "" else 4  # noqa: E731
         cells = [f"{row[f'{b}{s}_mean']:.{digits(s)}f} ± {row[f'{b}{s}_std']:.{digits(s)}f}"
                  for s, _ in levels for b in ("elbo", "iwae")]
-        lines.append(f"| {row['variant']}{'*' if row['exact'] else ''} | {row['params']} | " + " | ".join(cells) + " |")
+        params = [str(row[key]) if row[key] is not None else "?" for key in PARAMETER_COLUMNS]
+        lines.append(f"| {row['variant']}{'*' if row['exact'] else ''} | " + " | ".join(params + cells)
+                     + f" | {row['epochs_mean']:.1f} | {row['stopped']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ A recipe names its dataset and sets fields of the config dataclasses by their na
     [data]                     # DataConfig fields (data_dir, cache_dir, skip_bad_files) and,
     stream = true              # under any other name, the dataset's options (--data-option)
 
-The shipped recipes live in ``pyro_zforcing/presets/`` (one file per experiment, every value
+The shipped recipes live in ``pyro_zforcing/training/presets/`` (one file per experiment, every value
 commented with its source). Precedence: dataclass defaults < recipe < flags typed on the
 command line. Unknown keys are refused here by name; dataset options are checked by the
 dataset's loader, which names the option and the ones it knows.

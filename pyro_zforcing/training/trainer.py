@@ -1,4 +1,4 @@
-"""The training loop: epochs, validation, LR halving, early stopping, checkpoints, metrics.
+"""The training loop: epochs, validation, LR halving, early stopping (both after ``min_epochs``), checkpoints, metrics.
 
 The loop knows the model only through :class:`~pyro_zforcing.infer.Objective`. Batches of an
 epoch come from a permutation seeded by (seed, epoch), so a run resumed from a checkpoint
@@ -32,11 +32,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ..build import allow_recorded_guide, build_objective, check_same_data, model_config_for, resolve_device, set_seed
 from ..checkpoint import config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from ..config import DataConfig, ModelConfig, TrainConfig
-from ..data import Batch, SequenceSplits, collate_sequences, load_dataset
+from ..data import Batch, SequenceSplits, load_dataset
 from ..evaluation.bounds import evaluate_elbo, units_of
 from ..files import JSONFileError, append_line, metrics_problem, read_json, read_jsonl, write_atomic
 from ..guides import is_guide_spec
-from ..infer import Objective, Weights, sequence_terms, weights_at
+from ..infer import (GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED, Objective, Weights, active_factors,
+                     parameter_counts, sequence_terms, weights_at)
 from ..memory import check_training_fits
 from . import distributed
 from .interrupt import Interrupted, StopRequests
@@ -150,7 +151,7 @@ class Trainer:
             if loss_module is None:  # gradients averaged across ranks inside backward
                 self.loss_module = distributed.wrap(objective, self.device)
         self.optimizer = torch.optim.Adam(objective.parameters(), lr=train_config.lr, eps=train_config.adam_eps)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        self.scheduler = None if train_config.lr_decay == 1.0 else torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=train_config.lr_decay, patience=train_config.lr_patience)
         self.progress = Progress()
         self.checkpoint_dir = self.out_dir / "checkpoints"
@@ -190,7 +191,7 @@ class Trainer:
         lock = claim_new(out_dir, overwrite=overwrite) if rank == 0 else None  # nothing is written before the checks
         try:
             set_seed(train_config.seed)
-            objective = build_objective(model_config, train_config.guide)
+            objective = build_objective(model_config, train_config.guide, kl=train_config.kl)
             trainer = cls(objective=objective, splits=splits, model_config=model_config, data_config=data_config,
                           train_config=train_config, out_dir=Path(out_dir), quiet=quiet, rank=rank,
                           world_size=world_size, lock=lock, tensorboard=tensorboard)
@@ -230,13 +231,14 @@ class Trainer:
             guide = allow_recorded_guide(train_config.guide, named=guide, trust=trust_guide, source=path)
             splits = splits if splits is not None else load_dataset(state["data_config"])
             check_same_data(state["data_info"], splits.info, path)
-            objective = build_objective(state["model_config"], guide)
+            objective = build_objective(state["model_config"], guide, kl=train_config.kl)
             load_weights(objective, state["objective"], path)
             trainer = cls(objective=objective, splits=splits, model_config=state["model_config"],
                           data_config=state["data_config"], train_config=train_config, out_dir=run_dir,
                           quiet=quiet, rank=rank, world_size=world_size, lock=lock, tensorboard=tensorboard)
             trainer.optimizer.load_state_dict(state["optimizer"])
-            trainer.scheduler.load_state_dict(state["scheduler"])
+            if trainer.scheduler is not None:
+                trainer.scheduler.load_state_dict(state["scheduler"])
             # checkpoints before ``validated_start`` existed validated epoch 0 before their first step
             trainer.progress = Progress(**{"validated_start": state["progress"]["step"] > 0, **state["progress"]})
             set_rng_state(state["rng"])
@@ -271,11 +273,14 @@ class Trainer:
             return
         splits = self.splits
         dropped = f" ({len(splits.skipped)} dropped)" if splits.skipped else ""
-        parameters = sum(p.numel() for p in self.objective.parameters())
+        counts = parameter_counts(self.objective.model, self.objective.guide, factors=active_factors(self.config))
+        untrained = f", {counts[UNTRAINED]:,} built but given no gradient" if counts[UNTRAINED] else ""
         ranks = f" x {self.world_size} ranks" if self.world_size > 1 else ""
-        log.info("%s: %d train / %d valid / %d test sequences%s; %s parameters; device %s%s; run directory %s",
+        log.info("%s: %d train / %d valid / %d test sequences%s; parameters: %s p(y, z), %s inference, %s "
+                 "training-only%s; device %s%s; run directory %s",
                  self.data_config.dataset, len(splits.train), len(splits.valid), len(splits.test), dropped,
-                 f"{parameters:,}", self.device, ranks, self.out_dir)
+                 f"{counts[GENERATIVE]:,}", f"{counts[INFERENCE]:,}", f"{counts[TRAINING_ONLY]:,}", untrained,
+                 self.device, ranks, self.out_dir)
 
     def _seed_rank_noise(self) -> None:
         """Ranks draw independent guide noise, seeded by (seed, rank, step) so a resumed job
@@ -295,7 +300,7 @@ class Trainer:
             **self._configs(),
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "progress": vars(self.progress).copy(),
             "rng": rng_state(),
         }
@@ -351,7 +356,7 @@ class Trainer:
                 for indices in batches[progress.step_in_epoch:]:
                     if self._out_of_steps():
                         break
-                    record = self._train_step(collate_sequences([train[i] for i in indices]), start)
+                    record = self._train_step(self.splits.train_batch(indices), start)
                     bar.update(1)
                     if record is not None:
                         bar.set_postfix(loss=f"{record['loss']:.2f}", elbo=f"{record['elbo']:.2f}",
@@ -499,8 +504,10 @@ class Trainer:
             progress.bad_epochs = 0
         else:
             progress.bad_epochs += 1
-        self.scheduler.step(valid["elbo"])
-        stop = progress.bad_epochs >= config.early_stop_patience
+        settled = progress.epoch >= config.min_epochs  # no rate drop and no stop inside the first epochs
+        if settled and self.scheduler is not None:  # lr_decay = 1 keeps the rate
+            self.scheduler.step(valid["elbo"])
+        stop = settled and progress.bad_epochs >= config.early_stop_patience
         if stop:
             progress.early_stopped = True
             log.info("early stopping: no improvement for %d epochs", progress.bad_epochs)

@@ -1,0 +1,165 @@
+"""The polyphonic-music loader on the shared JSB Chorales file, on Python-2 pickles, and on bad files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyro_zforcing.config import DataConfig
+from pyro_zforcing.data import DataError, load_dataset
+
+JSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsb-chorales-quarter.json"
+needs_jsb = pytest.mark.skipif(not JSB.is_file(), reason=f"the shared JSB file is not at {JSB}")
+
+
+def load(path, **options):
+    return load_dataset(DataConfig(dataset="polyphonic", data_dir=str(path), options=options))
+
+
+class Python2Pickler(pickle._Pickler):
+    """Writes ``str`` and ``bytes`` (a numpy array's buffer) as Python 2 byte strings (BINSTRING,
+    latin-1 text), as the authors' files hold them; protocol 2 otherwise."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_py2_string(self, value):
+        data = value.encode("latin1") if isinstance(value, str) else value
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + struct.pack("<B", len(data)) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(value)
+
+    dispatch[str] = save_py2_string
+    dispatch[bytes] = save_py2_string
+
+
+def write_py2_pickle(path: Path, value) -> Path:
+    with path.open("wb") as f:
+        Python2Pickler(f, protocol=2).dump(value)
+    return path
+
+
+SMALL = {"train": [[[60, 64, 67], [], [62]], [[21], [108, 21]]],
+         "valid": [[[72], [72, 76]]],
+         "test": [[[], [48, 55, 64, 67]]]}
+
+
+@needs_jsb
+def test_shared_jsb_file_has_the_published_split_and_lengths():
+    splits = load(JSB)
+    raw = json.loads(JSB.read_text())
+    assert (len(splits.train), len(splits.valid), len(splits.test)) == (229, 76, 77)
+    for name in ("train", "valid", "test"):
+        assert [len(s) for s in splits.split(name)] == [len(piece) for piece in raw[name]]  # same order, no reshuffle
+    assert sum(len(s) for s in splits.train) == 13807
+    assert splits.info.emission == "bernoulli" and splits.info.dim == 88 and splits.info.unit == "time step"
+    assert all(s.dtype == np.float32 and s.shape[1] == 88 for s in splits.train)
+
+
+@needs_jsb
+def test_notes_land_in_the_columns_of_their_midi_number_checked_by_hand():
+    first = load(JSB).train[0]
+    # the file's first training chorale begins [60, 72, 79, 88], [72, 79, 88], [67, 70, 76, 84]:
+    # MIDI 60 (middle C) is key 39 counting from A0 = MIDI 21
+    assert np.flatnonzero(first[0]).tolist() == [39, 51, 58, 67]
+    assert np.flatnonzero(first[1]).tolist() == [51, 58, 67]
+    assert np.flatnonzero(first[2]).tolist() == [46, 49, 55, 63]
+    assert first.shape == (129, 88) and set(np.unique(first)) <= {0.0, 1.0}
+
+
+@needs_jsb
+def test_rests_are_kept_as_all_zero_frames():
+    splits = load(JSB)
+    raw = json.loads(JSB.read_text())
+    rests = [(name, i, t) for name in ("train", "valid", "test") for i, piece in enumerate(raw[name])
+             for t, step in enumerate(piece) if not step]
+    assert len(rests) == 64  # counted in the JSON
+    for name, i, t in rests:
+        assert not splits.split(name)[i][t].any()
+
+
+def test_a_python2_pickle_and_the_json_of_the_same_data_load_to_identical_arrays(tmp_path):
+    # the authors' pickles: latin-1 byte-string keys, time steps as tuples (some as float note
+    # numbers) or numpy arrays
+    as_py2 = {name: [[tuple(float(n) for n in step) if k % 2 else np.array(step, dtype=np.int64)
+                      for k, step in enumerate(piece)] for piece in pieces]
+              for name, pieces in SMALL.items()}
+    pickled = write_py2_pickle(tmp_path / "small.pickle", as_py2)
+    assert b"U\x05train" in pickled.read_bytes()  # a Python 2 str, not a unicode string
+    (tmp_path / "small.json").write_text(json.dumps(SMALL))
+    a, b = load(pickled), load(tmp_path / "small.json")
+    for name in ("train", "valid", "test"):
+        assert len(a.split(name)) == len(b.split(name))
+        for x, y in zip(a.split(name), b.split(name)):
+            assert x.dtype == y.dtype and np.array_equal(x, y)
+    assert np.flatnonzero(a.train[1][1]).tolist() == [0, 87]  # the lowest and highest keys
+
+
+def test_the_note_range_is_an_option(tmp_path):
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(SMALL))
+    with pytest.raises(DataError, match=r"note 21 is outside the range 48\.\.108"):
+        load(path, lowest_note=48, notes=61)
+    wide = load(path, lowest_note=0, notes=128, corpus="musedata")
+    assert wide.info.dim == 128 and np.flatnonzero(wide.train[0][0]).tolist() == [60, 64, 67]
+    assert wide.info.name == "polyphonic-musedata" and wide.info.extra["sequence_unit"] == "piece"
+
+
+def bad_file(tmp_path, value, name="bad.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(value))
+    return path
+
+
+@pytest.mark.parametrize("value,message", [
+    ({**SMALL, "valid": [[[72], [109]]]}, r"valid sequence 0, time step 1: note 109 is outside the range 21\.\.108"),
+    ({**SMALL, "test": [[[], [20]]]}, r"test sequence 0, time step 1: note 20 is outside"),
+    ({**SMALL, "train": [[[60], 61]]}, r"train sequence 0, time step 1: expected a list of MIDI note numbers, got 61"),
+    ({**SMALL, "train": [[[60.5]]]}, r"train sequence 0, time step 0: 60\.5 is not a whole note number"),
+    ({**SMALL, "train": [[[60]], "chorale"]}, r"train sequence 1: expected a list of time steps, got str"),
+    ({**SMALL, "train": [[[60]], []]}, r"train sequence 1: has no time steps"),
+    ({**SMALL, "valid": "none"}, r"split 'valid' must be a list of pieces"),
+    ({"train": SMALL["train"], "test": SMALL["test"]}, r"has no 'valid' split \(found: train, test\)"),
+    ({**SMALL, "test": []}, r"split 'test' is empty"),
+    ([1, 2, 3], r"expected an object with the splits train, valid, test, got list"),
+])
+def test_bad_content_is_a_one_line_error_naming_the_file_and_the_place(tmp_path, value, message):
+    path = bad_file(tmp_path, value)
+    with pytest.raises(DataError, match=message) as error:
+        load(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unreadable_files_are_clean_errors(tmp_path):
+    with pytest.raises(DataError, match="no --data-dir given"):
+        load_dataset(DataConfig(dataset="polyphonic"))
+    with pytest.raises(DataError, match=r"is a folder; --data-dir names the file itself"):
+        load(tmp_path)
+    (tmp_path / "roll.txt").write_text("{}")
+    with pytest.raises(DataError, match=r"roll\.txt: expected a \.pickle, \.pkl, \.json file"):
+        load(tmp_path / "roll.txt")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(DataError, match=r"broken\.json is not valid JSON"):
+        load(tmp_path / "broken.json")
+    (tmp_path / "broken.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match=r"broken\.pkl is not a readable piano-roll pickle"):
+        load(tmp_path / "broken.pkl")
+    with pytest.raises(DataError, match=r"option corpus must be one of"):
+        load(tmp_path / "broken.json", corpus="bach")
+
+
+def test_a_pickle_that_would_run_code_is_refused_by_name(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"train": Payload()}, protocol=2))
+    with pytest.raises(DataError, match=r"refusing to load (__builtin__|builtins)\.print"):
+        load(path)
