@@ -29,7 +29,7 @@ from pyro.distributions.util import is_validation_enabled, scale_and_mask
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
-from pyro.util import check_model_guide_match
+from pyro.util import check_model_guide_match, warn_if_nan
 
 from .config import KL_ESTIMATORS
 from .data.base import Batch
@@ -189,6 +189,7 @@ class Objective(nn.Module):
             elbo = analytic_kl_elbo(model, guide, batch, **factors)
             self._analytic_fits = elbo is not None
             if elbo is not None:
+                warn_if_nan(elbo, "loss")  # as Trace_ELBO.differentiable_loss does
                 return -elbo
             log.warning("--kl analytic: the guide %s (or the model's prior) has no per-step Gaussian parameters "
                         "(loc_scale); its KL is estimated by log q - log p, as with --kl sampled",
