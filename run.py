@@ -1,9 +1,7 @@
 #!/usr/bin/env python
 """The design card's ``python run.py --dataset timit``: the ``zforcing`` command (:mod:`pyro_zforcing.cli`)."""
 
-import sys
-
-from pyro_zforcing.cli.main import main
+from pyro_zforcing.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

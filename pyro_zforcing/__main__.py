@@ -1,7 +1,5 @@
 """``python -m pyro_zforcing``: the ``zforcing`` command."""
 
-import sys
+from .cli import run
 
-from .cli.main import main
-
-sys.exit(main())
+run()

@@ -19,7 +19,7 @@ from .checkpoint import load_checkpoint, load_weights
 from .config import ModelConfig
 from .data import SequenceSplits, load_dataset
 from .data.base import DataInfo
-from .guides import make_guide
+from .guides import check_guide, is_guide_spec, make_guide
 from .infer import Objective
 from .models import make_model
 
@@ -63,20 +63,53 @@ def model_config_for(info: DataInfo, **sizes) -> ModelConfig:
 
 def build_objective(model_config: ModelConfig, guide_name: Optional[str] = None, *, kl: str = "sampled") -> Objective:
     """The model ``model_config.model``, the named guide (default: the model's), and the loss that
-    trains both with the KL estimator ``kl`` (``TrainConfig.kl``)."""
+    trains both with the KL estimator ``kl`` (``TrainConfig.kl``). A user's guide class is checked
+    against the guide contract (``check_guide``), unless the networks are built without storage
+    (``meta``) to be counted."""
     model = make_model(model_config)
-    return Objective(model, make_guide(guide_name or model.default_guide, model), kl=kl)
+    name = guide_name or model.default_guide
+    guide = make_guide(name, model)
+    if is_guide_spec(name) and not next(model.parameters()).is_meta:
+        check_guide(guide, model, name)
+    return Objective(model, guide, kl=kl)
+
+
+def allow_recorded_guide(recorded: str, *, named: Optional[str], trust: bool, source) -> str:
+    """The guide to build for a checkpoint (``source``) trained with the guide ``recorded``.
+
+    A checkpoint never brings in code: a user's class (``FILE.py:Class`` or ``module:Class``) is
+    imported only when the user names it again (``named``, which must be the recorded guide, or
+    the same class in a new place if the recorded file is gone) or trusts the checkpoint
+    (``trust``). Anything else is a one-line ValueError saying which guide the checkpoint needs.
+    """
+    if named is None:
+        if is_guide_spec(recorded) and not trust:
+            raise ValueError(f"{source} was trained with the custom guide {recorded}: its code is imported only "
+                             f"if you name it again with --guide {recorded} (or pass --trust-guide)")
+        return recorded
+    if named == recorded:
+        return named
+    moved = (is_guide_spec(recorded) and is_guide_spec(named) and recorded.partition(":")[0].endswith(".py")
+             and recorded.rpartition(":")[2] == named.rpartition(":")[2]
+             and not Path(recorded.rpartition(":")[0]).is_file())
+    if moved:
+        log.info("%s: its guide file %s is gone; using %s, as named", source, recorded.rpartition(":")[0], named)
+        return named
+    raise ValueError(f"--guide {named} is not the guide {source} was trained with ({recorded})")
 
 
 def load_trained(checkpoint, *, device="cpu", data_dir: Optional[str] = None,
-                 cache_dir: Optional[str] = None, need_data: bool = True):
+                 cache_dir: Optional[str] = None, need_data: bool = True, guide: Optional[str] = None,
+                 trust_guide: bool = False):
     """(objective in eval mode, splits or None, checkpoint state) rebuilt from a checkpoint file.
 
-    ``data_dir``/``cache_dir`` override where the data lives if it moved since training.
+    ``data_dir``/``cache_dir`` override where the data lives if it moved since training;
+    ``guide``/``trust_guide``: see :func:`allow_recorded_guide`.
     """
     state = load_checkpoint(checkpoint)
+    name = allow_recorded_guide(state["train_config"].guide, named=guide, trust=trust_guide, source=checkpoint)
     try:
-        objective = build_objective(state["model_config"], state["train_config"].guide, kl=state["train_config"].kl)
+        objective = build_objective(state["model_config"], name, kl=state["train_config"].kl)
     except ValueError as error:  # a user's guide file recorded at training time may have moved
         raise ValueError(f"{checkpoint}: {error}") from None
     load_weights(objective, state["objective"], checkpoint)

@@ -1,18 +1,28 @@
-"""Writing our files safely: atomic replacement, orphaned temporaries, full disks.
+"""Writing and reading our files safely: atomic replacement, orphaned temporaries, full disks,
+output folders checked before use, the manifest of a run directory, JSON read back with checks.
 
 A file we rewrite (checkpoint, ``config.json``, ``metrics.jsonl`` on resume, a dataset cache,
 a study's JSON, reports, tables and figures) is written whole to ``NAME.<pid>.<random>.tmp`` beside it, flushed to disk and
 moved over ``NAME`` with ``os.replace``: a crash at any moment leaves the old ``NAME`` intact,
 at worst with a temporary beside it, which :func:`remove_orphans` deletes at the next start.
 Errors of the disk (full, read-only, no permission) become a one-line :class:`WriteError`
-naming the file.
+naming the file; :func:`prepare_output_dir` refuses an output folder that is a file, lies under
+a file, is read-only or has no byte free before anything is written into it.
+
+A run directory keeps ``manifest.json``, the relative paths of every file this program wrote
+into it (:func:`track`: each write of :func:`write_atomic` or :func:`append_line` below a tracked
+folder adds its path, atomically), so ``--overwrite`` removes exactly those and nothing of the
+user's. Every JSON file we read back goes through :func:`read_json` / :func:`read_jsonl`, whose
+errors name the file (and the line).
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import io
+import json
 import logging
 import os
 import re
@@ -21,7 +31,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, Sequence, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +63,7 @@ def writing(path: Union[str, Path]) -> Iterator[None]:
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise WriteError(error.errno, f"disk full while writing {path}") from error
-        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR):
             raise WriteError(error.errno, f"cannot write {path}: {os.strerror(error.errno)}") from error
         raise
 
@@ -67,8 +77,13 @@ def write_atomic(path: Union[str, Path], data: Union[bytes, str, Callable[[Binar
     """Replace ``path`` by ``data`` so that it is always either old or new.
 
     ``data``: bytes, text (written as UTF-8), or a function that writes into a binary file.
+    A path below a tracked run directory joins its manifest.
     """
-    path = Path(path)
+    _replace(Path(path), data)
+    record_written(path)
+
+
+def _replace(path: Path, data: Union[bytes, str, Callable[[BinaryIO], None]]) -> None:
     data = data.encode("utf-8") if isinstance(data, str) else data
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +111,237 @@ def append_line(path: Union[str, Path], line: str) -> None:
     """Append one line to ``path`` (a log that only grows; a torn last line is the worst case)."""
     with writing(path), open(path, "a", encoding="utf-8") as f:
         f.write(line + "\n")
+    record_written(path)
+
+
+# ----------------------------------------------------------------------------- output folders
+
+class OutputDirError(ValueError):
+    """An output folder cannot be used (a file, under a file, read-only, full); names it."""
+
+
+def prepare_output_dir(path: Union[str, Path], *, what: str = "output directory", create: bool = True) -> Path:
+    """Check that ``path``, a folder we are about to write into, takes files; with ``create``
+    make it now, else only check the nearest folder that exists (it is made at the first write).
+
+    Refused with a one-line :class:`OutputDirError` naming it (``what``: "run directory",
+    "study directory", ...): a file, a path under a file, a folder we cannot create or write
+    into (read-only, no permission), a disk with no byte free.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"{what} {path} is a file, not a directory")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputDirError(f"cannot create the {what} {path}: {existing} is a file")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputDirError(f"cannot create the {what} {path}: {error.strerror or error}") from None
+        existing = path
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".write-probe.json.{os.getpid()}.", suffix=".tmp", dir=existing)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        where = "" if existing == path else f" (in {existing})"
+        raise OutputDirError(f"{what} {path} is not writable{where}: {error.strerror or error}") from None
+    if free_bytes(existing) == 0:
+        raise OutputDirError(f"{what} {path} is on a full disk (0 bytes free)")
+    return path
+
+
+def free_bytes(path: Union[str, Path]) -> Optional[int]:
+    """Bytes an unprivileged writer may still use on the disk of ``path`` (None if unknown)."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+# ----------------------------------------------------------------------------- the manifest
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+_tracked: Dict[Path, set] = {}  # run directory (resolved) -> the relative paths its manifest lists
+
+
+def track(run_dir: Union[str, Path]) -> None:
+    """Record, from now on, every file this process writes below ``run_dir`` in its manifest
+    (created empty if missing)."""
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / MANIFEST).exists():
+        _replace(run_dir / MANIFEST, _manifest_text([]))
+    _tracked[run_dir] = set(manifest_entries(run_dir))
+
+
+def untrack(run_dir: Union[str, Path]) -> None:
+    _tracked.pop(Path(run_dir).resolve(), None)
+
+
+def reset_manifest(run_dir: Union[str, Path]) -> None:
+    """An empty manifest: the run directory holds no file of ours any more."""
+    run_dir = Path(run_dir).resolve()
+    _replace(run_dir / MANIFEST, _manifest_text([]))
+    if run_dir in _tracked:
+        _tracked[run_dir] = set()
+
+
+def manifest_entries(run_dir: Union[str, Path]) -> List[str]:
+    """The relative paths ``run_dir``'s manifest lists ([] without a manifest); a manifest that is
+    not ours, or lists a path outside ``run_dir``, is a one-line error naming it."""
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        return []
+    values = read_json(path, expect=dict)
+    files = values.get("files")
+    if values.get("format") != MANIFEST_FORMAT or not isinstance(files, list) \
+            or not all(isinstance(f, str) for f in files):
+        raise ValueError(f"{path}: not a manifest of pyro-zforcing (format {MANIFEST_FORMAT}, a list of files); "
+                         "repair or remove it")
+    for name in files:
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:
+            raise ValueError(f"{path}: lists {name!r}, which is not a path inside the run directory")
+    return files
+
+
+def _manifest_text(files: Iterable[str]) -> str:
+    return json.dumps({"format": MANIFEST_FORMAT, "files": sorted(set(files))}, indent=1) + "\n"
+
+
+def record_written(path: Union[str, Path]) -> None:
+    """Add ``path`` to the manifest of every tracked run directory it lies in."""
+    if not _tracked:
+        return
+    path = Path(path).resolve()
+    for run_dir, known in _tracked.items():
+        try:
+            relative = path.relative_to(run_dir).as_posix()
+        except ValueError:
+            continue
+        if relative == MANIFEST or relative in known:
+            continue
+        with writing(run_dir / MANIFEST), _folder_lock(run_dir):  # evaluate may write while train runs
+            listed = set(manifest_entries(run_dir)) | {relative}
+            _replace(run_dir / MANIFEST, _manifest_text(listed))
+        known.update(listed)
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` of ``folder`` itself (not the run's ``.lock``), held briefly."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock on folders: updates are then unserialised
+            pass
+        yield
+    finally:
+        os.close(fd)  # drops the flock
+
+
+# ----------------------------------------------------------------------------- reading JSON back
+
+class JSONFileError(ValueError):
+    """A JSON file we read back is missing its structure; the message names the file (and line)."""
+
+
+def read_json(path: Union[str, Path], *, expect: type = dict, finite: bool = False) -> Any:
+    """The JSON value of ``path``, of type ``expect``; a missing, unreadable, empty or malformed
+    file is a one-line error naming it (``FileNotFoundError`` or :class:`JSONFileError`).
+    ``finite``: NaN and infinities are refused (they are not JSON, but Python writes them)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    except UnicodeDecodeError:
+        raise JSONFileError(f"{path} is not a JSON file (not UTF-8 text)") from None
+    except OSError as error:
+        raise JSONFileError(f"cannot read {path}: {error.strerror or error}") from None
+    if not text.strip():
+        raise JSONFileError(f"{path} is empty (a write was interrupted?)")
+    value = _parse(text, path, finite=finite)
+    if not isinstance(value, expect):
+        raise JSONFileError(f"{path}: expected a JSON {_kind(expect)} at the top level, got {_kind(type(value))}")
+    return value
+
+
+def _parse(text: str, path: Path, *, finite: bool, line: Optional[int] = None) -> Any:
+    where = f"{path}: line {line}" if line is not None else str(path)
+
+    def not_finite(constant):
+        raise JSONFileError(f"{where}: {constant} is not a finite number")
+
+    try:
+        return json.loads(text, parse_constant=not_finite if finite else None)
+    except json.JSONDecodeError as error:
+        position = f"column {error.colno}" if line is not None else f"line {error.lineno} column {error.colno}"
+        raise JSONFileError(f"{where}: not valid JSON ({error.msg} at {position})") from None
+    except RecursionError:
+        raise JSONFileError(f"{where}: nested too deeply to read") from None
+
+
+def _kind(cls: type) -> str:
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number",
+            bool: "true/false", type(None): "null"}.get(cls, cls.__name__)
+
+
+def read_jsonl(path: Union[str, Path], *, check: Optional[Callable[[Any], Optional[str]]] = None
+               ) -> List[Tuple[str, Any]]:
+    """(line, value) of every record of the JSON-lines file ``path``. ``check(value)`` returns
+    what is wrong with a record (or None). A bad last line is a write cut short: dropped with a
+    warning; a bad line before it is a :class:`JSONFileError` naming the file and the line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    except OSError as error:
+        raise JSONFileError(f"cannot read {path}: {error.strerror or error}") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = _parse(line, path, finite=False, line=number)
+            problem = check(value) if check is not None else None
+            if problem:
+                raise JSONFileError(f"{path}: line {number} is {problem}")
+        except JSONFileError:
+            if number == len(lines):
+                log.warning("%s: dropped its torn last line %d (a write was interrupted)", path, number)
+                break
+            raise
+        records.append((line, value))
+    return records
+
+
+def metrics_problem(record: Any) -> Optional[str]:
+    """What keeps ``record`` from being a ``metrics.jsonl`` record (an object with a ``kind``, an
+    integer ``step`` and numbers, true/false or null elsewhere), or None."""
+    if not isinstance(record, dict):
+        return "not a metrics record (not a JSON object)"
+    if not isinstance(record.get("kind"), str):
+        return "not a metrics record (no \"kind\")"
+    step = record.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return "not a metrics record (no whole \"step\" >= 0)"
+    for key, value in record.items():
+        if key != "kind" and value is not None and not isinstance(value, (int, float)):
+            return f"not a metrics record ({key!r} is not a number)"
+    return None
+
+
+def read_metrics(path: Union[str, Path]) -> List[Dict]:
+    """The records of a ``metrics.jsonl`` (:func:`read_jsonl` with :func:`metrics_problem`)."""
+    return [record for _, record in read_jsonl(path, check=metrics_problem)]
 
 
 def _alive(pid: int) -> bool:
@@ -110,12 +356,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_orphans(folder: Union[str, Path], *, exclusive: bool) -> List[Path]:
+def remove_orphans(folder: Union[str, Path], *, exclusive: bool, quiet_seconds: float = QUIET_SECONDS) -> List[Path]:
     """Delete the temporaries of ours that a killed writer left in ``folder``; returns them.
 
     ``exclusive``: we hold the folder's lock (a run directory), so every temporary of ours is
     an orphan. Otherwise (a shared cache or study folder) only one whose writer process is gone
-    and that nobody touched for ``QUIET_SECONDS``.
+    and that nobody touched for ``quiet_seconds`` (0 for a folder written from this host only).
     """
     folder = Path(folder)
     removed = []
@@ -131,7 +377,7 @@ def remove_orphans(folder: Union[str, Path], *, exclusive: bool) -> List[Path]:
         pid = match.group("pid") or match.group("png_pid")
         if not exclusive:
             try:
-                quiet = now - path.lstat().st_mtime > QUIET_SECONDS
+                quiet = now - path.lstat().st_mtime >= quiet_seconds
             except OSError:
                 continue
             if not quiet or (pid is not None and _alive(int(pid))):

@@ -29,7 +29,7 @@ from pyro.distributions.util import is_validation_enabled, scale_and_mask
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
-from pyro.util import check_model_guide_match
+from pyro.util import check_model_guide_match, warn_if_nan
 
 from .config import KL_ESTIMATORS
 from .data.base import Batch
@@ -205,6 +205,7 @@ class Objective(nn.Module):
         if self._analytic():
             elbo = analytic_kl_elbo(model, guide, batch, **factors)
             if self._analytic_fit(elbo is not None):
+                warn_if_nan(elbo, "loss")  # as Trace_ELBO.differentiable_loss does
                 return -elbo
             self.model.forget()
         return self.elbo.differentiable_loss(model, guide, batch, **factors)

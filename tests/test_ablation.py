@@ -187,7 +187,7 @@ def test_cli_ablate_with_a_study_file_defining_a_variant(tmp_path, capsys, caplo
                                "early_stop_patience": defaults.early_stop_patience,
                                "lr_patience": defaults.lr_patience, "lr_decay": defaults.lr_decay,
                                "min_epochs": defaults.min_epochs}
-    assert "ends before the first validation (update 41" in caplog.text  # best.pt would be the untrained model
+    assert "ends before the first validation (update 41" in caplog.text  # validated only where it stops
     assert [r["stopped"] for r in rows] == ["max_steps", "max_steps"]
 
 

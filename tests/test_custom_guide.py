@@ -51,20 +51,25 @@ def test_a_guide_from_a_file_trains_evaluates_samples_and_is_found_again_by_its_
     config = json.loads((out / "config.json").read_text())
     assert config["train_config"]["guide"] == f"{guide_file.resolve()}:MeanField"
     checkpoint = str(out / "checkpoints" / "last.pt")
-    assert zforcing(["evaluate", "--checkpoint", checkpoint, "--iwae-samples", "3", "--quiet", "--no-plots"]) == 0
+    spec = f"{guide_file}:MeanField"
+    assert zforcing(["evaluate", "--checkpoint", checkpoint, "--guide", spec, "--iwae-samples", "3", "--quiet",
+                     "--no-plots"]) == 0
     report = json.loads((out / "eval-test.json").read_text())
     assert report["kl_per_step"] is None  # a plain Normal has no per-step loc_scale: no analytic KL per step
     elbo, iwae = (np.array(report["per_sequence"][k]) for k in ("elbo", "iwae"))
     assert np.all(iwae >= elbo - 1e-6)  # log-mean-exp of the K log-weights >= their mean
-    assert zforcing(["sample", "--checkpoint", checkpoint, "-n", "2", "--interpolate", "3", "--quiet",
-                     "--out", str(tmp_path / "samples")]) == 0
+    assert zforcing(["sample", "--checkpoint", checkpoint, "--trust-guide", "-n", "2", "--interpolate", "3",
+                     "--quiet", "--out", str(tmp_path / "samples")]) == 0
     assert {p.name for p in (tmp_path / "samples").iterdir()} == {"samples.png", "primed.png", "interpolation.png"}
     shutil.move(str(guide_file), str(tmp_path / "elsewhere.py"))
     capsys.readouterr()
-    assert zforcing(["evaluate", "--checkpoint", checkpoint, "--quiet"]) == 2
+    assert zforcing(["evaluate", "--checkpoint", checkpoint, "--guide", spec, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"last.pt: --guide {guide_file.resolve()}:MeanField: file {guide_file.resolve()} not found" in err
+    moved = f"{tmp_path / 'elsewhere.py'}:MeanField"  # the same class named in its new place
+    assert zforcing(["evaluate", "--checkpoint", checkpoint, "--guide", moved, "--iwae-samples", "2", "--quiet",
+                     "--no-plots"]) == 0
 
 
 def test_a_guide_class_is_found_by_module_name_and_bad_specs_are_one_line_errors(tmp_path, capsys):

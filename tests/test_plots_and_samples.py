@@ -145,7 +145,7 @@ def test_plot_run_draws_learning_curves_and_the_evaluation_figures(tmp_path):
     for path in written:
         image = mpimg.imread(path)
         assert image.shape[0] > 300 and image.shape[1] > 500
-    with pytest.raises(FileNotFoundError, match="neither metrics.jsonl"):
+    with pytest.raises(FileNotFoundError, match="nothing to plot"):
         plot_run(tmp_path)
 
 

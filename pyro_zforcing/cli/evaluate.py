@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import List
 
-from ..build import run_dir_of
-from ..evaluation.bounds import evaluate_split, markdown_table, report_name, write_report
+from ..evaluation.bounds import evaluate_split, markdown_table
 from ..evaluation.paper_protocol import evaluate_paper, markdown_lines
-from .common import PROG, Parser, add_checkpoint_flags, load_for, positive_int
+from ..evaluation.reports import checkpoint_note, repair_reports, report_name, write_report
+from .common import PROG, Parser, add_checkpoint_flags, checked_out, checkpoint_position, load_for, positive_int
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -42,28 +41,30 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def command_evaluate(argv: List[str]) -> int:
     args = evaluate_parser().parse_args(argv)
-    objective, splits, device = load_for(args)
-    meta = {"checkpoint": str(args.checkpoint), "split": args.split, "seed": args.seed, "device": str(device)}
-    out = Path(args.out) if args.out else run_dir_of(args.checkpoint)
+    out = checked_out(args)  # before anything is loaded or computed
+    objective, splits, device, state = load_for(args)
+    repair_reports(out)
+    meta = {"checkpoint": str(args.checkpoint), **checkpoint_position(state), "split": args.split,
+            "seed": args.seed, "device": str(device)}
+    sequences = splits.split(args.split)
+    results = []  # every protocol is computed before any report is written
     if args.protocol in ("ours", "both"):
-        result = evaluate_split(objective, splits.split(args.split), splits.info, num_samples=args.iwae_samples,
+        result = evaluate_split(objective, sequences, splits.info, num_samples=args.iwae_samples,
                                 batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet,
                                 validate=args.validate, compile=args.compile, cuda_graphs=args.cuda_graphs,
                                 length_bucket=args.length_bucket)
+        results.append(("eval", result, markdown_table))
+    if args.protocol in ("paper", "both"):
+        results.append(("eval_paper", evaluate_paper(objective, sequences, splits.info, device=device,
+                                                     quiet=args.quiet), markdown_lines))
+    for number, (stem, result, render) in enumerate(results):
         result.meta = meta
-        report = write_report(result, out)
-        if not args.no_plots:
+        report = write_report(result, out, name=stem)
+        if stem == "eval" and not args.no_plots:
             from ..evaluation.plots import eval_figures
             eval_figures(report, out)
-        print(markdown_table(report), end="")
-        name = report_name(args.split)
+        print(("\n" if number else "") + render(report), end="")
+        name = report_name(args.split, stem)
         logging.getLogger(PROG).info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
-    if args.protocol in ("paper", "both"):
-        paper = evaluate_paper(objective, splits.split(args.split), splits.info, device=device, quiet=args.quiet)
-        paper.meta = meta
-        report = write_report(paper, out, name="eval_paper", render=markdown_lines)
-        print(("\n" if args.protocol == "both" else "") + markdown_lines(report), end="")
-        name = report_name(args.split, "eval_paper")
-        logging.getLogger(PROG).info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
+    print(f"\nScored: {checkpoint_note(meta)}.")
     return 0
-

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 from typing import Dict, List
 
 from ..config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, KL_ESTIMATORS, PRIORS,
                       Z_CONDITIONINGS, DataConfig, ModelConfig, TrainConfig)
 from ..data import DATASETS
-from ..guides import GUIDES, is_guide_spec
+from ..guides import GUIDES
 from ..models import MODELS, default_guide
 from ..training.recipes import apply_recipe, check_dataset, find_recipe, preset_names
-from .common import finite_float, non_negative_int, parse_option, positive_int, seed_int
+from .common import finite_float, guide_name, non_negative_int, parse_option, path_text, positive_int, seed_int
 
 MODEL_DEFAULTS = ModelConfig(input_dim=1)
 
@@ -30,18 +29,6 @@ DEFAULT_DATASET = DataConfig().dataset
 FIELDS_OF_FLAG = {"patience": ("early_stop_patience",), "aux_weight": ("aux_start", "aux_end")}
 
 
-def guide_name(text: str) -> str:
-    """A registered guide name, or ``FILE.py:Class`` (made absolute, so the config records where
-    it is) or ``module:Class``."""
-    if text in GUIDES:
-        return text
-    if is_guide_spec(text):
-        source, _, name = text.rpartition(":")
-        return f"{Path(source).resolve()}:{name}" if source.endswith(".py") else text
-    raise argparse.ArgumentTypeError(
-        f"unknown guide {text!r}; known: {', '.join(sorted(GUIDES))}, or FILE.py:CLASS, or MODULE:CLASS")
-
-
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS),
@@ -49,14 +36,14 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", default=None, metavar="NAME",
                        help="a shipped recipe of the authors' settings: " + ", ".join(preset_names())
                             + "; typed flags override it (see docs/training.md)")
-    group.add_argument("--config", default=None, metavar="FILE.toml",
+    group.add_argument("--config", default=None, type=path_text, metavar="FILE.toml",
                        help="a recipe file of the same form as the presets")
-    group.add_argument("--data-dir", default=None, help="where the dataset's files are (default: none)")
+    group.add_argument("--data-dir", default=None, type=path_text, help="where the dataset's files are (default: none)")
     group.add_argument("--data-option", dest="data_options", action="append", default=[], type=parse_option,
                        metavar="KEY=VALUE", help="a dataset-specific option, repeatable (see docs/datasets.md)")
     group.add_argument("--skip-bad-files", action="store_true",
                        help="skip unreadable files and list them at the end instead of stopping")
-    group.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: ~/.cache/pyro-zforcing)")
+    group.add_argument("--cache-dir", default=None, type=path_text, help="preprocessing cache folder (default: ~/.cache/pyro-zforcing)")
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import List
 
-from ..build import run_dir_of
-from .common import PROG, Parser, add_checkpoint_flags, load_for, non_negative_int, positive_int
+from .common import PROG, Parser, add_checkpoint_flags, checked_out, load_for, non_negative_int, positive_int
 
 
 def pair_of(text: str):
@@ -41,10 +39,11 @@ def command_sample(argv: List[str]) -> int:
     from ..evaluation.samples import sample_all
 
     args = sample_parser().parse_args(argv)
-    objective, splits, device = load_for(args)
-    out = Path(args.out) if args.out else run_dir_of(args.checkpoint) / "samples"
+    out = checked_out(args, "samples")  # before anything is loaded or generated
+    objective, splits, device, _ = load_for(args)
     written = sample_all(objective, splits.info, splits.split(args.split), out, num=args.num, steps=args.steps,
-                         prime_steps=args.prime_steps, interpolation=args.interpolate, pair=args.pair, device=device)
+                         prime_steps=args.prime_steps, interpolation=args.interpolate, pair=args.pair, device=device,
+                         quiet=args.quiet)
     for paths in written.values():
         for path in paths:
             print(path)

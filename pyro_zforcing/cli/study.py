@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Dict, List
 
 from ..data import load_dataset
+from ..files import prepare_output_dir
 from ..studies.ablation import (MODEL_VARIANTS, STUDY_EPOCHS, VARIANTS, Study, budget_text, budgets, load_study_file,
                                 run_study, select_variants)
 from ..studies.compare import MATCH_KINDS, match_parameters, sizes_table, write_comparison, write_sizes
-from ..training.recipes import apply_recipe, find_recipe
-from .common import PROG, Parser, parse_option, positive_int, setup_logging
+from ..training.recipes import apply_recipe, find_recipe, preset_names
+from .common import PROG, Parser, guide_name, parse_option, path_text, positive_int, setup_logging
 from .flags import add_data_flags, add_train_flags, data_config_from, model_sizes_from, resolve_settings, \
     train_config_from, typed_fields
 
@@ -31,7 +32,7 @@ def ablate_parser() -> argparse.ArgumentParser:
                              + ", ".join(VARIANTS))
     parser.add_argument("--seeds", type=positive_int, default=3,
                         help="seeds per variant: --seed, --seed+1, ... (default: %(default)s)")
-    parser.add_argument("--study", default=None, metavar="FILE.json",
+    parser.add_argument("--study", default=None, type=path_text, metavar="FILE.json",
                         help="study file: {\"variants\": {name: {setting: value}} or [names], and any flag "
                              "of this command by its long name with underscores, as defaults}")
     parser.add_argument("--iwae-samples", type=positive_int, default=25,
@@ -45,10 +46,13 @@ def ablate_parser() -> argparse.ArgumentParser:
             action.default = STUDY_EPOCHS
             action.help = ("epoch cap of every run; runs end earlier by validation early stopping (--patience) "
                            "(default: %(default)s)")
-    parser.add_argument("--study-dir", "--out", dest="study_dir", default=None,
+    parser.add_argument("--study-dir", "--out", dest="study_dir", default=None, type=path_text,
                         help="study directory (default: runs/ablate-<dataset>-<timestamp>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     return parser
+
+
+TEXT_TYPES = (path_text, guide_name)  # flag types that take text, not numbers
 
 
 def study_defaults(parser: argparse.ArgumentParser, values: Dict, path: str) -> Dict:
@@ -65,7 +69,11 @@ def study_defaults(parser: argparse.ArgumentParser, values: Dict, path: str) -> 
                 if not isinstance(value, dict):
                     raise argparse.ArgumentTypeError(f"expected an object of options, got {value!r}")
                 value = [parse_option(f"{k}={v}") for k, v in value.items()]
-            elif value is not None and action.type is not None:
+            elif value is not None and (action.type in TEXT_TYPES or action.type is None):
+                if not isinstance(value, str):  # a flag that takes text: no number stands for it
+                    raise argparse.ArgumentTypeError(f"expected a string, got {value!r}")
+                value = action.type(value) if action.type is not None else value
+            elif value is not None:
                 if isinstance(value, (dict, list, bool)):
                     raise argparse.ArgumentTypeError(f"expected a single value, got {value!r}")
                 value = action.type(str(value))
@@ -98,11 +106,11 @@ def parse_study_args(parser: argparse.ArgumentParser, argv: List[str]):
 
 
 def study_from(parser: argparse.ArgumentParser, argv: List[str], args, names: List[str],
-               extra_variants: Dict) -> Study:
+               extra_variants: Dict, *, flag: str = "--variants") -> Study:
     """The study the flags (and recipe, and study file) describe, over the variants ``names``."""
     data, train, model, _ = resolve_settings(parser, argv, args)
     return Study(data=data, train=train, model=model,
-                 variants=select_variants([n.strip() for n in names], extra_variants),
+                 variants=select_variants([n.strip() for n in names], extra_variants, flag=flag),
                  seeds=tuple(range(args.seed, args.seed + args.seeds)),
                  iwae_samples=args.iwae_samples, eval_batch_size=args.eval_batch_size)
 
@@ -115,9 +123,9 @@ def command_ablate(argv: List[str]) -> int:
     parser = ablate_parser()
     args, extra_variants, file_names = parse_study_args(parser, argv)
     setup_logging(args.quiet)
-    names = args.variants.split(",") if args.variants else (file_names or ["no-aux", "aux", "kla"])
+    names = args.variants.split(",") if args.variants is not None else (file_names or ["no-aux", "aux", "kla"])
     study = study_from(parser, argv, args, names, extra_variants)
-    study_dir = study_dir_of(args, "ablate", study.data.dataset)
+    study_dir = prepare_output_dir(study_dir_of(args, "ablate", study.data.dataset), what="study directory")
     splits = load_dataset(study.data)
     print(budget_text(budgets(study, splits)), end="")
     run_study(study, study_dir, quiet=args.quiet, splits=splits)
@@ -154,6 +162,9 @@ def study_from_presets(parser: argparse.ArgumentParser, argv: List[str], args, n
     """One variant per recipe: the defaults and typed flags are the base, each recipe's [model] and
     [train] values (those not typed) its overrides; the recipes must agree on the dataset and data."""
     given = typed_fields(parser, argv)
+    if not all(names):
+        raise ValueError(f"--presets {','.join(names)!r} names no recipe or has an empty name between its commas; "
+                         f"known: {', '.join(preset_names())}")
     recipes = [find_recipe(preset=name, config=None) for name in names]
     data, train, model = data_config_from(args), train_config_from(args), model_sizes_from(args)
     datas = []
@@ -169,25 +180,25 @@ def study_from_presets(parser: argparse.ArgumentParser, argv: List[str], args, n
     variants = {recipe.name: {key: value for key, value in {**recipe.model, **recipe.train}.items()
                               if key not in given and key != "seed"} for recipe in recipes}
     return Study(data=replace(datas[0], seed=train.seed), train=train, model=model,
-                 variants=select_variants(names, variants), seeds=tuple(range(args.seed, args.seed + args.seeds)),
+                 variants=select_variants(names, variants, flag="--presets"), seeds=tuple(range(args.seed, args.seed + args.seeds)),
                  iwae_samples=args.iwae_samples, eval_batch_size=args.eval_batch_size)
 
 
 def command_compare(argv: List[str]) -> int:
     parser = compare_parser()
     args, extra_variants, _ = parse_study_args(parser, argv)
-    if args.variants:
+    if args.variants is not None:
         raise ValueError("compare takes --models, not --variants")
     setup_logging(args.quiet)
-    if args.presets:
+    if args.presets is not None:
         if "models" in typed_fields(parser, argv):
             raise ValueError("compare takes --presets or --models, not both")
         names = [n.strip() for n in args.presets.split(",")]
         study = study_from_presets(parser, argv, args, names)
     else:
         names = [n.strip() for n in args.models.split(",")]
-        study = study_from(parser, argv, args, names, extra_variants)
-    study_dir = study_dir_of(args, "compare", study.data.dataset)
+        study = study_from(parser, argv, args, names, extra_variants, flag="--models")
+    study_dir = prepare_output_dir(study_dir_of(args, "compare", study.data.dataset), what="study directory")
     splits = load_dataset(study.data)
     match = args.match_params
     if args.presets and "match_params" not in typed_fields(parser, argv):

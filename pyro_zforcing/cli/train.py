@@ -12,19 +12,20 @@ import pyro
 
 from ..training import distributed
 from ..training.trainer import RESUMABLE, Trainer
-from .common import COMMANDS, PROG, Parser, setup_logging
+from .common import COMMANDS, PROG, Parser, add_guide_trust_flags, path_text, setup_logging
 from .flags import add_data_flags, add_train_flags, resolve_settings
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-<timestamp>)")
-    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+    parser.add_argument("--out", default=None, type=path_text, help="run directory (default: runs/<dataset>-<timestamp>)")
+    parser.add_argument("--resume", default=None, type=path_text, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its last checkpoint (--epochs/--max-steps/--device and "
                              "the speed flags may change)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --out (its files of ours are deleted; others are kept)")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also log to RUN_DIR/tensorboard: scalars, KL per step and samples at each epoch")
+    add_guide_trust_flags(parser, named=False)  # with --resume; --guide names the run's custom guide again
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
 
 
@@ -46,7 +47,8 @@ def default_out_dir(dataset: str) -> Path:
 
 
 RESUME_FLAGS = ("--resume", "--epochs", "--max-steps", "--device", "--checkpoint-every", "--tensorboard", "--quiet",
-                "--compile", "--no-compile", "--cuda-graphs", "--no-cuda-graphs", "--length-bucket")
+                "--compile", "--no-compile", "--cuda-graphs", "--no-cuda-graphs", "--length-bucket", "--guide",
+                "--trust-guide")
 
 
 def resume_overrides(parser: argparse.ArgumentParser, argv: List[str]) -> Dict:
@@ -73,10 +75,13 @@ def command_train(argv: List[str]) -> int:
         ranks = {"rank": group.rank, "world_size": group.world_size}
         if args.resume:
             overrides = resume_overrides(parser, argv)
-            trainer = Trainer.resume(args.resume, quiet=args.quiet, tensorboard=args.tensorboard, **ranks, **overrides)
+            trainer = Trainer.resume(args.resume, quiet=args.quiet, tensorboard=args.tensorboard, guide=args.guide,
+                                     trust_guide=args.trust_guide, **ranks, **overrides)
             if trainer.finished():
                 raise ValueError(trainer.finished())
         else:
+            if args.trust_guide:
+                raise ValueError("--trust-guide goes with --resume (a new run imports the --guide it names)")
             data, train, model, recipe = resolve_settings(parser, argv, args)
             out = Path(args.out) if args.out else distributed.from_main(default_out_dir(data.dataset))
             trainer = Trainer.create(data_config=data, train_config=train, out_dir=out, model_sizes=model,

@@ -11,20 +11,18 @@ batches (whole sequences, never windows) and returns per-sequence arrays plus av
   over the split, and the mean over sequences of nats per step (``per_step_sequence_mean``);
 - for text, perplexity per word exp(-bound per word), with <eos> counted as a word.
 
-Every bound excludes the training-only aux and backward factors. :func:`write_report` writes
-``eval-<split>.json`` and a markdown table ``eval-<split>.md`` (means, standard errors and
-medians over sequences: one long utterance can dominate a speech mean).
+Every bound excludes the training-only aux and backward factors. :func:`markdown_table` renders
+a report (``eval-<split>.json``, written by :mod:`.reports`) as a table of means, standard
+errors and medians over sequences (one long utterance can dominate a speech mean).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -35,7 +33,6 @@ from tqdm.auto import tqdm
 from .. import memory
 from ..data import Batch, collate_sequences
 from ..data.base import DataInfo, length_batches
-from ..files import write_atomic
 from ..graphs import GraphedBounds
 from ..infer import Objective, importance_terms, sequence_terms
 from ..steps import check_compile_available, compiled_steps
@@ -57,8 +54,39 @@ def values_per_step(model, step_size: int) -> int:
 def particle_chunk(batch, num_samples: int, *, model=None, max_elements: int = PARTICLE_ELEMENTS) -> int:
     """How many particles of ``batch`` to trace at once: all K if their states fit ``max_elements``."""
     step_size = batch.x[0, 0].numel()
-    per_particle = batch.x.shape[0] * batch.x.shape[1] * values_per_step(model, step_size)
+    return chunk_for(batch.x.shape[0], batch.x.shape[1], step_size, num_samples, model=model,
+                     max_elements=max_elements)
+
+
+def chunk_for(rows: int, steps: int, step_size: int, num_samples: int, *, model=None,
+              max_elements: int = PARTICLE_ELEMENTS) -> int:
+    """Particles of a batch of ``rows`` x ``steps`` traced at once: all K if their states fit ``max_elements``."""
+    per_particle = rows * steps * values_per_step(model, step_size)
     return max(1, min(num_samples, max_elements // max(1, per_particle)))
+
+
+def check_evaluation_fits(model, lengths: Sequence[int], batches: Sequence[Sequence[int]], *, step_size: int,
+                          num_samples: int, chunk: Optional[int], element_size: int, device) -> Optional[int]:
+    """Before anything is traced: refuse an evaluation whose largest particle chunk cannot fit in
+    memory (:func:`.memory.check_fits`) or whose K x steps would not end (:func:`.memory.check_work`).
+    Returns the particles per chunk when automatic (``chunk`` None): as many as
+    :data:`PARTICLE_ELEMENTS` and half the memory the process may still use allow."""
+    memory.check_work(num_samples * int(sum(lengths)), what=f"--iwae-samples {num_samples} over the split's "
+                      f"{int(sum(lengths)):,} steps", hint="use a smaller --iwae-samples")
+    budget = None
+    if chunk is None:
+        budget = max(1, min(PARTICLE_ELEMENTS, memory.available_bytes(device) // (2 * element_size)))
+    worst, where = 0, ""
+    for indices in batches:
+        rows, steps = len(indices), max(lengths[i] for i in indices)
+        particles = min(chunk, num_samples) if chunk is not None else \
+            chunk_for(rows, steps, step_size, num_samples, model=model, max_elements=budget)
+        held = particles * rows * steps * values_per_step(model, step_size) * element_size
+        if held > worst:
+            worst, where = held, f"evaluating {rows} sequence(s) of {steps} steps, {particles} particle(s) at a time"
+    memory.check_fits(worst, device=device, what=where,
+                      hint="use a smaller --iwae-chunk" if chunk is not None else "use a smaller --batch-size")
+    return budget
 
 
 def eval_batches(sequences, batch_size: int) -> Iterator[Batch]:
@@ -234,6 +262,9 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     step_size = int(np.prod(np.shape(sequences[0])[1:], dtype=np.int64))
     batches = length_batches(lengths.tolist(), batch_size=batch_size, step_size=step_size)
+    budget = check_evaluation_fits(objective.model, lengths.tolist(), batches, step_size=step_size,
+                                   num_samples=num_samples, chunk=chunk, device=device,
+                                   element_size=torch.empty((), dtype=dtype).element_size())
     values = {key: np.zeros(len(sequences)) for key in TERMS}
     kl_steps: List[Optional[np.ndarray]] = [None] * len(sequences)
     start = time.time()
@@ -250,7 +281,7 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
     try:
         with pyro.validation_enabled(validate), compiled_steps(compile):
             evaluate_batches(objective, sequences, batches, values, kl_steps, num_samples=num_samples,
-                             chunk=chunk, device=device, dtype=dtype, bar=bar, terms=terms)
+                             chunk=chunk, device=device, dtype=dtype, bar=bar, terms=terms, budget=budget)
     finally:
         bar.close()
         objective.train(was_training)
@@ -261,17 +292,15 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
 
 
 def evaluate_batches(objective: Objective, sequences, batches, values, kl_steps, *, num_samples: int,
-                     chunk: Optional[int], device, dtype, bar, terms: Callable[..., Dict[str, torch.Tensor]]) -> None:
+                     chunk: Optional[int], device, dtype, bar, terms: Callable[..., Dict[str, torch.Tensor]],
+                     budget: Optional[int] = None) -> None:
     """Fill ``values[key][i]`` and ``kl_steps[i]`` for every sequence index of ``batches`` from
-    ``terms(batch, chunk=particles)`` (:func:`~pyro_zforcing.infer.importance_terms` of K samples)."""
+    ``terms(batch, chunk=particles)`` (:func:`~pyro_zforcing.infer.importance_terms` of K samples;
+    the sizes checked by :func:`check_evaluation_fits`, ``budget`` its particle budget)."""
     for indices in batches:
         batch = collate_sequences([sequences[i] for i in indices]).to(device, dtype)
-        particles = chunk if chunk is not None else particle_chunk(batch, num_samples, model=objective.model)
-        rows, steps = batch.x.shape[:2]
-        held = particles * rows * steps * values_per_step(objective.model, batch.x[0, 0].numel())
-        memory.check_fits(held * batch.x.element_size(), device=device,
-                          what=f"evaluating {rows} sequence(s) of {steps} steps, {particles} particle(s) at a time",
-                          hint="use a smaller --batch-size or shorter sequences")
+        particles = chunk if chunk is not None else particle_chunk(
+            batch, num_samples, model=objective.model, max_elements=budget or PARTICLE_ELEMENTS)
         result = terms(batch, chunk=particles)
         for key in TERMS:
             values[key][indices] = result[key].double().cpu().numpy()
@@ -333,20 +362,3 @@ def markdown_table(report: Dict) -> str:
         lines.append(f"Densities are of the normalised signal (x - mean) / std; for the full-scale waveform "
                      f"add -log(std) = {-math.log(std):.4f} nats per {units['unit']}.")
     return "\n".join(lines) + "\n"
-
-
-def report_name(split: str, stem: str = "eval") -> str:
-    """``<stem>-<split>``: the stem of a split's report files, so splits never overwrite each other."""
-    return f"{stem}-{split}"
-
-
-def write_report(result, out_dir, *, name: str = "eval", render=markdown_table) -> Dict:
-    """Write ``<name>-<split>.json`` (``result.to_dict()``) and ``<name>-<split>.md`` (``render`` of
-    it; split from ``result.meta``, default test) into ``out_dir``; returns the report dict."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = result.to_dict()
-    name = report_name(report.setdefault("split", "test"), name)
-    write_atomic(out_dir / f"{name}.json", json.dumps(report, indent=1) + "\n")
-    write_atomic(out_dir / f"{name}.md", render(report))
-    return report

@@ -17,8 +17,8 @@ All utterances are zero-padded to the longest, and ``eval_timit.py`` then
 
 :func:`evaluate_paper` reproduces this with our networks and reports it in the unit of the
 paper's Table 1 (nats per utterance, as a lower bound: the negative of what the script prints),
-beside the plain mean over the N utterances; ``bounds.write_report(result, out,
-name="eval_paper", render=markdown_lines)`` writes ``eval_paper-<split>.json`` and ``eval_paper-<split>.md``.
+beside the plain mean over the N utterances; ``reports.write_report(result, out,
+name="eval_paper")`` writes ``eval_paper-<split>.json`` and ``eval_paper-<split>.md`` (:func:`markdown_lines`).
 Our own protocol (:mod:`.bounds`) scores whole utterances, every frame, with IWAE; it is the
 better estimator, this one is the comparable one.
 """
@@ -115,9 +115,12 @@ def window_batch(windows: Sequence[Window]) -> Batch:
 def window_nll_kl(objective: Objective, batch: Batch) -> torch.Tensor:
     """-log p(y | z) + sum_t KL(q(z_t) || p(z_t)) per window ``(B,)``, z one sample from the guide."""
     guide_trace, model_trace = trace_pair(objective.model, objective.guide, batch)
+    nll = -bound_terms(guide_trace, model_trace)["rec"]
+    if not objective.model.latent_sites:  # no latent variables: no KL, the NLL is exact
+        return nll
     if not has_step_params(guide_trace, model_trace):
         raise ValueError("the paper protocol needs the analytic KL: this guide has no per-step Gaussian parameters")
-    return -bound_terms(guide_trace, model_trace)["rec"] + step_kl(guide_trace, model_trace).sum(-1)
+    return nll + step_kl(guide_trace, model_trace).sum(-1)
 
 
 def evaluate_paper(objective: Objective, sequences: Sequence[np.ndarray], info: DataInfo, *,

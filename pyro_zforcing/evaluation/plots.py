@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Dict, List
@@ -25,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ..files import write_atomic  # noqa: E402
+from ..files import JSONFileError, read_json, read_metrics, write_atomic  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +36,6 @@ GAP_VS_KL = "iwae_gap_vs_kl"
 def eval_figure_name(stem: str, split: str) -> str:
     """``<stem>-<split>.png``: each evaluated split has its own figures."""
     return f"{stem}-{split}.png"
-
-
-def read_metrics(path) -> List[Dict]:
-    """The records of a ``metrics.jsonl`` file (a truncated last line is ignored)."""
-    records = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s: skipping an unreadable line", path)
-    return records
 
 
 def save_figure(fig, path, *, dpi: int = 120) -> Path:
@@ -182,26 +169,68 @@ def eval_figures(report: Dict, out_dir) -> List[Path]:
     return written + [gap_vs_kl(report, out_dir / eval_figure_name(GAP_VS_KL, split))]
 
 
+def check_report(report: Dict, path) -> Dict:
+    """``report`` (read from ``path``) has what the figures read, or a one-line error naming the file."""
+    def fail(what: str):
+        raise JSONFileError(f"{path}: not an evaluation report ({what})")
+
+    def numbers(values, name: str) -> int:
+        if not isinstance(values, list) or not values or \
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            fail(f"{name} is not a list of numbers")
+        return len(values)
+
+    for key, kind in (("dataset", str), ("split", str), ("num_sequences", int), ("iwae_samples", int),
+                      ("units", dict), ("per_sequence", dict)):
+        if not isinstance(report.get(key), kind) or isinstance(report.get(key), bool):
+            fail(f"no {key!r} of the right type")
+    units = report["units"]
+    if not all(isinstance(units.get(key), str) for key in ("sequence", "step", "unit")) \
+            or not isinstance(units.get("units_per_step"), int):
+        fail("its 'units' lack sequence, step, unit or units_per_step")
+    per = report["per_sequence"]
+    keys = ["elbo", "iwae", "kl"] + (["kl_analytic"] if per.get("kl_analytic") is not None else [])
+    if len({numbers(per.get(key), f"per_sequence.{key}") for key in keys}) > 1:
+        fail("its per-sequence lists differ in length")
+    summary = report.get("kl_per_step")
+    if summary is not None:
+        if not isinstance(summary, dict):
+            fail("'kl_per_step' is not an object")
+        if len({numbers(summary.get(key), f"kl_per_step.{key}") for key in ("mean", "std", "count")}) > 1:
+            fail("its kl_per_step lists differ in length")
+    return report
+
+
+def run_units(run_dir: Path) -> Dict[str, str]:
+    """The learning curves' units from ``run_dir/config.json`` (none without one)."""
+    config = run_dir / "config.json"
+    if not config.is_file():
+        return {}
+    info = read_json(config).get("data_info")
+    if not isinstance(info, dict) or not isinstance(info.get("extra", {}), dict):
+        raise JSONFileError(f"{config}: no 'data_info' object; this is not the config.json of a run")
+    return curve_units(info)
+
+
 def plot_run(run_dir) -> List[Path]:
-    """Every figure of ``run_dir`` whose source exists (``metrics.jsonl``, ``eval-<split>.json``)."""
+    """Every figure of ``run_dir`` whose source exists (``metrics.jsonl``, ``eval-<split>.json``);
+    a malformed source is a one-line error naming the file (and line)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     written = []
     metrics = run_dir / "metrics.jsonl"
-    units = {}
-    config = run_dir / "config.json"
-    if config.is_file():
-        units = curve_units(json.loads(config.read_text())["data_info"])
+    units = run_units(run_dir)
     if metrics.is_file():
         records = read_metrics(metrics)
         if records:
             written.append(learning_curves(records, run_dir / LEARNING_CURVES, **units))
-    reports = sorted(run_dir.glob("eval-*.json"))
+    reports = [run_dir / f"eval-{split}.json" for split in ("train", "valid", "test")
+               if (run_dir / f"eval-{split}.json").is_file()]  # never a user's eval-mine.json
     for report_path in reports:
-        written += eval_figures(json.loads(report_path.read_text()), run_dir)
+        written += eval_figures(check_report(read_json(report_path), report_path), run_dir)
     if not reports:
         log.info("%s: no eval-<split>.json: run `zforcing evaluate` for the KL-per-step and gap figures", run_dir)
     if not written:
-        raise FileNotFoundError(f"{run_dir}: neither metrics.jsonl nor an eval-<split>.json to plot")
+        raise FileNotFoundError(f"{run_dir}: nothing to plot (no record in a metrics.jsonl, no eval-<split>.json)")
     return written

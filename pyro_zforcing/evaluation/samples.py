@@ -14,18 +14,27 @@ Conditional generation encodes the first P steps of real sequences with the guid
 (z_{1:P} ~ q(z | y_{1:P})), teacher-forces them, and continues from the prior. Interpolation
 encodes two sequences, mixes their latent trajectories linearly per step, and decodes each
 mixture: with the emission means for images and text, by sampling y given z for speech.
+
+:func:`sample_all` checks every size and index it is given before it generates or writes
+anything (:func:`check_request`): memory, the figure's pixel limit, ``--pair``, the prime.
+Every file is written atomically (WAVs too).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import pyro.poutine as poutine
 import torch
+from tqdm.auto import tqdm
 
+from .. import memory
 from ..data import collate_sequences
 from ..data.base import DataInfo
 from ..files import write_atomic
@@ -33,6 +42,14 @@ from ..models.base import LATENT_SITE
 from .plots import save_figure
 
 log = logging.getLogger(__name__)
+
+# matplotlib's Agg canvas takes fewer than 2**16 pixels per side
+MAX_FIGURE_PIXELS = 2 ** 16
+GRID_DPI = WAVE_DPI = 110
+GRID_COLUMNS = 8
+GRID_CELL_INCHES = (1.3, 1.6)  # width, height of one image with its title
+WAVE_ROW_INCHES = 1.6
+WAVES_SHOWN = 16  # the waveform figure shows the first 16 signals; every WAV is written
 
 
 def kind_of(info: DataInfo) -> str:
@@ -154,7 +171,8 @@ def sequence_plot(samples: np.ndarray, labels: List[str], path, *, real: Optiona
 
 
 def write_wav(path, frames: np.ndarray, info: DataInfo) -> Path:
-    """De-normalise and write 16-bit PCM at the data's sample rate (samples clipped to [-1, 1])."""
+    """De-normalise and write 16-bit PCM at the data's sample rate (samples clipped to [-1, 1]),
+    atomically (:func:`~pyro_zforcing.files.write_atomic`)."""
     import soundfile
 
     path = Path(path)
@@ -162,7 +180,7 @@ def write_wav(path, frames: np.ndarray, info: DataInfo) -> Path:
     clipped = np.clip(signal, -1.0, 1.0)
     if np.any(clipped != signal):
         log.info("%s: %d of %d samples clipped to [-1, 1]", path, int(np.sum(clipped != signal)), len(signal))
-    soundfile.write(str(path), clipped, info.sample_rate, subtype="PCM_16")
+    write_atomic(path, lambda f: soundfile.write(f, clipped, info.sample_rate, subtype="PCM_16", format="WAV"))
     return path
 
 
@@ -194,8 +212,8 @@ def image_grid(images: List[np.ndarray], path, *, columns: int = 8, titles: Opti
     image row (the end of the real prime)."""
     plt = _plt()
     rows = int(np.ceil(len(images) / columns))
-    size = 1.3
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.3) + (0.5 if suptitle else 0)),
+    width, height = GRID_CELL_INCHES
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * width, rows * height + (0.5 if suptitle else 0)),
                              squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -208,7 +226,7 @@ def image_grid(images: List[np.ndarray], path, *, columns: int = 8, titles: Opti
             ax.set_title(titles[i], fontsize=8)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    return save_figure(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=GRID_DPI)
 
 
 def waveform_plot(signals: List[np.ndarray], labels: List[str], path, *, sample_rate: int,
@@ -218,7 +236,8 @@ def waveform_plot(signals: List[np.ndarray], labels: List[str], path, *, sample_
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(len(signals), 1, figsize=(10, 1.6 * len(signals) + 0.6), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(signals), 1, figsize=(10, WAVE_ROW_INCHES * len(signals) + 0.6), sharex=True,
+                             squeeze=False)
     for ax, signal, label in zip(axes[:, 0], signals, labels):
         t = np.arange(len(signal)) / sample_rate
         ax.plot(t, signal, linewidth=0.5)
@@ -230,7 +249,7 @@ def waveform_plot(signals: List[np.ndarray], labels: List[str], path, *, sample_
     axes[-1, 0].set_xlabel("time [s]")
     if title:
         fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=WAVE_DPI)
 
 
 def write_samples(samples: np.ndarray, info: DataInfo, out_dir, *, name: str,
@@ -287,43 +306,110 @@ def write_samples(samples: np.ndarray, info: DataInfo, out_dir, *, name: str,
     if real is not None:
         signals = [s for i in range(n) for s in (np.clip(waveform(real[i], info), -1, 1), signals[i])]
         plot_labels = [t for i in range(n) for t in (f"real {i}", labels[i])]
+    shown = "" if len(signals) <= WAVES_SHOWN else f", the first {WAVES_SHOWN} of {len(signals)} signals"
     marker = prime_steps * info.units_per_step / info.sample_rate if prime_steps else None
-    written.append(waveform_plot(signals, plot_labels, out_dir / f"{name}.png", sample_rate=info.sample_rate,
-                                 marker_s=marker, title=f"{info.name}: {name}"
+    written.append(waveform_plot(signals[:WAVES_SHOWN], plot_labels[:WAVES_SHOWN], out_dir / f"{name}.png",
+                                 sample_rate=info.sample_rate, marker_s=marker, title=f"{info.name}: {name}{shown}"
                                  + (" (red line: end of the real prime)" if marker else "")))
     return written
 
 
+def check_request(objective, info: DataInfo, sequences: Sequence[np.ndarray], *, num: int, steps: int,
+                  prime_steps: int, interpolation: int, pair) -> None:
+    """Everything :func:`sample_all` is asked, checked before anything is generated or written:
+    whole images only, the prime inside the samples, ``pair`` inside the split, and each kind's
+    samples within memory (:func:`.memory.check_sampling_fits`) and, for images, one figure."""
+    kind = kind_of(info)
+    if kind == "image" and steps != default_steps(info):
+        shape = " x ".join(map(str, info.image_shape))
+        raise ValueError(f"--steps {steps}: samples of {info.name} are whole {shape} images of "
+                         f"{default_steps(info)} steps each; leave --steps out or give {default_steps(info)}")
+    if steps < 2:
+        raise ValueError(f"--steps {steps} leaves no step to continue a prime with; give --steps 2 or more")
+    if not 1 <= prime_steps < steps:
+        raise ValueError(f"--prime-steps must be in [1, {steps - 1}] for {steps} steps, got {prime_steps}")
+    model = objective.model
+    interpolating = interpolation > 0 and bool(model.latent_sites)
+    if interpolating:
+        if interpolation < 2:
+            raise ValueError(f"--interpolate needs at least 2 points (or 0 for none), got {interpolation}")
+        first, second = pair
+        if min(first, second) < 0 or max(first, second) >= len(sequences):
+            raise ValueError(f"--pair {first},{second}: the split has {len(sequences)} sequence(s) "
+                             f"(indices 0 to {len(sequences) - 1})" + ("; pass --interpolate 0 for no interpolation"
+                                                                       if len(sequences) < 2 else ""))
+    step_size = int(np.prod(np.shape(sequences[0])[1:], dtype=np.int64)) if len(sequences) else info.dim
+    dtype = next(objective.parameters()).dtype
+    device = next(objective.parameters()).device
+    wanted = [("-n", num, steps, 2 * num)]  # primed samples are shown beside their real primes
+    if interpolating:
+        wanted.append(("--interpolate", interpolation, min(len(sequences[i]) for i in pair), interpolation + 2))
+    for flag, count, length, shown in wanted:
+        memory.check_sampling_fits(model.config, num=count, steps=length, step_size=step_size, dtype=dtype,
+                                   device=device, flag=flag)
+        if kind == "image":
+            check_grid(shown, flag=flag)
+
+
+def check_grid(images: int, *, flag: str) -> None:
+    """Refuse an image grid taller than a figure may be (:data:`MAX_FIGURE_PIXELS`)."""
+    rows = math.ceil(images / GRID_COLUMNS)
+    height = (rows * GRID_CELL_INCHES[1] + 0.5) * GRID_DPI
+    if height >= MAX_FIGURE_PIXELS:
+        most = int((MAX_FIGURE_PIXELS / GRID_DPI - 0.5) // GRID_CELL_INCHES[1]) * GRID_COLUMNS
+        raise ValueError(f"{flag}: a grid of {images} images would be {height:,.0f} pixels tall, more than the "
+                         f"{MAX_FIGURE_PIXELS:,} a figure may have; at most {most} images fit in one figure")
+
+
+@contextmanager
+def step_progress(model, *, desc: str, quiet: bool) -> Iterator[None]:
+    """Show ``model.generate``'s steps as a progress bar (none when ``quiet`` or not a terminal)."""
+    if quiet or not sys.stderr.isatty():
+        yield
+        return
+    model.step_progress = lambda steps: tqdm(steps, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    try:
+        yield
+    finally:
+        model.step_progress = None
+
+
 def sample_all(objective, info: DataInfo, sequences: Sequence[np.ndarray], out_dir, *, num: int = 8,
                steps: Optional[int] = None, prime_steps: Optional[int] = None,
-               interpolation: int = 7, pair=(0, 1), device="cpu") -> Dict[str, List[Path]]:
+               interpolation: int = 7, pair=(0, 1), device="cpu", quiet: bool = True) -> Dict[str, List[Path]]:
     """Unconditional samples, primed continuations of the first ``num`` long-enough sequences of
-    ``sequences``, and an interpolation between sequences ``pair``; all written into ``out_dir``."""
+    ``sequences``, and an interpolation between sequences ``pair``; all written into ``out_dir``
+    once every request has passed :func:`check_request`."""
     steps = steps or default_steps(info)
+    if prime_steps is None:
+        prime_steps = max(1, steps // 2)
+    check_request(objective, info, sequences, num=num, steps=steps, prime_steps=prime_steps,
+                  interpolation=interpolation, pair=pair)
     written: Dict[str, List[Path]] = {}
     model = objective.model
-    unconditional = model.generate(num, steps).cpu().numpy()
+    with step_progress(model, desc="unconditional samples", quiet=quiet):
+        unconditional = model.generate(num, steps).cpu().numpy()
     written["samples"] = write_samples(unconditional, info, out_dir, name="samples")
-    if prime_steps is None:
-        prime_steps = steps // 2
-    candidates = [s for s in sequences if len(s) > prime_steps][:num]
+    long_enough = [s for s in sequences if len(s) > prime_steps]
+    candidates = long_enough[:num]
+    if len(candidates) < num:
+        log.warning("only %d of the split's %d sequences are longer than --prime-steps %d: %d primed sample(s), "
+                    "not %d", len(long_enough), len(sequences), prime_steps, len(candidates), num)
     if candidates:
-        primed = primed_continuations(objective, candidates, prime_steps=prime_steps, steps=steps,
-                                      device=device).cpu().numpy()
+        with step_progress(model, desc="primed samples", quiet=quiet):
+            primed = primed_continuations(objective, candidates, prime_steps=prime_steps, steps=steps,
+                                          device=device).cpu().numpy()
         written["primed"] = write_samples(primed, info, out_dir, name="primed", real=candidates,
                                           prime_steps=prime_steps,
                                           labels=[f"continued {i}" for i in range(len(candidates))])
-    else:
-        log.warning("no sequence is longer than --prime-steps %d: no primed samples", prime_steps)
     if interpolation and not model.latent_sites:
         log.info("the %s model has no latent variables: no interpolation", model.name)
     elif interpolation:
         first, second = pair
-        if max(first, second) >= len(sequences):
-            raise ValueError(f"--pair {first},{second}: the split has only {len(sequences)} sequences")
         # a Gaussian autoregression fed its own means decays to silence: speech is sampled given z
-        alphas, decoded = interpolate(objective, sequences[first], sequences[second], num=interpolation,
-                                      mean=kind_of(info) != "speech", device=device)
+        with step_progress(model, desc="interpolation", quiet=quiet):
+            alphas, decoded = interpolate(objective, sequences[first], sequences[second], num=interpolation,
+                                          mean=kind_of(info) != "speech", device=device)
         decoded = decoded.cpu().numpy()
         steps_used = decoded.shape[1]
         ends = [np.asarray(sequences[i][:steps_used], dtype=decoded.dtype)[None] for i in (first, second)]

@@ -40,7 +40,7 @@ this contract. Inputs follow one convention for every model: u_t = y_{t-1}, u_1 
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -92,6 +92,9 @@ class SequenceModel(nn.Module):
     latent_sites: Tuple[str, ...] = (LATENT_SITE,)
     guides: Tuple[str, ...] = ()
     side_modules: Dict[str, Tuple[str, ...]] = {}  # submodules outside p(y, z): see the module docstring
+    # wraps the step loop of ``generate`` (``range(steps)`` -> an iterable of the same steps), e.g.
+    # in a progress bar; set on an instance by whoever samples (``evaluation.samples``)
+    step_progress: Optional[Callable[[range], Iterable[int]]] = None
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -109,6 +112,10 @@ class SequenceModel(nn.Module):
     @property
     def default_guide(self) -> str:
         return self.guides[0]
+
+    def generation_steps(self, steps: int) -> Iterable[int]:
+        """The steps 0..steps-1 of ``generate``'s loop, through ``step_progress`` when set."""
+        return range(steps) if self.step_progress is None else self.step_progress(range(steps))
 
     def forget(self) -> None:
         """Drop every remembered embedding and state: a new evaluation of the loss begins.
@@ -193,7 +200,7 @@ def generate_through_forward_rnn(model: SequenceModel, num: int, steps: int, pri
     state = model.fwd.initial(num, param)
     u = model.embed.start(num, param)[:, 0]
     outputs = []
-    for t in range(steps):
+    for t in model.generation_steps(steps):
         z_t = model.latent_at(t, z, lambda: prior(state[0]))
         state = model.fwd.recurrence(u[:, None]).advance(0, z_t, *state)
         prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None

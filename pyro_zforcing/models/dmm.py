@@ -133,7 +133,7 @@ class DMM(SequenceModel):
         from the guide to continue from it)."""
         z_t = self.z_0.expand(num, self.config.z_dim)
         outputs = []
-        for t in range(steps):
+        for t in self.generation_steps(steps):
             z_t = self.latent_at(t, z, lambda: self.transition(z_t))
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
             outputs.append(self.emit(self.emitter.step_dist(z_t), mean=mean, prime_t=prime_t)[0])

@@ -56,7 +56,7 @@ class RNN(SequenceModel):
         u = self.embed.start(num, param)
         state = None
         outputs = []
-        for t in range(steps):
+        for t in self.generation_steps(steps):
             h, state = self.lstm(u, state)
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
             out_t, y_t = self.emit(self.emission.step_dist(h[:, 0]), mean=mean, prime_t=prime_t)

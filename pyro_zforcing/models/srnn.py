@@ -113,7 +113,7 @@ class SRNN(SequenceModel):
         z_t = param.new_zeros(num, self.config.z_dim)
         state = None
         outputs = []
-        for t in range(steps):
+        for t in self.generation_steps(steps):
             d, state = self.rnn(u, state)
             d = d[:, 0]
             z_t = self.latent_at(t, z, lambda: self.prior(z_t, d))

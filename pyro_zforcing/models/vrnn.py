@@ -140,7 +140,7 @@ class VRNN(SequenceModel):
         h = param.new_zeros(num, self.config.rnn_dim)
         state = (h, h)
         outputs = []
-        for t in range(steps):
+        for t in self.generation_steps(steps):
             z_t = self.latent_at(t, z, lambda: self.prior(state[0]))
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
             out_t, y_t = self.emit(self.emission.step_dist(self.phi_z(z_t), state[0]), mean=mean, prime_t=prime_t)

@@ -15,7 +15,8 @@ Budget: a study trains to convergence by default, with the trainer's validation 
 generous epoch cap (:data:`STUDY_EPOCHS`); each run records whether it stopped early (converged
 on validation) or ran into the cap (``epochs``) or ``max_steps``. The budget of every variant is
 logged at the start and saved in ``study.json``; a budget that ends before the first validation
-(the end of epoch 1) is warned about, since the best checkpoint would be the untrained model.
+(the end of epoch 1) is warned about: such a run is trained and validated where it stops, and
+early stopping and the LR schedule never act on it.
 
 The study writes ``study.csv`` (one row per run), ``study.md`` (mean ± std over seeds per
 variant) and ``study.png`` (validation bound and KL over training per variant).
@@ -39,7 +40,7 @@ from ..data import load_dataset
 from ..data.base import SequenceSplits
 from ..evaluation.bounds import evaluate_split
 from ..evaluation.latents import ACTIVE_THRESHOLD, active_units, mean_aux, rank_correlation
-from ..files import csv_text, remove_orphans, write_atomic
+from ..files import csv_text, prepare_output_dir, read_json, read_metrics, remove_orphans, write_atomic
 from ..infer import GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED, Objective, active_factors, parameter_counts
 from ..models import default_guide
 from ..training.trainer import Trainer, epoch_batches
@@ -134,17 +135,22 @@ def check_variants(variants: Dict[str, Dict]) -> None:
             raise ValueError(f"variant {name!r}: unknown settings {unknown}; allowed: {sorted(allowed)}")
 
 
-def select_variants(names: Sequence[str], extra: Optional[Dict[str, Dict]] = None) -> Dict[str, Dict]:
-    """The named variants from :data:`VARIANTS` and ``extra`` (a study file's), in order."""
+def select_variants(names: Sequence[str], extra: Optional[Dict[str, Dict]] = None, *,
+                    flag: str = "--variants") -> Dict[str, Dict]:
+    """The named variants from :data:`VARIANTS` and ``extra`` (a study file's), in order; ``flag``
+    is what the names came from, for the errors."""
     table = {**VARIANTS, **(extra or {})}
+    if not any(names):
+        raise ValueError(f"{flag} {','.join(names)!r} names no variant; known: {', '.join(sorted(table))}")
+    if not all(names):
+        raise ValueError(f"{flag} {','.join(names)!r} has an empty name between its commas")
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(sorted(table))}")
     if len(set(names)) != len(names):
-        raise ValueError(f"--variants lists a variant twice: {', '.join(names)}")
-    chosen = {n: dict(table[n]) for n in names}
-    check_variants(chosen)
-    return chosen
+        raise ValueError(f"{flag} lists a variant twice: {', '.join(names)}")
+    check_variants({n: table[n] for n in names})
+    return {n: dict(table[n]) for n in names}
 
 
 def load_study_file(path) -> Dict:
@@ -153,19 +159,17 @@ def load_study_file(path) -> Dict:
     Keys other than ``variants`` are the ``ablate`` flags' names (``seeds``, ``max_steps``,
     ``dataset``, ``rnn_dim`` ...) and act as their defaults.
     """
-    path = Path(path)
-
-    def not_finite(constant):
-        raise ValueError(f"{path}: {constant} is not a finite number")
-
     try:
-        values = json.loads(path.read_text(), parse_constant=not_finite)
+        values = read_json(path, finite=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"study file not found: {path}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level")
+    variants = values.get("variants")
+    if variants is not None and not isinstance(variants, (dict, list)):
+        raise ValueError(f"{path}: variants must be an object of overrides or a list of names, got {variants!r}")
+    if isinstance(variants, list) and not all(isinstance(name, str) for name in variants):
+        raise ValueError(f"{path}: variants must be names, got {variants!r}")
+    if variants is not None and len(variants) == 0:
+        raise ValueError(f"{path}: variants is empty; name at least one (known: {', '.join(sorted(VARIANTS))})")
     return values
 
 
@@ -214,7 +218,10 @@ def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) 
     path = run_dir / "config.json"
     if not path.exists():
         return
-    saved = json.loads(path.read_text())
+    saved = read_json(path)
+    if not isinstance(saved.get("model_config"), dict) or not isinstance(saved.get("train_config"), dict):
+        raise ValueError(f"{path}: no 'model_config' and 'train_config' objects; this is not the config.json of a "
+                         f"run; use another --study-dir or remove {run_dir}")
     model = {k: v for k, v in saved["model_config"].items() if k in model_sizes}
     if {**TRAIN_BEFORE_FIELDS, **saved["train_config"]} != to_dict(train_config) or model != model_sizes:
         raise ValueError(f"{run_dir}: existing run was started with other settings than this study "
@@ -239,9 +246,9 @@ def run_one(study: Study, splits: SequenceSplits, study_dir: Path, variant: str,
     check_same_run(run_dir, train_config, model_sizes)
     if result_path.exists():
         log.info("%s: finished earlier, skipped", run_dir.name)
-        return json.loads(result_path.read_text())
+        return read_result(result_path, variant, seed)
     if (run_dir / "checkpoints" / "last.pt").exists():
-        trainer = Trainer.resume(run_dir, quiet=quiet, splits=splits)
+        trainer = Trainer.resume(run_dir, quiet=quiet, splits=splits, guide=train_config.guide)
     else:
         # no last.pt: the run never got past its start, so it starts again
         trainer = Trainer.create(data_config=study.data, train_config=train_config, out_dir=run_dir,
@@ -260,6 +267,16 @@ def run_one(study: Study, splits: SequenceSplits, study_dir: Path, variant: str,
     log.info("%s: test ELBO %.3f, IWAE(%d) %.3f, KL %.3f, active units %d; stopped: %s after %d epochs",
              run_dir.name, result["test_elbo"], study.iwae_samples, result["test_iwae"], result["test_kl"],
              result["active_units"], result["stopped"], result["epochs"])
+    return result
+
+
+def read_result(path: Path, variant: str, seed: int) -> Dict:
+    """A finished run's ``result.json``, checked to be the result of that variant and seed."""
+    result = read_json(path)
+    missing = [key for key in CSV_COLUMNS if key not in result]
+    if missing or result.get("variant") != variant or result.get("seed") != seed:
+        what = f"no {missing[0]!r}" if missing else f"not the result of {variant} with seed {seed}"
+        raise ValueError(f"{path}: {what}; remove it to evaluate that run again")
     return result
 
 
@@ -293,15 +310,14 @@ def check_budgets(budget: Dict[str, Dict]) -> None:
     """Warn where a variant's budget ends before its first validation (the end of epoch 1)."""
     for variant, b in budget.items():
         if b["max_steps"] is not None and b["max_steps"] < b["updates_per_epoch"]:
-            log.warning("%s: --max-steps %d ends before the first validation (update %d, the end of epoch 1): "
-                        "its best checkpoint, which the study evaluates, is the untrained model", variant,
-                        b["max_steps"], b["updates_per_epoch"])
+            log.warning("%s: its budget of %d updates ends before the first validation (update %d, the end of "
+                        "epoch 1): it is validated only where it stops, and early stopping and the LR schedule "
+                        "never act on it", variant, b["max_steps"], b["updates_per_epoch"])
 
 
 def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[SequenceSplits] = None) -> List[Dict]:
     """Every (variant, seed) run, then ``study.csv``, ``study.md`` and ``study.png``."""
-    study_dir = Path(study_dir)
-    study_dir.mkdir(parents=True, exist_ok=True)
+    study_dir = prepare_output_dir(study_dir, what="study directory")
     remove_orphans(study_dir, exclusive=False)
     splits = splits if splits is not None else load_dataset(study.data)
     budget = budgets(study, splits)
@@ -390,9 +406,8 @@ def training_curves(study_dir: Path, results: List[Dict]):
         path = study_dir / run_name(r["variant"], r["seed"]) / "metrics.jsonl"
         if not path.exists():
             continue
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("kind") == "epoch":
+        for record in read_metrics(path):
+            if record.get("kind") == "epoch" and "valid_elbo" in record and "valid_kl" in record:
                 rows.append({"variant": r["variant"], "seed": r["seed"], "step": record["step"],
                              "valid ELBO": record["valid_elbo"], "valid KL": record["valid_kl"]})
     return pd.DataFrame(rows)

@@ -17,6 +17,7 @@ import torch
 
 from ..data import collate_sequences
 from ..data.base import SequenceSplits
+from ..files import record_written
 from ..infer import has_step_params, step_kl, trace_pair
 
 NUM_SAMPLES = 4
@@ -38,7 +39,10 @@ class RunBoard:
     """Writes one run's scalars, KL per step and samples for TensorBoard."""
 
     def __init__(self, log_dir: Path, splits: SequenceSplits):
+        before = set(log_dir.iterdir()) if log_dir.is_dir() else set()
         self.writer = summary_writer(log_dir)
+        for path in set(log_dir.iterdir()) - before:  # the writer's event file joins the run's manifest
+            record_written(path)
         self.splits = splits
 
     def scalars(self, record: Dict) -> None:

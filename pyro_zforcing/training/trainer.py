@@ -7,7 +7,9 @@ sees exactly the batches, noise and weights the uninterrupted run would have see
 The run directory belongs to one run (:mod:`.rundir`: a lock, no silent overwrite); SIGINT and
 SIGTERM stop after the current update with an exact checkpoint (:mod:`.interrupt`), and
 ``checkpoint_every`` updates ``last.pt`` within an epoch too. Every rewrite is atomic
-(:mod:`.files`).
+(:mod:`.files`). However training stops (epochs, ``max_steps``, a signal), the model it stopped
+with is validated and becomes ``best.pt`` if it is the best trained one, so a run shorter than
+an epoch is evaluated trained; ``--resume`` first checks that the checkpoint belongs to the run.
 """
 
 from __future__ import annotations
@@ -27,20 +29,21 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..build import build_objective, model_config_for, resolve_device, set_seed
+from ..build import allow_recorded_guide, build_objective, check_same_data, model_config_for, resolve_device, set_seed
 from ..checkpoint import config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from ..config import DataConfig, ModelConfig, TrainConfig
 from ..data import Batch, SequenceSplits, load_dataset
 from ..evaluation.bounds import evaluate_elbo, units_of
-from ..files import append_line, write_atomic
+from ..files import JSONFileError, append_line, metrics_problem, read_json, read_jsonl, write_atomic
 from ..graphs import CaptureFailed, GraphedBounds, GraphedUpdates
+from ..guides import is_guide_spec
 from ..infer import (GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED, Objective, Weights, active_factors,
                      parameter_counts, sequence_terms, weights_at)
 from ..memory import check_training_fits
 from ..steps import CompileUnavailable, check_compile_available, compiled_steps
 from . import distributed
 from .interrupt import Interrupted, StopRequests
-from .rundir import RunLock, claim_existing, claim_new
+from .rundir import RunDirError, RunLock, claim_existing, claim_new
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,12 @@ def aux_step_over_epochs(config: TrainConfig, num_items: int, *, world_size: int
 
 @dataclass
 class Progress:
-    """Where training stands; saved in every checkpoint."""
+    """Where training stands; saved in every checkpoint.
+
+    ``best_score`` is the best validation bound at an epoch end (early stopping and the LR
+    schedule compare with it); ``best_checkpoint_score`` that of ``best.pt``, which may also come
+    from the validation where training stopped inside an epoch.
+    """
 
     epoch: int = 0
     step: int = 0
@@ -84,6 +92,8 @@ class Progress:
     bad_epochs: int = 0
     early_stopped: bool = False
     validated_start: bool = False  # the bound before training (epoch 0) is measured
+    validated_step: int = -1  # the step of the last validation
+    best_checkpoint_score: float = -math.inf
 
 
 class MetricsError(ValueError):
@@ -106,24 +116,12 @@ class MetricsLog:
 
     @staticmethod
     def read(path: Path) -> List[tuple]:
-        """(line, record) of every complete record of ``path``."""
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        records = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-                    raise ValueError("not a metrics record")
-            except ValueError:
-                if number == len(lines):
-                    log.warning("%s: dropped its torn last line %d (a write was interrupted)", path, number)
-                    break
-                raise MetricsError(f"{path}: line {number} is not a metrics record; "
-                                   "repair or remove that line to resume") from None
-            records.append((line, record))
-        return records
+        """(line, record) of every complete record of ``path`` (:func:`~pyro_zforcing.files.read_jsonl`)."""
+        try:
+            return read_jsonl(path, check=metrics_problem)
+        except JSONFileError as error:
+            hint = "; repair or remove that line to resume" if ": line " in str(error) else ""
+            raise MetricsError(f"{error}{hint}") from None
 
     def write(self, record: Dict) -> None:
         append_line(self.path, json.dumps(record))
@@ -170,6 +168,7 @@ class Trainer:
         self._stops: Optional[StopRequests] = None
         self._updates: Optional[GraphedUpdates] = None  # captured on first use (--cuda-graphs)
         self._valid_terms: Optional[GraphedBounds] = None
+        self._started = time.time()
 
     # ----- construction -----
 
@@ -195,6 +194,8 @@ class Trainer:
                             steps=max(len(s) for s in splits.train), step_size=int(np.prod(splits.train[0].shape[1:])),
                             device=resolve_device(train_config.device))
         check_speed_settings(train_config, resolve_device(train_config.device), world_size=world_size)
+        if is_guide_spec(train_config.guide):
+            build_objective(model_config, train_config.guide)  # the user's guide keeps the contract (check_guide)
         lock = claim_new(out_dir, overwrite=overwrite) if rank == 0 else None  # nothing is written before the checks
         try:
             set_seed(train_config.seed)
@@ -216,9 +217,15 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir, *, quiet: bool = False, splits: Optional[SequenceSplits] = None,
-               rank: int = 0, world_size: int = 1, tensorboard: bool = False, **overrides) -> "Trainer":
+               rank: int = 0, world_size: int = 1, tensorboard: bool = False, guide: Optional[str] = None,
+               trust_guide: bool = False, **overrides) -> "Trainer":
         """Continue the run in ``run_dir`` from ``checkpoints/last.pt``; ``overrides`` may raise
-        ``epochs`` or ``max_steps`` (or move ``device``) and change nothing else."""
+        ``epochs`` or ``max_steps`` (or move ``device``) and change nothing else.
+
+        The checkpoints must belong to the run (:func:`check_belongs`). A custom guide recorded
+        in them is imported only when ``guide`` names it again or with ``trust_guide``
+        (:func:`~pyro_zforcing.build.allow_recorded_guide`).
+        """
         unknown = sorted(set(overrides) - set(RESUMABLE))
         if unknown:
             raise ValueError(f"--resume can only change {list(RESUMABLE)}, not {unknown}")
@@ -227,9 +234,12 @@ class Trainer:
         try:
             path = run_dir / "checkpoints" / "last.pt"
             state = load_checkpoint(path)
+            check_belongs(run_dir, state, path)
             train_config = replace(state["train_config"], **overrides)
+            guide = allow_recorded_guide(train_config.guide, named=guide, trust=trust_guide, source=path)
             splits = splits if splits is not None else load_dataset(state["data_config"])
-            objective = build_objective(state["model_config"], train_config.guide, kl=train_config.kl)
+            check_same_data(state["data_info"], splits.info, path)
+            objective = build_objective(state["model_config"], guide, kl=train_config.kl)
             load_weights(objective, state["objective"], path)
             trainer = cls(objective=objective, splits=splits, model_config=state["model_config"],
                           data_config=state["data_config"], train_config=train_config, out_dir=run_dir,
@@ -333,7 +343,7 @@ class Trainer:
     def _fit(self) -> Dict:
         config, progress = self.config, self.progress
         train = self.splits.train
-        start = time.time()
+        start = self._started = time.time()
         per_epoch = len(epoch_batches(len(train), config.batch_size, seed=config.seed, epoch=0,
                                       rank=self.rank, world_size=self.world_size))
         total = config.epochs * per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * per_epoch)
@@ -375,12 +385,30 @@ class Trainer:
         finally:
             bar.close()
         self._stop_if_skipped()
+        self._validate_at_stop(start)
         self.save("last")
-        summary = {"epoch": progress.epoch, "step": progress.step, "best_valid_elbo": progress.best_score,
-                   "time_s": time.time() - start}
+        summary = {"epoch": progress.epoch, "step": progress.step,
+                   "best_valid_elbo": progress.best_checkpoint_score, "time_s": time.time() - start}
         log.info("training stopped at epoch %d, step %d; best valid ELBO %.3f nats/sequence",
-                 progress.epoch, progress.step, progress.best_score)
+                 progress.epoch, progress.step, progress.best_checkpoint_score)
         return summary
+
+    def _validate_at_stop(self, start: float) -> None:
+        """Validate the model training stopped with (unless this step was validated) and make it
+        ``best.pt`` if it beats every trained one. Early stopping and the LR schedule see epoch ends
+        only, and the validation's noise comes from saved-and-restored RNG states, so a resumed run
+        continues exactly as if it had never stopped."""
+        progress = self.progress
+        if progress.validated_step == progress.step:
+            return
+        devices = [self.device] if self.device.type == "cuda" else []
+        saved = rng_state()
+        with torch.random.fork_rng(devices=devices):
+            valid = self._validate(start, stopped=True)
+        set_rng_state(saved)
+        if valid["elbo"] > progress.best_checkpoint_score:
+            progress.best_checkpoint_score = valid["elbo"]
+            self.save("best")
 
     def _stop_if_asked(self) -> None:
         """After SIGINT/SIGTERM (on any rank): save ``last.pt`` here and raise :class:`Interrupted`."""
@@ -389,6 +417,8 @@ class Trainer:
             signum = distributed.max_across_ranks(signum or 0, device=self.device) or None
         if signum is None:
             return
+        self.save("last")  # first: a second Ctrl-C during the validation quits without losing it
+        self._validate_at_stop(self._started)
         self.save("last")
         name = signal.Signals(signum).name
         raise Interrupted(f"stopped by {name} at epoch {self.progress.epoch}, step {self.progress.step}; saved "
@@ -465,8 +495,9 @@ class Trainer:
                 self.board.scalars(record)
         return record
 
-    def _validate(self, start: float) -> Dict[str, float]:
-        """The validation bound now, written to the metrics as an epoch record."""
+    def _validate(self, start: float, *, stopped: bool = False) -> Dict[str, float]:
+        """The validation bound now, written to the metrics as an epoch record (``stopped``: where
+        training stopped inside an epoch)."""
         progress = self.progress
         shard = self.splits.valid[self.rank::self.world_size]  # each rank scores its share
         if self.config.cuda_graphs and self._valid_terms is None:
@@ -481,13 +512,16 @@ class Trainer:
                                    units=sum(len(s) for s in shard) * self.splits.info.units_per_step)
         record = {"kind": "epoch", "step": progress.step, "epoch": progress.epoch,
                   **{f"valid_{key}": value for key, value in valid.items()},
-                  "lr": float(self.optimizer.param_groups[0]["lr"]), "time_s": time.time() - start}
+                  "lr": float(self.optimizer.param_groups[0]["lr"]), "time_s": time.time() - start,
+                  **({"stopped": True} if stopped else {})}
+        progress.validated_step = progress.step
         if self.rank == 0:
             self.metrics.write(record)
             if self.board is not None:
                 self.board.epoch(self.objective, record, device=self.device, dtype=self.dtype)
-        log.info("epoch %d: valid ELBO %.3f nats/sequence (%.4f per %s), KL %.3f",
-                 progress.epoch, valid["elbo"], valid["elbo_per_unit"], self.splits.info.unit, valid["kl"])
+        log.info("%s %d: valid ELBO %.3f nats/sequence (%.4f per %s), KL %.3f",
+                 "stopped at step" if stopped else "epoch", progress.step if stopped else progress.epoch,
+                 valid["elbo"], valid["elbo_per_unit"], self.splits.info.unit, valid["kl"])
         return valid
 
     def _across_ranks(self, means: Dict[str, float], *, count: float, units: float) -> Dict[str, float]:
@@ -518,7 +552,8 @@ class Trainer:
         if stop:
             progress.early_stopped = True
             log.info("early stopping: no improvement for %d epochs", progress.bad_epochs)
-        if improved:
+        if valid["elbo"] > progress.best_checkpoint_score:
+            progress.best_checkpoint_score = valid["elbo"]
             self.save("best")
         self.save("last")
         return stop
@@ -550,3 +585,36 @@ def optimizer_for_graphs(optimizer: torch.optim.Adam, graphs: bool, device: torc
     for state in optimizer.state.values():
         if "step" in state:
             state["step"] = state["step"].to(dtype=torch.float32, device=device if graphs else "cpu")
+def check_belongs(run_dir: Path, state: Dict, path: Path) -> None:
+    """The checkpoint ``state`` (read from ``path``) and ``best.pt`` must be of the run whose
+    ``config.json`` is in ``run_dir``: the same model, data and sizes (the settings a resume may
+    change aside). Otherwise a :class:`RunDirError` names the first difference."""
+    config_path = run_dir / "config.json"
+    try:
+        saved = read_json(config_path)
+    except FileNotFoundError:
+        raise RunDirError(f"--resume {run_dir}: {config_path} is missing, so nothing says what this run is; "
+                          "it cannot be resumed") from None
+    for key in ("model_config", "data_config", "train_config", "data_info"):
+        if not isinstance(saved.get(key), dict):
+            raise RunDirError(f"{config_path}: no {key!r} object; this is not the config.json of a run")
+    checked = [(path, state)]
+    best = run_dir / "checkpoints" / "best.pt"
+    if best.exists() and best.resolve() != path.resolve():
+        checked.append((best, load_checkpoint(best)))
+    for checkpoint, values in checked:
+        mine = json.loads(json.dumps(config_payload(values["model_config"], values["data_config"],
+                                                    values["train_config"], values["data_info"])))
+        for key in ("model_config", "data_config", "train_config", "data_info"):
+            for field in sorted(set(mine[key]) | set(saved[key])):
+                if key == "train_config" and field in RESUMABLE:
+                    continue
+                ours, theirs = mine[key].get(field), saved[key].get(field)
+                if ours != theirs:
+                    raise RunDirError(f"--resume {run_dir}: {checkpoint} does not belong to this run: its "
+                                      f"{key}.{field} is {_short(ours)} but config.json's is {_short(theirs)}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
