@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = [ROOT / "README.md"] + sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
+# docs/_build is the built site and docs/studies the study files and saved tables (conf.py's exclude_patterns)
+PAGES = [ROOT / "README.md"] + sorted(p for p in DOCS.rglob("*.md") if not {"_build", "studies"} & set(p.relative_to(DOCS).parts))
 FENCE = re.compile(r"^(`{3,})([^`\n]*)\n(.*?)^\1[ \t]*$", re.S | re.M)
 PYTHON_LANGUAGES = {"python", "py", "python3", "pycon", "ipython"}
 
