@@ -84,7 +84,7 @@ MODEL_VARIANTS: Dict[str, Dict] = {
     "srnn-filtering": {"model": "srnn", "guide": "filtering"},
     "dmm": {"model": "dmm"},
     "storn": {"model": "storn"},
-    "zforcing-noaux": {"model": "zforcing", "aux_weight": 0.0},
+    "zforcing-noaux": {"model": "zforcing", **VARIANTS["no-aux"]},  # the no-aux ablation as a model to compare
     # Table 1's GMM rows (real-valued frames only); 20 components as in Chung et al. (2015)
     "rnn-gmm": {"model": "rnn", "emission": "gmm", "mixtures": 20},
     "vrnn-gmm": {"model": "vrnn", "emission": "gmm", "mixtures": 20},
