@@ -195,3 +195,35 @@ def test_cli_ablate_rejects_an_unknown_variant(tmp_path, capsys):
     code = zforcing(["ablate", "--variants", "aux,nope", "--study-dir", str(tmp_path), "--quiet"])
     assert code == 2
     assert "unknown variant(s) nope" in capsys.readouterr().err
+
+
+def test_raising_the_cap_continues_capped_runs_to_the_result_of_the_longer_study(tmp_path, tiny_splits):
+    longer = run_study(tiny_study(["no-aux", "aux"], seeds=(0,), epochs=4), tmp_path / "longer", splits=tiny_splits)
+    run_study(tiny_study(["no-aux", "aux"], seeds=(0,), epochs=2), tmp_path / "raised", splits=tiny_splits)
+    raised = run_study(tiny_study(["no-aux", "aux"], seeds=(0,), epochs=4), tmp_path / "raised", splits=tiny_splits)
+    for a, b in zip(longer, raised):
+        assert b["epochs"] == 4 and b["steps"] == 12
+        assert {k: v for k, v in a.items() if k != "time_s"} == {k: v for k, v in b.items() if k != "time_s"}
+    for variant in ("no-aux", "aux"):
+        def records(root):
+            rows = [json.loads(line) for line in (root / f"{variant}-seed0" / "metrics.jsonl").read_text().splitlines()]
+            return [{k: v for k, v in row.items() if k != "time_s"} for row in rows]
+        assert records(tmp_path / "raised") == records(tmp_path / "longer")
+
+
+def test_a_run_that_stopped_early_keeps_its_result_when_the_cap_is_raised(tmp_path, tiny_splits, monkeypatch):
+    first = run_study(tiny_study(["no-aux"], seeds=(0,), epochs=2), tmp_path, splits=tiny_splits)[0]
+    path = tmp_path / "no-aux-seed0" / "result.json"
+    path.write_text(json.dumps({**first, "stopped": "early"}))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a run that stopped early was trained again")
+
+    monkeypatch.setattr(ablation.Trainer, "resume", refuse)
+    assert run_study(tiny_study(["no-aux"], seeds=(0,), epochs=5), tmp_path, splits=tiny_splits)[0]["stopped"] == "early"
+
+
+def test_a_lower_cap_than_a_run_was_trained_under_is_refused(tmp_path, tiny_splits):
+    run_study(tiny_study(["no-aux"], seeds=(0,), epochs=3), tmp_path, splits=tiny_splits)
+    with pytest.raises(ValueError, match="no-aux-seed0: trained under a cap of 3 epochs.*--epochs 2"):
+        run_study(tiny_study(["no-aux"], seeds=(0,), epochs=2), tmp_path, splits=tiny_splits)

@@ -8,7 +8,10 @@ with :class:`~pyro_zforcing.training.trainer.Trainer`, is evaluated on the test 
 validation checkpoint; ELBO, IWAE(K), KL, reconstruction, aux score, active units, parameters by
 role) and writes ``result.json`` atomically. A run with a ``result.json`` is skipped, an
 interrupted one resumes from its last checkpoint, so an interrupted study is continued by
-running it again.
+running it again. A study run again with a higher ``--epochs`` continues the runs that stopped at
+the old cap from their last checkpoint (the cap bounds training and changes nothing else, so
+the result is the run a study with the higher cap from the start would have trained); runs
+that stopped early keep their result, and a lower cap than a run was trained with is refused.
 
 Budget: a study trains to convergence by default, with the trainer's validation schedule
 (``TrainConfig``'s LR decay and early-stopping patience, whatever their defaults are) under a
@@ -214,7 +217,8 @@ def run_name(variant: str, seed: int) -> str:
 
 
 def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) -> None:
-    """An existing run must have been started with the settings this study asks for."""
+    """An existing run must have been started with the settings this study asks for, the epoch
+    cap aside (:func:`raised_cap` decides about that)."""
     path = run_dir / "config.json"
     if not path.exists():
         return
@@ -223,9 +227,24 @@ def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) 
         raise ValueError(f"{path}: no 'model_config' and 'train_config' objects; this is not the config.json of a "
                          f"run; use another --study-dir or remove {run_dir}")
     model = {k: v for k, v in saved["model_config"].items() if k in model_sizes}
-    if {**TRAIN_BEFORE_FIELDS, **saved["train_config"]} != to_dict(train_config) or model != model_sizes:
+    saved_train = {**TRAIN_BEFORE_FIELDS, **saved["train_config"], "epochs": train_config.epochs}
+    if saved_train != to_dict(train_config) or model != model_sizes:
         raise ValueError(f"{run_dir}: existing run was started with other settings than this study "
                          f"asks for; use another --study-dir or remove {run_dir}")
+
+
+def raised_cap(run_dir: Path, epochs: int) -> bool:
+    """Whether the run in ``run_dir`` was trained under a lower epoch cap than ``epochs`` (the cap
+    of its last checkpoint); a higher one is a :class:`ValueError`, as its result may have
+    trained past the cap asked for."""
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.exists():
+        return False
+    trained_under = load_checkpoint(path)["train_config"].epochs
+    if trained_under > epochs:
+        raise ValueError(f"{run_dir}: trained under a cap of {trained_under} epochs, more than the --epochs {epochs} "
+                         f"this study asks for; raise --epochs, use another --study-dir or remove {run_dir}")
+    return trained_under < epochs
 
 
 def how_it_stopped(trainer: Trainer) -> str:
@@ -244,11 +263,18 @@ def run_one(study: Study, splits: SequenceSplits, study_dir: Path, variant: str,
     result_path = run_dir / RESULT_FILE
     train_config, model_sizes = study.configs(variant, seed)
     check_same_run(run_dir, train_config, model_sizes)
+    raised = raised_cap(run_dir, train_config.epochs)
     if result_path.exists():
-        log.info("%s: finished earlier, skipped", run_dir.name)
-        return read_result(result_path, variant, seed)
+        result = read_result(result_path, variant, seed)
+        if not (raised and result["stopped"] == "epochs"):
+            log.info("%s: finished earlier, skipped", run_dir.name)
+            return result
+        log.info("%s: stopped at its cap of %d epochs; continued to the cap of %d", run_dir.name,
+                 result["epochs"], train_config.epochs)
+        result_path.unlink()  # an interrupted continuation must not leave the shorter run's result
     if (run_dir / "checkpoints" / "last.pt").exists():
-        trainer = Trainer.resume(run_dir, quiet=quiet, splits=splits, guide=train_config.guide)
+        trainer = Trainer.resume(run_dir, quiet=quiet, splits=splits, guide=train_config.guide,
+                                 epochs=train_config.epochs)
     else:
         # no last.pt: the run never got past its start, so it starts again
         trainer = Trainer.create(data_config=study.data, train_config=train_config, out_dir=run_dir,
