@@ -214,6 +214,10 @@ class TrainConfig:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
 
 
+# TrainConfig fields that change how fast a run trains, never what it trains to
+SPEED_ONLY_FIELDS = ("checkpoint_every", "compile", "cuda_graphs", "length_bucket")
+
+
 def to_dict(config: Any) -> dict:
     """A JSON-ready dict of a config dataclass."""
     return dataclasses.asdict(config)

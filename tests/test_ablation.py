@@ -227,3 +227,13 @@ def test_a_lower_cap_than_a_run_was_trained_under_is_refused(tmp_path, tiny_spli
     run_study(tiny_study(["no-aux"], seeds=(0,), epochs=3), tmp_path, splits=tiny_splits)
     with pytest.raises(ValueError, match="no-aux-seed0: trained under a cap of 3 epochs.*--epochs 2"):
         run_study(tiny_study(["no-aux"], seeds=(0,), epochs=2), tmp_path, splits=tiny_splits)
+
+
+def test_a_run_saved_before_the_speed_only_settings_existed_is_continued(tmp_path, tiny_splits):
+    run_study(tiny_study(["no-aux"], seeds=(0,)), tmp_path, splits=tiny_splits)
+    path = tmp_path / "no-aux-seed0" / "config.json"
+    saved = json.loads(path.read_text())
+    for field in ("compile", "cuda_graphs", "length_bucket"):  # added with --compile and --cuda-graphs
+        del saved["train_config"][field]
+    path.write_text(json.dumps(saved))
+    assert run_study(tiny_study(["no-aux"], seeds=(0,), epochs=3), tmp_path, splits=tiny_splits)[0]["epochs"] == 3

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..build import set_seed
 from ..checkpoint import TRAIN_BEFORE_FIELDS, load_checkpoint
-from ..config import DataConfig, ModelConfig, TrainConfig, to_dict
+from ..config import SPEED_ONLY_FIELDS, DataConfig, ModelConfig, TrainConfig, to_dict
 from ..data import load_dataset
 from ..data.base import SequenceSplits
 from ..evaluation.bounds import evaluate_split
@@ -217,8 +217,8 @@ def run_name(variant: str, seed: int) -> str:
 
 
 def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) -> None:
-    """An existing run must have been started with the settings this study asks for, the epoch
-    cap aside (:func:`raised_cap` decides about that)."""
+    """An existing run must have been started with the settings this study asks for, aside from
+    the speed-only ones and the epoch cap (:func:`raised_cap` decides about that)."""
     path = run_dir / "config.json"
     if not path.exists():
         return
@@ -227,8 +227,11 @@ def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) 
         raise ValueError(f"{path}: no 'model_config' and 'train_config' objects; this is not the config.json of a "
                          f"run; use another --study-dir or remove {run_dir}")
     model = {k: v for k, v in saved["model_config"].items() if k in model_sizes}
-    saved_train = {**TRAIN_BEFORE_FIELDS, **saved["train_config"], "epochs": train_config.epochs}
-    if saved_train != to_dict(train_config) or model != model_sizes:
+    def compared(train: Dict) -> Dict:
+        return {k: v for k, v in train.items() if k not in SPEED_ONLY_FIELDS and k != "epochs"}
+
+    if compared({**TRAIN_BEFORE_FIELDS, **saved["train_config"]}) != compared(to_dict(train_config)) \
+            or model != model_sizes:
         raise ValueError(f"{run_dir}: existing run was started with other settings than this study "
                          f"asks for; use another --study-dir or remove {run_dir}")
 

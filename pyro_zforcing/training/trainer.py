@@ -31,7 +31,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..build import allow_recorded_guide, build_objective, check_same_data, model_config_for, resolve_device, set_seed
 from ..checkpoint import config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
-from ..config import DataConfig, ModelConfig, TrainConfig
+from ..config import SPEED_ONLY_FIELDS, DataConfig, ModelConfig, TrainConfig
 from ..data import Batch, SequenceSplits, load_dataset
 from ..evaluation.bounds import evaluate_elbo, units_of
 from ..files import JSONFileError, append_line, metrics_problem, read_json, read_jsonl, write_atomic
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 # The only settings a resumed run may change; everything else comes from its checkpoint.
-RESUMABLE = ("epochs", "max_steps", "device", "checkpoint_every", "compile", "cuda_graphs", "length_bucket")
+RESUMABLE = ("epochs", "max_steps", "device", *SPEED_ONLY_FIELDS)
 
 
 class TrainingDiverged(RuntimeError):
