@@ -12,6 +12,7 @@ import pytest
 
 from pyro_zforcing.config import DataConfig
 from pyro_zforcing.data import DataError, load_dataset
+from pyro_zforcing.data.polyphonic import SRNN_ARRAYS
 
 JSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsb-chorales-quarter.json"
 needs_jsb = pytest.mark.skipif(not JSB.is_file(), reason=f"the shared JSB file is not at {JSB}")
@@ -142,7 +143,7 @@ def test_unreadable_files_are_clean_errors(tmp_path):
     with pytest.raises(DataError, match=r"is a folder; --data-dir names the file itself"):
         load(tmp_path)
     (tmp_path / "roll.txt").write_text("{}")
-    with pytest.raises(DataError, match=r"roll\.txt: expected a \.pickle, \.pkl, \.json file"):
+    with pytest.raises(DataError, match=r"roll\.txt: expected a \.pickle, \.pkl, \.json, \.npz file"):
         load(tmp_path / "roll.txt")
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(DataError, match=r"broken\.json is not valid JSON"):
@@ -150,6 +151,12 @@ def test_unreadable_files_are_clean_errors(tmp_path):
     (tmp_path / "broken.pkl").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match=r"broken\.pkl is not a readable piano-roll pickle"):
         load(tmp_path / "broken.pkl")
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match=r"broken\.npz is not a readable \.npz"):
+        load(tmp_path / "broken.npz")
+    np.savez(tmp_path / "objects.npz", **{name: np.array([None]) for name in SRNN_ARRAYS})
+    with pytest.raises(DataError, match=r"objects\.npz is not a readable \.npz"):  # object arrays are never unpickled
+        load(tmp_path / "objects.npz")
     with pytest.raises(DataError, match=r"option corpus must be one of"):
         load(tmp_path / "broken.json", corpus="bach")
 
@@ -163,3 +170,65 @@ def test_a_pickle_that_would_run_code_is_refused_by_name(tmp_path):
     path.write_bytes(pickle.dumps({"train": Payload()}, protocol=2))
     with pytest.raises(DataError, match=r"refusing to load (__builtin__|builtins)\.print"):
         load(path)
+
+
+def srnn_layout(pieces, *, window: int) -> dict:
+    """The arrays of SRNN's release for ``pieces`` ((T_i, 88) rolls), written here as its
+    ``MainSRNN_midi.py`` reads them: training and validation cut into ``window``-step windows of
+    inputs u (the frame before each target) and targets x; test pieces whole, zero-padded, with
+    a mask of their target steps."""
+    def windows(rolls):
+        u = [r[s:s + window] for r in rolls for s in range(0, len(r) - window, window)]
+        x = [r[s + 1:s + window + 1] for r in rolls for s in range(0, len(r) - window, window)]
+        return np.stack(u), np.stack(x)
+
+    arrays = {}
+    for name in ("train", "valid"):
+        arrays[f"u_{name}"], arrays[f"x_{name}"] = windows(pieces[name])
+    longest = max(len(r) for r in pieces["test"]) - 1
+    u, x = np.zeros((2, len(pieces["test"]), longest, 88), np.float32)
+    mask = np.zeros((len(pieces["test"]), longest), np.float32)
+    for i, r in enumerate(pieces["test"]):
+        u[i, :len(r) - 1], x[i, :len(r) - 1], mask[i, :len(r) - 1] = r[:-1], r[1:], 1.0
+    u[mask == 0] = np.nan  # the release's padded test inputs are NaN
+    return {**arrays, "u_test": u, "x_test": x, "mask_test": mask}
+
+
+def random_rolls(rng, lengths):
+    return [(rng.random((n, 88)) < 0.05).astype(np.float32) for n in lengths]
+
+
+def test_srnn_release_npz_gives_its_windows_with_their_first_inputs_and_whole_test_pieces(tmp_path):
+    rng = np.random.default_rng(0)
+    pieces = {"train": random_rolls(rng, [9, 13]), "valid": random_rolls(rng, [7]), "test": random_rolls(rng, [5, 8])}
+    np.savez(tmp_path / "jsb_raw.npz", **srnn_layout(pieces, window=4))
+    splits = load(tmp_path / "jsb_raw.npz")
+    # windows of 4 targets start at steps 0, 4 (piece of 9) and 0, 4, 8 (piece of 13)
+    starts = [(0, 0), (0, 4), (1, 0), (1, 4), (1, 8)]
+    assert len(splits.train) == len(splits.train_first) == 5
+    for window, first, (piece, start) in zip(splits.train, splits.train_first, starts):
+        np.testing.assert_array_equal(window, pieces["train"][piece][start + 1:start + 5])
+        np.testing.assert_array_equal(first, pieces["train"][piece][start])
+    assert [len(v) for v in splits.valid] == [5]  # the input frame and the 4 targets of the one window
+    np.testing.assert_array_equal(splits.valid[0], pieces["valid"][0][:5])
+    for got, piece in zip(splits.test, pieces["test"]):
+        np.testing.assert_array_equal(got, piece)  # the whole piece, its padding (NaN inputs) dropped
+    batch = splits.train_batch([3])
+    np.testing.assert_array_equal(batch.first[0].numpy(), pieces["train"][1][4])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.pop("mask_test"), r"not the layout of SRNN's release \(no mask_test"),
+    (lambda a: a.__setitem__("u_train", a["u_train"][..., :80]), r"u_train and x_train must both be \(N, T, 88\)"),
+    (lambda a: a["u_valid"].__setitem__((0, 2), 1 - a["u_valid"][0, 2]), r"valid sequence 0: u_valid is not x_valid shifted"),
+    (lambda a: a["mask_test"].__setitem__((0, 0), 0.0), r"mask_test must be \(N, T\) 0/1 with the real steps first"),
+    (lambda a: a["x_test"].__setitem__((1, 0, 3), 0.5), r"test sequence 1: frames must be 0/1"),
+])
+def test_a_broken_srnn_npz_is_an_error_naming_the_file_and_the_array(tmp_path, change, message):
+    rng = np.random.default_rng(1)
+    arrays = srnn_layout({"train": random_rolls(rng, [9]), "valid": random_rolls(rng, [9]),
+                          "test": random_rolls(rng, [5, 6])}, window=4)
+    change(arrays)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=r"bad\.npz.*" + message):
+        load(tmp_path / "bad.npz")

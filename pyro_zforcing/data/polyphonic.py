@@ -10,6 +10,12 @@ file itself:
   a tuple, a list or a numpy array of note numbers (ints or integral floats). Only builtin
   containers and numpy arrays are unpickled: any other class in the file is refused by name.
 - ``.json``: the same structure (``../shared/data/jsb-chorales-quarter.json``).
+- ``.npz``: the piano rolls of SRNN's release (marcofraccaro/srnn,
+  ``data/<corpus>_raw_batchsize16_seqlen100.npz``: ``u_*``/``x_*`` input and target frames,
+  already 88-key 0/1 rolls, ``mask_test``). Training is 100-step windows, each with its input
+  frame before it (``train_first``), as SRNN trains; validation windows and test pieces are
+  the input frame followed by the targets, the piece as it was before the shift. Their JSB is
+  at twice the time resolution of Boulanger-Lewandowski's quarter-note file (docs/polyphonic.md).
 
 Every time step becomes an ``notes``-dimensional 0/1 frame, column ``note - lowest_note``
 (defaults: the 88 piano keys from MIDI 21, A0, as every paper on these corpora uses); a rest
@@ -28,7 +34,7 @@ import io
 import json
 import pickle
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -38,9 +44,10 @@ from .common import check_choice, check_int, corpus_path, resolve_options
 SPLITS = ("train", "valid", "test")
 CORPORA = {"jsb": "chorale", "nottingham": "tune", "musedata": "piece", "piano": "piece"}
 OPTIONS = {"corpus": "jsb", "lowest_note": 21, "notes": 88}
-SUFFIXES = (".pickle", ".pkl", ".json")
+SUFFIXES = (".pickle", ".pkl", ".json", ".npz")
 LAYOUT = ('a .pickle, .pkl or .json file of {"train", "valid", "test"}, each a list of pieces, each a '
-          "list of time steps, each the MIDI note numbers sounding")
+          "list of time steps, each the MIDI note numbers sounding; or an .npz of SRNN's release")
+SRNN_ARRAYS = ("u_train", "x_train", "u_valid", "x_valid", "u_test", "x_test", "mask_test")
 # What a piano-roll pickle may contain: builtin containers and numpy arrays, nothing that runs code.
 PICKLE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -119,6 +126,54 @@ def read_split(data: dict, name: str, *, path: Path, lowest: int, notes: int) ->
             for i, piece in enumerate(pieces)]
 
 
+def read_srnn_npz(path: Path, *, notes: int) -> Tuple[Dict[str, List[np.ndarray]], List[np.ndarray]]:
+    """The splits and training first inputs of an ``.npz`` in the layout of SRNN's release: ``x_*``
+    (N, T, notes) target frames, ``u_*`` the same shifted by one (u_t = x_{t-1}), ``mask_test``
+    (N, T) the real steps of each test piece (a prefix)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [name for name in SRNN_ARRAYS if name not in data.files]
+            if missing:
+                raise DataError(f"polyphonic: {path}: not the layout of SRNN's release (no {', '.join(missing)}; "
+                                f"found: {', '.join(data.files) or 'nothing'})")
+            arrays = {name: np.asarray(data[name]) for name in SRNN_ARRAYS}
+    except (OSError, ValueError) as error:
+        raise DataError(f"polyphonic: {path} is not a readable .npz ({error})") from None
+    lengths = {"train": None, "valid": None}
+    mask = arrays["mask_test"]
+    if mask.ndim != 2 or not np.isin(mask, (0.0, 1.0)).all() or (np.diff(mask, axis=1) > 0).any():
+        raise DataError(f"polyphonic: {path}: mask_test must be (N, T) 0/1 with the real steps first")
+    lengths["test"] = mask.sum(axis=1).astype(int)
+    splits, train_first = {}, []
+    for name in SPLITS:
+        u, x = arrays[f"u_{name}"], arrays[f"x_{name}"]
+        if x.ndim != 3 or x.shape != u.shape or x.shape[2] != notes:
+            raise DataError(f"polyphonic: {path}: u_{name} and x_{name} must both be (N, T, {notes}), got "
+                            f"{u.shape} and {x.shape}")
+        steps = lengths[name] if lengths[name] is not None else np.full(len(x), x.shape[1])
+        if len(steps) != len(x):
+            raise DataError(f"polyphonic: {path}: mask_test has {len(steps)} rows for {len(x)} test pieces")
+        pieces = []
+        for i, (inputs, targets, n) in enumerate(zip(u, x, steps)):
+            where = f"polyphonic: {path}: {name} sequence {i}"
+            inputs, targets = inputs[:n], targets[:n]
+            if n == 0:
+                raise DataError(f"{where}: has no time steps")
+            if not (np.isin(targets, (0.0, 1.0)).all() and np.isin(inputs, (0.0, 1.0)).all()):
+                raise DataError(f"{where}: frames must be 0/1 piano-roll rows")
+            if not np.array_equal(inputs[1:], targets[:-1]):
+                raise DataError(f"{where}: u_{name} is not x_{name} shifted by one step")
+            if name == "train":
+                pieces.append(targets.astype(np.float32))
+                train_first.append(inputs[0].astype(np.float32))
+            else:
+                pieces.append(np.concatenate([inputs[:1], targets]).astype(np.float32))
+        if not pieces:
+            raise DataError(f"polyphonic: {path}: split {name!r} is empty")
+        splits[name] = pieces
+    return splits, train_first
+
+
 def load_polyphonic(config) -> SequenceSplits:
     """The train / valid / test piano rolls of ``config.data_dir`` as ``(T_i, notes)`` 0/1 frames."""
     options = resolve_options("polyphonic", config.options, OPTIONS)
@@ -132,12 +187,16 @@ def load_polyphonic(config) -> SequenceSplits:
         raise DataError(f"polyphonic: {path} is a folder; --data-dir names the file itself: {LAYOUT}")
     if path.suffix.lower() not in SUFFIXES:
         raise DataError(f"polyphonic: {path}: expected a {', '.join(SUFFIXES)} file")
-    data = read_file(path)
-    if not isinstance(data, dict):
-        raise DataError(f"polyphonic: {path}: expected an object with the splits train, valid, test, "
-                        f"got {type(data).__name__}")
-    splits = {name: read_split(data, name, path=path, lowest=lowest, notes=notes) for name in SPLITS}
+    train_first = None
+    if path.suffix.lower() == ".npz":
+        splits, train_first = read_srnn_npz(path, notes=notes)
+    else:
+        data = read_file(path)
+        if not isinstance(data, dict):
+            raise DataError(f"polyphonic: {path}: expected an object with the splits train, valid, test, "
+                            f"got {type(data).__name__}")
+        splits = {name: read_split(data, name, path=path, lowest=lowest, notes=notes) for name in SPLITS}
     info = DataInfo(name=f"polyphonic-{corpus}", emission="bernoulli", dim=notes, unit="time step",
                     extra={"sequence_unit": CORPORA[corpus], "corpus": corpus, "lowest_note": lowest,
                            "file": str(path)})
-    return SequenceSplits(info, splits["train"], splits["valid"], splits["test"])
+    return SequenceSplits(info, splits["train"], splits["valid"], splits["test"], train_first=train_first)
