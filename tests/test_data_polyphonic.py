@@ -232,3 +232,25 @@ def test_a_broken_srnn_npz_is_an_error_naming_the_file_and_the_array(tmp_path, c
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DataError, match=r"bad\.npz.*" + message):
         load(tmp_path / "bad.npz")
+
+
+def test_the_resolution_check_finds_pieces_written_at_twice_the_resolution(tmp_path):
+    from benchmarks.jsb_resolution import compare
+
+    rng = np.random.default_rng(2)
+    coarse = {name: random_rolls(rng, lengths) for name, lengths in
+              {"train": [30, 26], "valid": [24, 22], "test": [9, 12]}.items()}
+    midi = {name: [[(np.flatnonzero(frame) + 21).tolist() for frame in piece] for piece in pieces]
+            for name, pieces in coarse.items()}
+    (tmp_path / "coarse.json").write_text(json.dumps(midi))
+    fine = {name: [np.repeat(piece, 2, axis=0) for piece in pieces] for name, pieces in coarse.items()}
+    # the release's training windows cut one stream of the pieces; the test pieces stay whole
+    stream = {name: [np.concatenate(fine[name])] for name in ("train", "valid")}
+    np.savez(tmp_path / "fine.npz", **srnn_layout({**stream, "test": fine["test"]}, window=20))
+    report = compare(str(tmp_path / "fine.npz"), str(tmp_path / "coarse.json"))
+    assert report["test"]["matched"] == report["test"]["fine_pieces"] == 2
+    assert report["train"]["fine_pieces"] == 5 and report["train"]["matched"] == 5  # 112 frames: windows of 20 from 0 to 80
+    assert report["valid"]["matched"] == report["valid"]["fine_pieces"] == 4
+    # every coarse frame written twice: at least T_i of the 2 T_i - 1 frames with a predecessor repeat it
+    floor = sum(len(p) for p in coarse["test"]) / sum(2 * len(p) - 1 for p in coarse["test"])
+    assert report["test"]["fine_repeated_share"] >= round(floor, 4)
