@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pyro_zforcing.build import build_objective, model_config_for
 from pyro_zforcing.cli.main import main
@@ -178,3 +179,32 @@ def test_the_code_of_docs_polyphonic_runs_and_prints_the_independent_bernoulli_f
     for code in blocks:
         exec(compile(code, "docs/polyphonic.md", "exec"), {"__name__": "docs_example"})
     assert capsys.readouterr().out.split() == ["-11.06"]
+
+
+@pytest.mark.parametrize("model", ["rnn", "srnn"])
+def test_the_srnn_convention_figure_scores_the_targets_after_each_first_frame(tmp_path, tiny_jsb, model):
+    from benchmarks.srnn_test_figure import test_figure as srnn_figure
+    from pyro_zforcing import infer
+    from pyro_zforcing.checkpoint import load_checkpoint
+    from pyro_zforcing.data.base import collate_sequences
+
+    assert main(["--dataset", "polyphonic", "--data-dir", str(tiny_jsb), "--model", model, "--epochs", "1",
+                 "--rnn-dim", "6", "--emb-dim", "4", "--z-dim", "2", "--mlp-dim", "4", "--batch-size", "3",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    figure = srnn_figure(str(tmp_path / "run"))
+    test = load_dataset(DataConfig(dataset="polyphonic", data_dir=str(tiny_jsb))).test
+    assert figure["pieces"] == 3
+    assert figure["total_over_total"] <= 0 and figure["srnn_convention"] <= 0
+    if model == "rnn":  # no latents: log p(x_0..x_L) - log p(x_0), each scored as a whole sequence, over L
+        state = load_checkpoint(tmp_path / "run")
+        objective = build_objective(state["model_config"], state["train_config"].guide)
+        objective.load_state_dict(state["objective"])
+
+        def exact(pieces):
+            terms = infer.sequence_terms(objective.model, objective.guide, collate_sequences(pieces))
+            return terms["elbo"].detach().double()
+
+        targets = (exact(test) - exact([p[:1] for p in test])) / torch.tensor([len(p) - 1 for p in test]).double()
+        assert figure["srnn_convention"] == pytest.approx(float(targets.mean()), abs=1e-6)
+    again = srnn_figure(str(tmp_path / "run"))
+    assert again == figure  # seeded
