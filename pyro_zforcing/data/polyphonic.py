@@ -139,18 +139,17 @@ def read_srnn_npz(path: Path, *, notes: int) -> Tuple[Dict[str, List[np.ndarray]
             arrays = {name: np.asarray(data[name]) for name in SRNN_ARRAYS}
     except (OSError, ValueError) as error:
         raise DataError(f"polyphonic: {path} is not a readable .npz ({error})") from None
-    lengths = {"train": None, "valid": None}
     mask = arrays["mask_test"]
     if mask.ndim != 2 or not np.isin(mask, (0.0, 1.0)).all() or (np.diff(mask, axis=1) > 0).any():
         raise DataError(f"polyphonic: {path}: mask_test must be (N, T) 0/1 with the real steps first")
-    lengths["test"] = mask.sum(axis=1).astype(int)
     splits, train_first = {}, []
     for name in SPLITS:
         u, x = arrays[f"u_{name}"], arrays[f"x_{name}"]
         if x.ndim != 3 or x.shape != u.shape or x.shape[2] != notes:
             raise DataError(f"polyphonic: {path}: u_{name} and x_{name} must both be (N, T, {notes}), got "
                             f"{u.shape} and {x.shape}")
-        steps = lengths[name] if lengths[name] is not None else np.full(len(x), x.shape[1])
+        # training and validation windows are whole; test pieces are padded to the longest
+        steps = mask.sum(axis=1).astype(int) if name == "test" else np.full(len(x), x.shape[1])
         if len(steps) != len(x):
             raise DataError(f"polyphonic: {path}: mask_test has {len(steps)} rows for {len(x)} test pieces")
         pieces = []

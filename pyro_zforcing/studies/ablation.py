@@ -216,6 +216,11 @@ def run_name(variant: str, seed: int) -> str:
     return f"{variant}-seed{seed}"
 
 
+def what_trains(train: Dict) -> Dict:
+    """A ``TrainConfig`` dict without the speed-only fields and the epoch cap."""
+    return {k: v for k, v in train.items() if k not in SPEED_ONLY_FIELDS and k != "epochs"}
+
+
 def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) -> None:
     """An existing run must have been started with the settings this study asks for, aside from
     the speed-only ones and the epoch cap (:func:`raised_cap` decides about that)."""
@@ -227,11 +232,8 @@ def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) 
         raise ValueError(f"{path}: no 'model_config' and 'train_config' objects; this is not the config.json of a "
                          f"run; use another --study-dir or remove {run_dir}")
     model = {k: v for k, v in saved["model_config"].items() if k in model_sizes}
-    def compared(train: Dict) -> Dict:
-        return {k: v for k, v in train.items() if k not in SPEED_ONLY_FIELDS and k != "epochs"}
-
-    if compared({**TRAIN_BEFORE_FIELDS, **saved["train_config"]}) != compared(to_dict(train_config)) \
-            or model != model_sizes:
+    saved_train = {**TRAIN_BEFORE_FIELDS, **saved["train_config"]}
+    if what_trains(saved_train) != what_trains(to_dict(train_config)) or model != model_sizes:
         raise ValueError(f"{run_dir}: existing run was started with other settings than this study "
                          f"asks for; use another --study-dir or remove {run_dir}")
 
