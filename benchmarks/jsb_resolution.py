@@ -37,13 +37,18 @@ def repeated_share(pieces: Sequence[np.ndarray]) -> float:
     return repeats / max(1, sum(len(p) - 1 for p in pieces))
 
 
-def runs(frames: np.ndarray, coarse: Sequence[np.ndarray]) -> List[tuple]:
-    """``frames`` split greedily into maximal contiguous runs of coarse pieces: ``(piece, start,
-    length)`` each, ``(None, k, 1)`` for a frame found in none."""
+def frame_index(coarse: Sequence[np.ndarray]) -> Dict[bytes, List[tuple]]:
+    """Every frame of ``coarse`` (its bytes) to the ``(piece, step)`` places it occurs at."""
     where: Dict[bytes, List[tuple]] = {}
     for j, piece in enumerate(coarse):
         for t, frame in enumerate(piece):
             where.setdefault(frame.tobytes(), []).append((j, t))
+    return where
+
+
+def runs(frames: np.ndarray, coarse: Sequence[np.ndarray], where: Dict[bytes, List[tuple]]) -> List[tuple]:
+    """``frames`` split greedily into maximal contiguous runs of coarse pieces (``where`` is their
+    :func:`frame_index`): ``(piece, start, length)`` each, ``(None, k, 1)`` for a frame found in none."""
     out, k = [], 0
     while k < len(frames):
         best = (None, k, 1)
@@ -58,9 +63,9 @@ def runs(frames: np.ndarray, coarse: Sequence[np.ndarray]) -> List[tuple]:
     return out
 
 
-def is_window_of(frames: np.ndarray, coarse: Sequence[np.ndarray]) -> bool:
+def is_window_of(frames: np.ndarray, coarse: Sequence[np.ndarray], where: Dict[bytes, List[tuple]]) -> bool:
     """Whether ``frames`` is a run of one coarse piece, or the end of one and the start of another."""
-    found = runs(frames, coarse)
+    found = runs(frames, coarse, where)
     if any(piece is None for piece, _, _ in found) or len(found) > 2:
         return False
     if len(found) == 1:
@@ -73,13 +78,14 @@ def matches(fine: List[np.ndarray], coarse: List[np.ndarray], ratio: int, whole:
     """Fine pieces whose every ``ratio``-th frame (from some offset) is a coarse piece (``whole``)
     or a window of the coarse stream (:func:`is_window_of`)."""
     keys = {piece.tobytes() for piece in coarse}
+    where = None if whole else frame_index(coarse)
     count = 0
     for piece in fine:
         strided = [piece[offset::ratio] for offset in range(ratio)]
         if whole:
             count += any(s.tobytes() in keys for s in strided)
         else:
-            count += any(is_window_of(s, coarse) for s in strided)
+            count += any(is_window_of(s, coarse, where) for s in strided)
     return count
 
 
