@@ -77,7 +77,9 @@ class Emission(nn.Module):
 
     Subclasses set ``family``, ``out_dim`` and ``tokens``, and implement ``step_dist``,
     ``step_log_prob``, ``mean`` and ``mean_and_mode``; ``step_elements`` is the number of
-    values one step of one sequence holds while scored (``MaskedEmission`` slices evaluation by it).
+    values one step of one sequence holds while scored (``MaskedEmission`` slices evaluation by
+    it), ``inner_elements`` those an autoregressive family keeps for the backward pass beyond its
+    outputs (``memory`` adds them to a training run's estimate; 0 for a factorised family).
     """
 
     family: str = ""
@@ -85,6 +87,7 @@ class Emission(nn.Module):
     has_rsample: bool = False
     out_dim: int
     step_elements: int
+    inner_elements: int = 0
 
     def step_dist(self, state: torch.Tensor) -> TorchDistribution:
         raise NotImplementedError
@@ -245,6 +248,7 @@ class NADEEmission(Emission):
         self.weight_in = nn.Parameter(torch.empty(hidden, out_dim).uniform_(-1, 1) / math.sqrt(out_dim))  # W
         self.weight_out = nn.Parameter(torch.empty(out_dim, hidden).uniform_(-1, 1) / math.sqrt(hidden))  # V
         self.step_elements = out_dim * hidden
+        self.inner_elements = 3 * out_dim * hidden  # the cumulative sums, their sigmoid, its product with V
 
     def biases(self, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(b_v(s) ``(..., D)``, b_h(s) ``(..., H_nade)``)."""
@@ -347,6 +351,7 @@ class ARGMMEmission(Emission):
         mask_out = (degrees[None, :] < dims[:, None]).to(torch.get_default_dtype())
         self.register_buffer("mask_out", mask_out.repeat_interleave(self.per_dim, dim=0), persistent=False)
         self.step_elements = hidden + out_dim * self.per_dim
+        self.inner_elements = 2 * self.step_elements
 
     def _params(self, out: torch.Tensor):
         """(log mixing weights or None, loc, logvar), each ``(..., K)``, from outputs ``(..., per_dim)``."""
