@@ -72,6 +72,17 @@ def test_nade_probabilities_of_every_frame_sum_to_one_and_equal_a_key_by_key_tra
     assert log_p.max() - log_p.min() > 5  # the frames are far from equally likely: the test can fail
 
 
+def test_nade_logits_from_the_on_keys_equal_the_dense_cumulative_sum_at_every_density(float64):
+    head = randomised(NADEEmission(3, 12, hidden=5), seed=9)
+    generator = torch.Generator().manual_seed(4)
+    state = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    for density in (0.0, 0.05, 0.3, 0.7, 1.0):
+        y = (torch.rand(5, 12, generator=generator, dtype=torch.float64) < density).double()
+        b_v, b_h = head.biases(state)
+        dense = head.dense_logits(b_v, b_h, y)
+        torch.testing.assert_close(head.logits(b_v, b_h, y), dense, rtol=1e-12, atol=1e-12)
+
+
 def test_nade_with_one_key_is_a_bernoulli_of_the_right_probability(float64):
     head = randomised(NADEEmission(3, 1, hidden=4), seed=2)
     state = torch.tensor([0.3, -1.2, 0.8])
