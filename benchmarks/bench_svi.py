@@ -27,7 +27,17 @@ as a replayed CUDA graph (``pyro_graphs``) and the fused plain-PyTorch step capt
 (``torch_graphs``; ``ratio_graphs`` = pyro_graphs / torch_graphs). All contenders run interleaved in
 one process; each is reported by its median (``*_ms``) and its minimum (``*_min_ms``).
 ``--config timit`` times the TIMIT recipe's full-size update (rnn 1024, z 256, emb 512, mlp 512,
-batch 32, 40 frames; KL weight 0.2, no aux, as the recipe's first updates):
+batch 32, 40 frames; KL weight 0.2, no aux, as the recipe's first updates).
+
+``--emission nade|ar-gmm`` times the cost of an autoregressive emission instead: the library's
+update with it (``pyro``) against the library's update of the same model, sizes and batch with
+the factorised emission of that data (``factorised``: bernoulli for nade, on binary frames;
+gaussian for ar-gmm); ``emission_cost`` = pyro / factorised. ``--config jsb`` is RNN-NADE's
+scale (88 keys, LSTM 150, batch 20, 100 steps); ``--nade-hidden``, ``--made-hidden`` and
+``--mixtures`` size the emission (defaults: the library's):
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --config jsb --emission nade --model rnn --model zforcing
+    OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --config small --emission ar-gmm --model rnn --model srnn
 
     OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --compile --model zforcing --model vrnn --model srnn --model rnn
     python benchmarks/bench_svi.py --device cuda --compile --cuda-graphs --config small --config large --config timit \
@@ -108,9 +118,30 @@ def library_steps(objective, batch, weights, device, *, compiled: bool, graphs: 
     return steps
 
 
+FACTORISED = {"nade": "bernoulli", "ar-gmm": "gaussian"}  # the factorised emission of the same data
+
+
+def emission_steps(config_name: str, device: torch.device, model: str, emission: str, sizes: dict):
+    """The library's update with ``emission`` (``pyro``) and with the factorised emission of the
+    same data (``factorised``): same model, sizes and batch."""
+    config = ALL_CONFIGS[config_name]
+    weights = RECIPE_WEIGHTS.get(config_name, WEIGHTS)
+    batch = synthetic_batch(config, device, binary=FACTORISED[emission] == "bernoulli")
+    steps = {}
+    for name, family, extra in (("pyro", emission, sizes), ("factorised", FACTORISED[emission], {})):
+        torch.manual_seed(0)
+        objective = build_objective(ModelConfig(**{**config.model_sizes(), "emission": family}, **extra,
+                                                model=model)).to(device)
+        steps[name] = library_steps(objective, batch, weights, device, compiled=False, graphs=False)["pyro"]
+    return config, steps
+
+
 def build_steps(config_name: str, device: torch.device, model: str = "zforcing", *, compiled: bool = False,
-                graphs: bool = False):
-    """The library's and plain PyTorch's training step closures, same weights, same batch."""
+                graphs: bool = False, emission: str = None, sizes: dict = None):
+    """The library's and plain PyTorch's training step closures, same weights, same batch (with
+    ``emission``: :func:`emission_steps`)."""
+    if emission is not None:
+        return emission_steps(config_name, device, model, emission, sizes or {})
     config = ALL_CONFIGS[config_name]
     weights = RECIPE_WEIGHTS.get(config_name, WEIGHTS)
     torch.manual_seed(0)
@@ -144,7 +175,7 @@ def ratios(times: dict) -> dict:
     ratios, steadier than the ratio of medians on a loaded machine."""
     pairs = {"ratio": ("pyro", "torch"), "ratio_fast": ("pyro", "torch_fast"),
              "compiled_speedup": ("pyro", "pyro_compiled"), "graphs_speedup": ("pyro", "pyro_graphs"),
-             "ratio_graphs": ("pyro_graphs", "torch_graphs")}
+             "ratio_graphs": ("pyro_graphs", "torch_graphs"), "emission_cost": ("pyro", "factorised")}
     out = {}
     for name, (a, b) in pairs.items():
         if a in times and b in times:
@@ -169,6 +200,11 @@ def main(argv=None) -> int:
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="also time the library's update and the plain-PyTorch step as replayed CUDA graphs "
                              "(pyro_graphs, torch_graphs; CUDA only)")
+    parser.add_argument("--emission", choices=sorted(FACTORISED), default=None,
+                        help="time the library's update with this emission against the factorised one (see above)")
+    parser.add_argument("--nade-hidden", type=int, default=None, help="nade's hidden units (default: the library's)")
+    parser.add_argument("--made-hidden", type=int, default=None, help="ar-gmm's MADE units (default: the library's)")
+    parser.add_argument("--mixtures", type=int, default=None, help="ar-gmm's components (default: the library's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--measure-memory", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -176,8 +212,12 @@ def main(argv=None) -> int:
     device = device_and_threads(args.device, args.threads)
     if args.cuda_graphs and device.type != "cuda":
         parser.error(f"--cuda-graphs needs --device cuda (got {device})")
+    if args.emission and (args.compile or args.cuda_graphs):
+        parser.error("--emission times eager updates; leave out --compile and --cuda-graphs")
+    sizes = {name: getattr(args, name) for name in ("nade_hidden", "made_hidden", "mixtures")
+             if getattr(args, name) is not None}
     configs = args.config or sorted(CONFIGS, key=lambda name: CONFIGS[name].hidden)
-    flags = dict(compiled=args.compile, graphs=args.cuda_graphs)
+    flags = dict(compiled=args.compile, graphs=args.cuda_graphs, emission=args.emission, sizes=sizes)
 
     models = args.model or ["zforcing"]
     if args.measure_memory:  # child process: the peak memory of one contender's steps
@@ -192,6 +232,7 @@ def main(argv=None) -> int:
         config, steps = build_steps(name, device, model, **flags)
         times = interleaved_times(steps, warmup=warmup, repeats=repeats, device=device)
         record = {"bench": "svi_step", "model": model, **vars(config),
+                  **({"emission": args.emission, **sizes} if args.emission else {}),
                   **{f"{who}_ms": median_ms(t) for who, t in times.items()},
                   **{f"{who}_min_ms": min_ms(t) for who, t in times.items()}}
         record.update(ratios(times))
@@ -201,6 +242,8 @@ def main(argv=None) -> int:
         if not args.no_memory:
             child = ["--config", name, "--device", args.device, "--threads", str(args.threads), "--model", model]
             child += (["--compile"] if args.compile else []) + (["--cuda-graphs"] if args.cuda_graphs else [])
+            child += ["--emission", args.emission] if args.emission else []
+            child += [f"--{name.replace('_', '-')}={value}" for name, value in sizes.items()]
             record.update(peak_memory_fields(__file__, steps, device, child))
         record.update(environment(device))
         print(json.dumps(record), flush=True)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, load_weights
-from .config import ModelConfig
+from .config import EMISSION_DATA, ModelConfig
 from .data import SequenceSplits, load_dataset
 from .data.base import DataInfo
 from .guides import check_guide, is_guide_spec, make_guide
@@ -53,11 +53,13 @@ def resolve_device(name: str) -> torch.device:
 
 def model_config_for(info: DataInfo, **sizes) -> ModelConfig:
     """A :class:`ModelConfig` whose input size, and emission unless ``emission`` is given, come
-    from the dataset; ``gmm`` may replace the ``gaussian`` emission of real-valued frames."""
+    from the dataset; an emission for the same kind of data may replace the dataset's
+    (``config.EMISSION_DATA``: nade for binary frames; gmm or ar-gmm for real-valued ones)."""
     emission = sizes.pop("emission", None) or info.emission
-    if emission != info.emission and not (info.emission == "gaussian" and emission == "gmm"):
+    if EMISSION_DATA[emission] != info.emission:
+        fits = ", ".join(name for name, data in EMISSION_DATA.items() if data == info.emission)
         raise ValueError(f"--emission {emission} does not fit dataset {info.name!r} ({info.emission} data); "
-                         "gmm can replace gaussian for real-valued frames")
+                         f"its emissions: {fits}")
     return ModelConfig(input_dim=info.dim, emission=emission, **sizes)
 
 

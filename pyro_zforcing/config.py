@@ -11,7 +11,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-EMISSIONS = ("gaussian", "bernoulli", "categorical", "gmm")
+EMISSIONS = ("gaussian", "bernoulli", "categorical", "gmm", "nade", "ar-gmm")  # pyro_zforcing.emissions.EMISSIONS
+# the data each emission models (a dataset's DataInfo.emission): binary frames, real frames or tokens
+EMISSION_DATA = {"bernoulli": "bernoulli", "nade": "bernoulli", "gaussian": "gaussian", "gmm": "gaussian",
+                 "ar-gmm": "gaussian", "categorical": "categorical"}
+MIXTURE_EMISSIONS = ("gmm", "ar-gmm")
 MODEL_NAMES = ("zforcing", "rnn", "vrnn", "srnn", "dmm", "storn")  # pyro_zforcing.models.MODELS, checked by a test
 PRIORS = ("conditional", "standard")
 AUX_INPUTS = ("hz", "z")
@@ -43,8 +47,10 @@ def check_finite(config) -> None:
 class ModelConfig:
     """Which model (``model``: a name of ``pyro_zforcing.models.MODELS``), its sizes and options.
 
-    ``emission="gmm"`` is a mixture of ``mixtures`` diagonal Gaussians; ``prior="standard"``
-    is VRNN-I's N(0, I) prior (vrnn only).
+    ``emission="gmm"`` is a mixture of ``mixtures`` diagonal Gaussians; ``"nade"`` an RNN-NADE
+    frame of ``nade_hidden`` hidden units (binary frames); ``"ar-gmm"`` a MADE of ``made_hidden``
+    hidden units giving each dimension a mixture of ``mixtures`` 1-D Gaussians (real frames)
+    (:mod:`pyro_zforcing.emissions`); ``prior="standard"`` is VRNN-I's N(0, I) prior (vrnn only).
 
     ``input_dim`` is the frame size (gaussian/bernoulli) or the vocabulary size (categorical).
     Defaults follow the authors' code (``model.py``) where it is explicit: prior, posterior and
@@ -74,6 +80,8 @@ class ModelConfig:
     model: str = "zforcing"
     mixtures: int = 1
     prior: str = "conditional"
+    nade_hidden: int = 150
+    made_hidden: int = 256
 
     def __post_init__(self):
         check_finite(self)
@@ -81,8 +89,8 @@ class ModelConfig:
             raise ValueError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
         if self.mixtures < 1:
             raise ValueError(f"mixtures must be >= 1, got {self.mixtures}")
-        if self.mixtures > 1 and self.emission != "gmm":
-            raise ValueError(f"mixtures={self.mixtures} needs the gmm emission, got {self.emission!r}")
+        if self.mixtures > 1 and self.emission not in MIXTURE_EMISSIONS:
+            raise ValueError(f"mixtures={self.mixtures} needs the gmm or ar-gmm emission, got {self.emission!r}")
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         if self.prior == "standard" and self.model != "vrnn":
@@ -95,7 +103,7 @@ class ModelConfig:
             raise ValueError(f"aux_input must be one of {AUX_INPUTS}, got {self.aux_input!r}")
         if self.aux_loss not in AUX_LOSSES:
             raise ValueError(f"aux_loss must be one of {AUX_LOSSES}, got {self.aux_loss!r}")
-        for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim"):
+        for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim", "nade_hidden", "made_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.logvar_clamp <= 0:

@@ -113,7 +113,8 @@ class MaskedEmission(TorchDistribution):
     """p(y_{1:T} | h_{1:T}) = prod_{t: mask_t} p(y_t | h_t) of a padded batch: batch shape ``(B,)``,
     event shape ``(T,)`` (tokens) or ``(T, D)`` (frames); padded steps score 0.
 
-    ``head.step_log_prob(h, y)`` scores the steps. Without gradients (evaluation) the steps are
+    ``head`` is an :class:`~pyro_zforcing.emissions.Emission`: ``head.step_log_prob(h, y)`` scores
+    the steps, ``head.sample``, ``head.rsample`` and ``head.mean`` draw and average them. Without gradients (evaluation) the steps are
     scored a slice at a time, so memory does not grow with rows x steps x vocabulary; with
     gradients (training) all steps at once, one graph as before.
 
@@ -122,7 +123,7 @@ class MaskedEmission(TorchDistribution):
     steps hold 0, as :func:`~pyro_zforcing.data.base.collate_sequences` pads. Returns
     ``sample_shape + (B, T)`` token ids (int64) or ``sample_shape + (B, T, D)`` frames.
     ``rsample`` exists where the family is reparameterisable (the Gaussian); ``mean`` is the
-    per-step mean (0 on padded steps) of the frame families.
+    per-step mean (0 on padded steps) of the frame families, as the family defines it.
     """
 
     arg_constraints = {}
@@ -132,7 +133,7 @@ class MaskedEmission(TorchDistribution):
         self.state = state
         self.mask = mask
         self.tokens = tokens
-        self.width = head.linear.out_features
+        self.width = head.step_elements
         batch_size, steps = mask.shape
         event = (steps,) if tokens else (steps, head.out_dim)
         self._support = constraints.independent(
@@ -145,7 +146,7 @@ class MaskedEmission(TorchDistribution):
 
     @property
     def has_rsample(self) -> bool:
-        return self.head.family == "gaussian"  # Bernoulli, Categorical and the mixture have no rsample
+        return self.head.has_rsample
 
     def _masked(self, value: torch.Tensor) -> torch.Tensor:
         """``value`` with the padded steps set to 0 (any leading sample dims)."""
@@ -154,20 +155,15 @@ class MaskedEmission(TorchDistribution):
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
-            return self._masked(self.head.step_dist(self.state).sample(sample_shape))
+            return self._masked(self.head.sample(self.state, sample_shape))
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        if not self.has_rsample:
-            raise NotImplementedError(f"the {self.head.family} emission has no reparameterised sample; use sample()")
-        return self._masked(self.head.step_dist(self.state).rsample(sample_shape))
+        return self._masked(self.head.rsample(self.state, sample_shape))
 
     @property
     def mean(self) -> torch.Tensor:
-        """E[y_t | h_t] per step ``(B, T, D)``, 0 on padded steps (frame families only)."""
-        if self.tokens:
-            raise NotImplementedError("a categorical emission has no mean; its per-step probabilities are "
-                                      "head.step_dist(state).probs")
-        return self._masked(self.head.step_dist(self.state).mean)
+        """The family's per-step mean ``(B, T, D)`` (``head.mean``), 0 on padded steps (frame families only)."""
+        return self._masked(self.head.mean(self.state))
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
         steps = self.mask.shape[1]

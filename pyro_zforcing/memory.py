@@ -24,6 +24,7 @@ import torch
 
 from .build import build_objective
 from .config import ModelConfig
+from .emissions import emission_head
 
 # A size no tensor dimension reaches here (torch indexes with 64-bit integers; a weight matrix
 # of 2^31 x 2^31 values is far beyond any machine)
@@ -132,6 +133,12 @@ def human(size: float) -> str:
     return f"{size:.1f} PB"
 
 
+def inner_elements(model_config: ModelConfig) -> int:
+    """Values one step of an autoregressive emission keeps for the backward pass (``Emission.inner_elements``)."""
+    with torch.device("meta"):
+        return emission_head(model_config, model_config.rnn_dim).inner_elements
+
+
 def parameter_count(model_config: ModelConfig, guide: str) -> int:
     """Parameters of the model and guide (counted once), built without storage on ``meta``."""
     with torch.device("meta"):
@@ -187,13 +194,13 @@ def check_training_fits(model_config: ModelConfig, *, guide: str, batch_size: in
                         dtype: torch.dtype = torch.float32, device: Optional[torch.device] = None) -> None:
     """Refuse a training run whose parameters (with gradients and Adam's moments) plus the
     activations of one batch of ``batch_size`` x ``steps`` cannot fit."""
-    for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim", "mixtures"):
+    for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim", "mixtures", "nade_hidden", "made_hidden"):
         if getattr(model_config, name) >= MAX_DIMENSION:
             raise ValueError(f"{name} {getattr(model_config, name)} is beyond any tensor's size (2^31 per dimension)")
     size = torch.empty((), dtype=dtype).element_size()
     params = parameter_count(model_config, guide) * TRAINING_COPIES * size
     emission = model_config.input_dim * (2 if model_config.emission == "gaussian" else 1)
-    per_step = BACKWARD_FACTOR * (values_per_step(model_config, step_size) + 2 * emission)
+    per_step = BACKWARD_FACTOR * (values_per_step(model_config, step_size) + 2 * emission) + inner_elements(model_config)
     activations = batch_size * steps * per_step * size
     sizes = ", ".join(f"{name} {getattr(model_config, name)}" for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim"))
     check_fits(params + activations, device=device, what=f"training with {sizes} and input size {model_config.input_dim}",

@@ -4,21 +4,20 @@ Shapes are batch first: sequences ``(B, T, ...)``, one step ``(B, ...)``. Every 
 any leading shape, so the same module serves one step of a loop and a whole sequence at once.
 Sizes and non-linearities follow the authors' code: a leaky ReLU with slope 1/3 clamped to
 [-3, 3] between layers, the latent Gaussians' parameters clamped to [-logvar_clamp,
-logvar_clamp], the emission unclamped (only the float range guard of :func:`safe_logvar`).
+logvar_clamp]. The emission families live in :mod:`~pyro_zforcing.emissions`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import pyro.distributions as dist
-from pyro.distributions.util import is_validation_enabled
 
-from .distributions import MaskedEmission
+from .emissions import emission_head
 from .steps import Recurrence, StepFunction, call_with_context
 
 LEAKY_SLOPE = 1.0 / 3.0
@@ -308,115 +307,25 @@ class AuxHead(nn.Module):
         return -0.5 * (LOG_2PI + logvar + (b - mean) ** 2 * torch.exp(-logvar)).sum(-1)
 
 
-def safe_logvar(logvar: torch.Tensor) -> torch.Tensor:
-    """The only bound on an unclamped log-variance: the float range, +-log(finfo.max)/2
-    (44.4 in float32, 354.9 in float64), where exp(-logvar) * error**2 stays finite for any
-    |error| < finfo.max ** (1/4) (4e9 in float32); a float32 density tops out at 21.3 nats per value."""
-    limit = 0.5 * math.log(torch.finfo(logvar.dtype).max)
-    return logvar.clamp(-limit, limit)
-
-
-class LogVarNormal(dist.Normal):
-    """N(loc, exp(logvar)), scored from the log-variance directly:
-    log p(x) = -(log 2pi + logvar + (x - loc)^2 exp(-logvar)) / 2.
-
-    ``Normal.log_prob`` goes through scale = exp(logvar / 2) and var = scale^2, whose gradient
-    divides by var^2: it underflows long before logvar leaves the float range.
-    """
-
-    def __init__(self, loc: torch.Tensor, logvar: torch.Tensor, validate_args=None):
-        self.logvar = logvar
-        super().__init__(loc, torch.exp(0.5 * logvar), validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = torch.Size(batch_shape)
-        return LogVarNormal(self.loc.expand(batch_shape), self.logvar.expand(batch_shape),
-                            validate_args=self._validate_args if _instance is None else False)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if self._validate_args:
-            self._validate_sample(value)
-        return -0.5 * (LOG_2PI + self.logvar + (value - self.loc) ** 2 * torch.exp(-self.logvar))
-
-
-class EmissionHead(nn.Module):
-    """p(y_t | state): Bernoulli logits, a diagonal Gaussian, a mixture of ``mixtures`` diagonal
-    Gaussians (``gmm``), or a Categorical over tokens.
-
-    The Gaussian's mean and log-variance are unclamped (``clamp=None``, the authors' output
-    layer; only :func:`safe_logvar`'s float range guard) or clamped to +-``clamp``.
-    ``dist(state, mask)`` returns the masked distribution of a whole sequence with batch shape
-    ``(B,)``: event ``(T, D)`` for frames, ``(T,)`` for tokens. Padded steps score 0.
-    GMM: p(y_t) = sum_k pi_k N(y_t; mu_k, diag(exp(logvar_k))), pi = softmax(logits).
-    """
-
-    def __init__(self, rnn_dim: int, out_dim: int, family: str, *, clamp: Optional[float] = None, mixtures: int = 1):
-        super().__init__()
-        self.family = family
-        self.clamp = clamp
-        self.mixtures = mixtures
-        self.out_dim = out_dim
-        sizes = {"gaussian": 2 * out_dim, "gmm": mixtures * (2 * out_dim + 1)}
-        self.linear = nn.Linear(rnn_dim, sizes.get(family, out_dim))
-
-    def step_dist(self, state: torch.Tensor) -> dist.TorchDistribution:
-        """The per-step distribution, batch shape ``state.shape[:-1]`` (+ ``(D,)`` for bernoulli/gaussian)."""
-        out = self.linear(state)
-        if self.family == "bernoulli":
-            return dist.Bernoulli(logits=out)
-        if self.family == "categorical":
-            return dist.Categorical(logits=out)
-        if self.family == "gmm":
-            k = self.mixtures
-            logits, params = out[..., :k], out[..., k:].reshape(out.shape[:-1] + (k, -1))
-            loc, logvar = self._clamped(params).chunk(2, dim=-1)
-            components = LogVarNormal(loc, safe_logvar(logvar)).to_event(1)
-            return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
-        loc, logvar = self._clamped(out).chunk(2, dim=-1)
-        return LogVarNormal(loc, safe_logvar(logvar))
-
-    def _clamped(self, params: torch.Tensor) -> torch.Tensor:
-        return params if self.clamp is None else params.clamp(-self.clamp, self.clamp)
-
-    def step_log_prob(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """log p(y_t | state_t) for states ``(..., H)`` and targets ``(...)`` tokens or ``(..., D)``
-        frames, summed over D: returns ``state.shape[:-1]``.
-
-        Tokens score only their own logit, log_softmax gathered at the target
-        (logit_y - logsumexp(logits)), without a normalised copy of the logits; under Pyro's
-        validation the torch distribution scores (and checks) instead.
-        """
-        if is_validation_enabled() or self.family != "categorical":
-            log_prob = self.step_dist(state).log_prob(y)
-            return log_prob if self.family in ("categorical", "gmm") else log_prob.sum(-1)
-        logits = self.linear(state)
-        return logits.gather(-1, y.long()[..., None]).squeeze(-1) - logits.logsumexp(-1)
-
-    def dist(self, state: torch.Tensor, mask: torch.Tensor) -> dist.TorchDistribution:
-        """p(y_{1:T} | state_{1:T}) of a padded batch, ``state: (B, T, H)``, ``mask: (B, T)``."""
-        return MaskedEmission(self, state, mask, tokens=self.family == "categorical")
-
-
-def emission_head(config, in_dim: int) -> EmissionHead:
-    """The emission p(y_t | state) of ``config`` (family, mixtures, clamp) from a state of ``in_dim``."""
-    return EmissionHead(in_dim, config.input_dim, config.emission, clamp=config.emission_clamp,
-                        mixtures=config.mixtures)
-
-
 class ConditionalEmission(nn.Module):
     """p(y_t | a_t, c_t) = emission(LReLU(W [a_t, c_t] + w)): VRNN's p(x_t | z_t, h_{t-1}) and
-    SRNN's p(x_t | z_t, d_t), one hidden layer of ``hidden_dim`` before the emission head."""
+    SRNN's p(x_t | z_t, d_t), one hidden layer of ``hidden_dim`` before the emission ``head``
+    (any family of :mod:`~pyro_zforcing.emissions`), which reads ``features(a_t, c_t)``."""
 
     def __init__(self, config, in_dim: int):
         super().__init__()
         self.hidden = nn.Sequential(nn.Linear(in_dim, config.mlp_dim), BoundedLeakyReLU())
         self.head = emission_head(config, config.mlp_dim)
 
+    def features(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """LReLU(W [a_t, c_t] + w), the state the head reads: ``(..., mlp_dim)``."""
+        return self.hidden(torch.cat(inputs, dim=-1))
+
     def step_dist(self, *inputs: torch.Tensor) -> dist.TorchDistribution:
-        return self.head.step_dist(self.hidden(torch.cat(inputs, dim=-1)))
+        return self.head.step_dist(self.features(*inputs))
 
     def dist(self, *inputs: torch.Tensor, mask: torch.Tensor) -> dist.TorchDistribution:
-        return self.head.dist(self.hidden(torch.cat(inputs, dim=-1)), mask)
+        return self.head.dist(self.features(*inputs), mask)
 
 
 class StandardNormalHead(nn.Module):

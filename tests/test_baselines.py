@@ -15,7 +15,7 @@ from pyro_zforcing.data import collate_sequences
 from pyro_zforcing.guides import GUIDES, make_guide
 from pyro_zforcing.infer import Weights, importance_terms, sequence_terms
 from pyro_zforcing.models import LATENT_SITE, MODELS, make_model
-from pyro_zforcing.nets import EmissionHead
+from pyro_zforcing.emissions import FactorisedEmission
 from pyro_zforcing.build import build_objective
 
 from conftest import ragged_digit_batch, small_config
@@ -160,7 +160,7 @@ def test_vrnn_standard_prior_has_no_prior_parameters_and_scores_n01(float64, dig
 
 def test_gmm_log_density_is_a_logsumexp_over_weighted_components(float64):
     torch.manual_seed(0)
-    head = EmissionHead(4, 3, "gmm", clamp=None, mixtures=2).double()
+    head = FactorisedEmission(4, 3, "gmm", clamp=None, mixtures=2).double()
     state, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
     got = head.step_dist(state).log_prob(y).detach().numpy()
     out = head.linear(state).detach().numpy()
@@ -172,8 +172,8 @@ def test_gmm_log_density_is_a_logsumexp_over_weighted_components(float64):
 
 def test_gmm_with_one_component_is_the_gaussian_emission(float64):
     torch.manual_seed(0)
-    gmm = EmissionHead(4, 3, "gmm", clamp=8.0, mixtures=1).double()
-    gaussian = EmissionHead(4, 3, "gaussian", clamp=8.0).double()
+    gmm = FactorisedEmission(4, 3, "gmm", clamp=8.0, mixtures=1).double()
+    gaussian = FactorisedEmission(4, 3, "gaussian", clamp=8.0).double()
     with torch.no_grad():
         gaussian.linear.weight.copy_(gmm.linear.weight[1:])
         gaussian.linear.bias.copy_(gmm.linear.bias[1:])
@@ -195,7 +195,7 @@ def test_a_guide_that_does_not_fit_the_model_is_refused_by_name():
         make_guide("backward", model)
     with pytest.raises(ValueError, match="VRNN-I"):
         small_config(model="srnn", prior="standard")
-    with pytest.raises(ValueError, match="mixtures=3 needs the gmm emission"):
+    with pytest.raises(ValueError, match="mixtures=3 needs the gmm or ar-gmm emission"):
         small_config(mixtures=3)
 
 

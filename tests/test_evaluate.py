@@ -273,10 +273,10 @@ def test_length_batches_bound_the_padded_size_and_particles_fill_the_budget():
 def test_emission_scored_in_slices_equals_the_torch_distribution_over_all_steps(float64, monkeypatch, family):
     import pyro.distributions as dist
     from pyro_zforcing import distributions as sequence_dists
-    from pyro_zforcing.nets import EmissionHead
+    from pyro_zforcing.emissions import FactorisedEmission
 
     torch.manual_seed(4)
-    head = EmissionHead(5, 13, family, clamp=8.0)
+    head = FactorisedEmission(5, 13, family, clamp=8.0)
     state, mask = torch.randn(3, 9, 5), torch.arange(9)[None, :] < torch.tensor([[9], [4], [1]])
     y = torch.randint(0, 13, (3, 9)) if family == "categorical" else \
         (torch.rand(3, 9, 13) > 0.5).double() if family == "bernoulli" else torch.randn(3, 9, 13)

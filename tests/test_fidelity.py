@@ -13,7 +13,7 @@ from pyro_zforcing.data import collate_sequences, load_dataset
 from pyro_zforcing.data.base import DataInfo
 from pyro_zforcing.models import ZForcing
 from pyro_zforcing.infer import Weights, step_kl, trace_pair, weights_at
-from pyro_zforcing.nets import EmissionHead
+from pyro_zforcing.emissions import FactorisedEmission
 from pyro_zforcing.build import build_objective, model_config_for
 from pyro_zforcing.evaluation.bounds import evaluate_elbo
 
@@ -208,7 +208,7 @@ def test_predictable_silence_trains_past_the_old_emission_cap(tmp_path, one_thre
 def test_emission_density_and_gradients_stay_finite_at_any_log_variance(dtype):
     """Exact-zero frames and a constant segment, scored with log-variances far outside the float
     range (as long training on digital silence would drive them): finite, never NaN."""
-    head = EmissionHead(3, 2, "gaussian").to(dtype)
+    head = FactorisedEmission(3, 2, "gaussian").to(dtype)
     state = torch.randn(4, 3, dtype=dtype)
     frames = torch.zeros(4, 2, dtype=dtype)
     frames[2:] = 0.25  # a constant segment

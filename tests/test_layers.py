@@ -16,6 +16,7 @@ LAYERS = [
     ("config", "files", "cache", "steps"),
     ("data",),
     ("distributions",),
+    ("emissions",),
     ("nets",),
     ("models",),
     ("guides",),

@@ -13,7 +13,7 @@ from pyro.infer import Predictive
 from pyro_zforcing.build import build_objective
 from pyro_zforcing.data import collate_sequences
 from pyro_zforcing.models import MODELS, OBS_SITE
-from pyro_zforcing.nets import EmissionHead
+from pyro_zforcing.emissions import FactorisedEmission
 
 from conftest import small_config
 
@@ -22,9 +22,9 @@ FAMILIES = ("bernoulli", "gaussian", "gmm", "categorical")
 LENGTHS = (5, 2, 4)
 
 
-def _head(family: str, out_dim: int = 3, hidden: int = 4) -> EmissionHead:
+def _head(family: str, out_dim: int = 3, hidden: int = 4) -> FactorisedEmission:
     torch.manual_seed(1)
-    return EmissionHead(hidden, out_dim, family, mixtures=2 if family == "gmm" else 1)
+    return FactorisedEmission(hidden, out_dim, family, mixtures=2 if family == "gmm" else 1)
 
 
 def _mask(lengths=LENGTHS) -> torch.Tensor:
@@ -38,7 +38,7 @@ def _emission(family: str):
     return head, mask, state, head.dist(state, mask)
 
 
-def _independent_mean(head: EmissionHead, state: torch.Tensor) -> torch.Tensor:
+def _independent_mean(head: FactorisedEmission, state: torch.Tensor) -> torch.Tensor:
     """E[y_t | h_t] from the head's linear layer by hand: sigmoid, the loc half, the mixture of
     locs weighted by softmax, or the token probabilities."""
     out = state @ head.linear.weight.t() + head.linear.bias

@@ -22,6 +22,7 @@ from pyro.poutine.util import site_is_subsample
 import torch
 import torch.nn as nn
 
+from ..config import EMISSION_DATA
 from ..data.base import Batch
 
 from .backward import BackwardGuide
@@ -124,9 +125,10 @@ def contract_batch(model, *, batch_size: int = 2, steps: int = 3) -> Batch:
     config = model.config
     dtype = next(model.parameters()).dtype
     generator = torch.Generator().manual_seed(0)
-    if config.emission == "categorical":
+    data = EMISSION_DATA[config.emission]
+    if data == "categorical":
         x = torch.randint(0, config.input_dim, (batch_size, steps), generator=generator)
-    elif config.emission == "bernoulli":
+    elif data == "bernoulli":
         x = torch.randint(0, 2, (batch_size, steps, config.input_dim), generator=generator).to(dtype)
     else:
         x = torch.randn(batch_size, steps, config.input_dim, generator=generator, dtype=dtype)

@@ -49,6 +49,7 @@ from pyro.poutine.messenger import Messenger
 from ..cache import LastResult
 from ..config import ModelConfig
 from ..data.base import Batch
+from ..emissions import Emission
 from ..nets import InputEmbedding
 
 LATENT_SITE = "z"
@@ -158,17 +159,6 @@ class SequenceModel(nn.Module):
             self._embedded.put(cached, *keys)
         return cached
 
-    def mean_and_mode(self, step) -> tuple:
-        """(mean, mode) of a per-step emission: pixel probabilities and pixels > 1/2, the Gaussian
-        (mixture) mean twice, or the most likely token twice."""
-        family = self.config.emission
-        if family == "categorical":
-            token = step.logits.argmax(-1)
-            return token, token
-        if family == "bernoulli":
-            return step.probs, (step.probs > 0.5).to(step.probs.dtype)
-        return step.mean, step.mean
-
     @staticmethod
     def latent_at(t: int, z: Optional[torch.Tensor], prior) -> torch.Tensor:
         """z_t of a generated sequence: ``z[:, t]`` where given, else a draw from ``prior()`` = (loc, scale)."""
@@ -177,16 +167,15 @@ class SequenceModel(nn.Module):
         loc, scale = prior()
         return loc + scale * torch.randn_like(loc)
 
-    def emit(self, step, *, mean: bool, prime_t: Optional[torch.Tensor]):
-        """(output, fed-back value) of one generated step: the prime if given, else the mean/mode
-        or a sample of the per-step emission ``step``."""
+    @staticmethod
+    def emit(emission: Emission, state: torch.Tensor, *, mean: bool, prime_t: Optional[torch.Tensor]):
+        """(output, fed-back value) of one generated step: the prime if given, else
+        ``emission.mean_and_mode(state)`` or a draw ``emission.sample(state)`` (twice)."""
         if prime_t is not None:
             return prime_t, prime_t
         if mean:
-            return self.mean_and_mode(step)
-        y = step.sample()
-        if self.config.emission == "categorical":
-            y = y.long()
+            return emission.mean_and_mode(state)
+        y = emission.sample(state)
         return y, y
 
 
@@ -204,7 +193,7 @@ def generate_through_forward_rnn(model: SequenceModel, num: int, steps: int, pri
         z_t = model.latent_at(t, z, lambda: prior(state[0]))
         state = model.fwd.recurrence(u[:, None]).advance(0, z_t, *state)
         prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
-        out_t, y_t = model.emit(model.emission.step_dist(state[0]), mean=mean, prime_t=prime_t)
+        out_t, y_t = model.emit(model.emission, state[0], mean=mean, prime_t=prime_t)
         outputs.append(out_t)
         u = model.embed(y_t)
     return torch.stack(outputs, dim=1)

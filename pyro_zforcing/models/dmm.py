@@ -34,7 +34,7 @@ from ..cache import LastResult
 from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
-from ..nets import emission_head
+from ..emissions import emission_head
 from ..steps import Recurrence, StepFunction, latest_latent
 from .base import LATENT_SITE, OBS_SITE, SequenceModel
 
@@ -136,5 +136,5 @@ class DMM(SequenceModel):
         for t in self.generation_steps(steps):
             z_t = self.latent_at(t, z, lambda: self.transition(z_t))
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
-            outputs.append(self.emit(self.emitter.step_dist(z_t), mean=mean, prime_t=prime_t)[0])
+            outputs.append(self.emit(self.emitter.head, self.emitter.hidden(z_t), mean=mean, prime_t=prime_t)[0])
         return torch.stack(outputs, dim=1)

@@ -19,7 +19,8 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from ..data.base import Batch
-from ..nets import emission_head, init_recurrent
+from ..emissions import emission_head
+from ..nets import init_recurrent
 from .base import OBS_SITE, SequenceModel
 
 
@@ -59,7 +60,7 @@ class RNN(SequenceModel):
         for t in self.generation_steps(steps):
             h, state = self.lstm(u, state)
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
-            out_t, y_t = self.emit(self.emission.step_dist(h[:, 0]), mean=mean, prime_t=prime_t)
+            out_t, y_t = self.emit(self.emission, h[:, 0], mean=mean, prime_t=prime_t)
             outputs.append(out_t)
             u = self.embed(y_t)[:, None]
         return torch.stack(outputs, dim=1)

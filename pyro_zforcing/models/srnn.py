@@ -118,7 +118,7 @@ class SRNN(SequenceModel):
             d = d[:, 0]
             z_t = self.latent_at(t, z, lambda: self.prior(z_t, d))
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
-            out_t, y_t = self.emit(self.emission.step_dist(z_t, d), mean=mean, prime_t=prime_t)
+            out_t, y_t = self.emit(self.emission.head, self.emission.features(z_t, d), mean=mean, prime_t=prime_t)
             outputs.append(out_t)
             u = self.embed(y_t)[:, None]
         return torch.stack(outputs, dim=1)

@@ -26,7 +26,8 @@ import torch
 from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import IndependentSteps
-from ..nets import ForwardRNN, emission_head
+from ..emissions import emission_head
+from ..nets import ForwardRNN
 from .base import LATENT_SITE, OBS_SITE, SequenceModel, generate_through_forward_rnn
 
 

@@ -143,7 +143,7 @@ class VRNN(SequenceModel):
         for t in self.generation_steps(steps):
             z_t = self.latent_at(t, z, lambda: self.prior(state[0]))
             prime_t = prime[:, t] if prime is not None and t < prime.shape[1] else None
-            out_t, y_t = self.emit(self.emission.step_dist(self.phi_z(z_t), state[0]), mean=mean, prime_t=prime_t)
+            out_t, y_t = self.emit(self.emission.head, self.emission.features(self.phi_z(z_t), state[0]), mean=mean, prime_t=prime_t)
             outputs.append(out_t)
             state = self.recurrence(self.embed(y_t)[:, None]).advance(0, z_t, *state)
         return torch.stack(outputs, dim=1)

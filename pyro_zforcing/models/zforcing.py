@@ -27,7 +27,8 @@ from ..cache import LastResult
 from ..config import ModelConfig
 from ..data.base import Batch
 from ..distributions import LatentTrajectory
-from ..nets import AuxHead, BackwardRNN, CondLayerNormRNN, ForwardRNN, GaussianHead, emission_head
+from ..emissions import emission_head
+from ..nets import AuxHead, BackwardRNN, CondLayerNormRNN, ForwardRNN, GaussianHead
 from .base import (AUX_SITE, BWD_SITE, GUIDE_READS, LATENT_SITE, OBS_SITE, SequenceModel, active,
                    generate_through_forward_rnn, inputs_of)
 

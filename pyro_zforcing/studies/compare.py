@@ -11,6 +11,12 @@ within ``tolerance`` of a reference model's. :func:`write_comparison` turns a fi
 ``compare.csv``, ``compare.md`` and ``compare.png``: test ELBO and IWAE in nats per sequence, per
 step and per unit, mean ± std over seeds, with the parameter counts of every role and how each
 run stopped. The study itself runs with :func:`~.ablation.run_study`.
+
+An emission's parameters are p(y, z)'s whatever its family (:mod:`~pyro_zforcing.emissions`):
+matching compares whole generative models, so a variant with a larger emission (nade's W and V,
+ar-gmm's MADE) gets a narrower recurrence to make up for it. The sizes table names each
+variant's emission and how many of its p(y, z) parameters are the emission's, and says so when
+the variants' emissions differ.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 
 from .ablation import VARIANTS, Study, stopped_summary
 from ..config import ModelConfig
+from ..emissions import Emission
 from ..evaluation.bounds import step_unit
 from ..files import csv_text, write_atomic
 from ..build import build_objective, model_config_for
@@ -43,6 +50,18 @@ def role_counts(study: Study, variant: str, info) -> Dict[str, int]:
     train, sizes = study.configs(variant, seed=0)
     objective = build_objective(model_config_for(info, **sizes), train.guide)
     return parameter_counts(objective.model, objective.guide, factors=active_factors(train))
+
+
+def emission_count(study: Study, variant: str, info) -> Tuple[str, int]:
+    """(emission family, parameters of p(y | .) among p(y, z)'s) of one variant: every
+    :class:`~pyro_zforcing.emissions.Emission` of the model outside its ``side_modules``."""
+    _, sizes = study.configs(variant, seed=0)
+    config = model_config_for(info, **sizes)
+    model = build_objective(config).model
+    side = tuple(model.side_modules)
+    count = sum(p.numel() for name, module in model.named_modules() if isinstance(module, Emission)
+                and name.split(".")[0] not in side for p in module.parameters())
+    return config.emission, count
 
 
 def matched_count(counts: Dict[str, int], match: str) -> int:
@@ -101,8 +120,9 @@ def match_parameters(study: Study, info, *, reference: str, match: str = "genera
         if abs(matched - target) > tolerance * target:
             raise ValueError(f"--match-params {match}: {variant} has {matched} parameters at its closest size, more "
                              f"than {tolerance:.0%} from {reference}'s {target}; change --rnn-dim/--mlp-dim")
+        emission, in_emission = emission_count(study, variant, info)
         chosen[variant] = {"rnn_dim": sizes.get("rnn_dim", base[0]), "mlp_dim": sizes.get("mlp_dim", base[1]),
-                           "matched": matched, **counts}
+                           "matched": matched, **counts, "emission": emission, "emission_params": in_emission}
     return study, chosen
 
 
@@ -115,11 +135,16 @@ def write_sizes(study_dir: Path, chosen: Dict[str, Dict], *, reference: str, mat
 
 def sizes_table(chosen: Dict[str, Dict], *, reference: str, match: str) -> str:
     what = "generative p(y, z)" if match == "generative" else "trained (all roles)"
-    lines = [f"{what} parameter counts matched to {reference}'s:",
-             "| model | rnn_dim | mlp_dim | p(y, z) | inference | training-only | built, no gradient |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {name} | {s['rnn_dim']} | {s['mlp_dim']} | {s[GENERATIVE]} | {s[INFERENCE]} | {s[TRAINING_ONLY]} "
-              f"| {s[UNTRAINED]} |" for name, s in chosen.items()]
+    lines = [f"{what} parameter counts matched to {reference}'s (an emission's parameters count as p(y, z)'s):",
+             "| model | rnn_dim | mlp_dim | p(y, z) | emission | of which the emission's | inference | training-only "
+             "| built, no gradient |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    lines += [f"| {name} | {s['rnn_dim']} | {s['mlp_dim']} | {s[GENERATIVE]} | {s['emission']} | {s['emission_params']} "
+              f"| {s[INFERENCE]} | {s[TRAINING_ONLY]} | {s[UNTRAINED]} |" for name, s in chosen.items()]
+    families = sorted({s["emission"] for s in chosen.values()})
+    if len(families) > 1:
+        lines.append(f"The emissions differ ({', '.join(families)}): the matched counts include each emission's "
+                     "parameters, so the recurrent sizes differ to make up for them.")
     return "\n".join(lines) + "\n"
 
 
