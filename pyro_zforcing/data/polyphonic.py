@@ -234,7 +234,7 @@ def read_mat(path: Path, *, notes: int) -> Dict[str, List[np.ndarray]]:
             bad = np.argwhere((roll != 0) & (roll != 1))
             if len(bad):
                 t, k = bad[0]
-                raise DataError(f"{where}: value {roll[t, k]!r} at time step {t}, key {k} (piano rolls are 0/1)")
+                raise DataError(f"{where}: value {roll[t, k].item()!r} at time step {t}, key {k} (piano rolls are 0/1)")
             pieces.append(roll.astype(np.float32))
         splits[name] = pieces
     return splits
@@ -267,7 +267,7 @@ def load_polyphonic(config) -> SequenceSplits:
     if path.is_dir():
         raise DataError(f"polyphonic: {path} is a folder; --data-dir names the file itself: {LAYOUT}")
     if path.suffix.lower() not in SUFFIXES:
-        raise DataError(f"polyphonic: {path}: expected a {', '.join(SUFFIXES)} file")
+        raise DataError(f"polyphonic: {path}: expected a {', '.join(SUFFIXES[:-1])} or {SUFFIXES[-1]} file")
     corpus = options["corpus"] if options["corpus"] is not None else corpus_of_file(path) or "jsb"
     corpus = check_choice("polyphonic", "corpus", corpus, tuple(CORPORA))
     train_first = None
