@@ -3,6 +3,7 @@ training windows (data option ``window``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,11 @@ import scipy.io
 import torch
 
 from pyro_zforcing.build import build_objective
+from pyro_zforcing.cli.main import main
 from pyro_zforcing.config import DataConfig
 from pyro_zforcing.data import DataError, collate_sequences, load_dataset
 from pyro_zforcing.infer import sequence_terms
+from pyro_zforcing.training.recipes import load_recipe, preset_path
 
 from conftest import small_config
 
@@ -165,3 +168,34 @@ def test_a_window_from_the_zero_frame_scores_as_the_start_of_a_piece(float64):
     rec = lambda batch: sequence_terms(objective.model, objective.guide, batch)["rec"]  # noqa: E731
     torch.testing.assert_close(rec(started), rec(plain))
     assert not torch.isclose(rec(shifted)[0], rec(plain)[0])  # the first input does reach the score
+
+
+CORPUS_RECIPES = {"nottingham": "Nottingham.mat", "musedata": "MuseData.mat", "piano": "Piano_midi.mat"}
+
+
+@needs_mat
+@pytest.mark.parametrize("corpus", sorted(CORPUS_RECIPES))
+@pytest.mark.parametrize("model, anneal_epochs", [("srnn", 20), ("dmm", 1000)])
+def test_corpus_recipes_anneal_the_kl_over_their_papers_epochs_of_this_files_updates(corpus, model, anneal_epochs):
+    """SRNN's release anneals over 20 epochs, Pyro's DMM over 1000: the recipe's per-update step
+    is 0.8 / (epochs x updates per epoch) with the updates this file and window give."""
+    recipe = load_recipe(preset_path(f"{corpus}-{model}"), name=f"{corpus}-{model}")
+    assert recipe.options["corpus"] == corpus and recipe.model["model"] == model
+    splits = load(MAT / CORPUS_RECIPES[corpus], **recipe.options)
+    updates = -(-len(splits.train) // recipe.train["batch_size"])
+    assert recipe.train["kl_step"] == pytest.approx(0.8 / (anneal_epochs * updates), rel=2e-3)
+
+
+@pytest.mark.parametrize("name", ["nottingham-srnn", "piano-dmm"])
+def test_a_corpus_recipe_trains_on_a_mat_file_named_after_its_corpus(tmp_path, name):
+    path = write_mat(tmp_path / CORPUS_RECIPES[name.split("-")[0]],
+                     traindata=cells(roll(130), roll(40, seed=1), roll(7, seed=2)))
+    run = tmp_path / "run"
+    assert main(["--preset", name, "--data-dir", str(path), "--rnn-dim", "6", "--z-dim", "2", "--emb-dim", "4",
+                 "--mlp-dim", "5", "--max-steps", "2", "--out", str(run), "--quiet"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["data_config"]["options"] == load_recipe(preset_path(name)).options
+    corpus = name.split("-")[0]
+    assert config["data_info"]["extra"]["corpus"] == corpus and config["model_config"]["model"] == name.split("-")[1]
+    window = load_recipe(preset_path(name)).options.get("window")
+    assert config["data_info"]["extra"]["window"] == window  # srnn: 100-step windows; dmm: whole pieces
