@@ -143,7 +143,7 @@ def test_unreadable_files_are_clean_errors(tmp_path):
     with pytest.raises(DataError, match=r"is a folder; --data-dir names the file itself"):
         load(tmp_path)
     (tmp_path / "roll.txt").write_text("{}")
-    with pytest.raises(DataError, match=r"roll\.txt: expected a \.pickle, \.pkl, \.json, \.npz file"):
+    with pytest.raises(DataError, match=r"roll\.txt: expected a \.pickle, \.pkl, \.json, \.npz or \.mat file"):
         load(tmp_path / "roll.txt")
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(DataError, match=r"broken\.json is not valid JSON"):

@@ -74,7 +74,8 @@ def read_json(path: Path) -> dict:
 
 def test_presets_ship_one_recipe_per_experiment_with_a_source_for_every_value():
     assert preset_names() == ["blizzard", "imdb", "jsb-dmm", "jsb-rnn", "jsb-srnn", "jsb-storn", "jsb-vrnn",
-                              "jsb-zforcing", "jsb-zforcing-noaux", "mnist", "timit"]
+                              "jsb-zforcing", "jsb-zforcing-noaux", "mnist", "musedata-dmm", "musedata-srnn",
+                              "nottingham-dmm", "nottingham-srnn", "piano-dmm", "piano-srnn", "timit"]
     for name in preset_names():
         for line in preset_path(name).read_text().splitlines():
             code = line.split("#", 1)[0].strip()
