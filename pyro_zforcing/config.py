@@ -20,6 +20,7 @@ Z_CONDITIONINGS = ("concat", "cond-ln")
 EMBEDDINGS = ("linear", "leaky")
 INITS = ("orthogonal", "torch")
 KL_ESTIMATORS = ("analytic", "sampled")
+DEFAULT_KL = "analytic"  # the one default KL estimator: TrainConfig.kl, Objective, build_objective, --kl
 
 
 def check_finite(config) -> None:
@@ -142,7 +143,8 @@ class TrainConfig:
     ``clip_norm`` clips the global gradient norm as the authors do (``clip_grad_norm_``),
     not Pyro's per-element ``ClippedAdam`` clamp.
     ``kl`` is the training estimator of the KL term along one trajectory z ~ q: ``"analytic"``
-    (the authors': the closed-form Gaussian KL of every step given the sampled z_{<t}) or
+    (the default, ``DEFAULT_KL``; the authors': the closed-form Gaussian KL of every step given
+    the sampled z_{<t}) or
     ``"sampled"`` (``Trace_ELBO``'s log q(z) - log p(z)); the same expectation, and reported
     bounds do not depend on it (``pyro_zforcing.infer``).
 
@@ -183,7 +185,7 @@ class TrainConfig:
     device: str = "cpu"
     validate: bool = False
     aux_anneal_epochs: Optional[float] = None
-    kl: str = "analytic"
+    kl: str = DEFAULT_KL
     compile: bool = False
     cuda_graphs: bool = False
     length_bucket: int = 16

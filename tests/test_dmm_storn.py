@@ -22,9 +22,9 @@ PLAIN = {"dmm": PlainDMM, "storn": PlainSTORN}
 MODELS = sorted(PLAIN)
 
 
-def make_case(model, emission, digits, guide=None, **options):
+def make_case(model, emission, digits, guide=None, *, kl="sampled", **options):
     sizes, make_batch = EMISSIONS[emission]
-    objective = build_objective(small_config(model=model, **sizes, **options), guide).double()
+    objective = build_objective(small_config(model=model, **sizes, **options), guide, kl=kl).double()
     batch = ragged_digit_batch(digits) if make_batch is None else make_batch()
     return objective, batch
 
