@@ -36,7 +36,7 @@ from ..data.base import Batch
 from ..distributions import LatentTrajectory
 from ..nets import emission_head
 from ..steps import Recurrence, StepFunction, latest_latent
-from .base import LATENT_SITE, OBS_SITE, SequenceModel
+from .base import GUIDE_READS, LATENT_SITE, OBS_SITE, SequenceModel
 
 
 class GatedTransition(nn.Module):
@@ -78,10 +78,15 @@ class Emitter(nn.Module):
 
 
 class DMM(SequenceModel):
-    """p(y, z) of the DMM; owns z_0, the gated transition and the emitter (the guide owns its RNN)."""
+    """p(y, z) of the DMM; owns z_0, the gated transition and the emitter (the guide owns its RNN).
+
+    The input embedding e(.) the base class builds is read by the combiner guide's RNN only (p(y, z)
+    has no input u_t): it is an inference-network module (``side_modules``), not p(y, z)'s.
+    """
 
     name = "dmm"
     guides = ("combiner", "prior")
+    side_modules = {"embed": (GUIDE_READS,)}
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
