@@ -14,6 +14,7 @@ from typing import Any, Optional
 EMISSIONS = ("gaussian", "bernoulli", "categorical", "gmm")
 MODEL_NAMES = ("zforcing", "rnn", "vrnn", "srnn", "dmm", "storn")  # pyro_zforcing.models.MODELS, checked by a test
 PRIORS = ("conditional", "standard")
+FIRST_PRIORS = ("transition", "standard")  # the DMM's p(z_1)
 AUX_INPUTS = ("hz", "z")
 AUX_LOSSES = ("gaussian", "l2")
 Z_CONDITIONINGS = ("concat", "cond-ln")
@@ -45,7 +46,9 @@ class ModelConfig:
     """Which model (``model``: a name of ``pyro_zforcing.models.MODELS``), its sizes and options.
 
     ``emission="gmm"`` is a mixture of ``mixtures`` diagonal Gaussians; ``prior="standard"``
-    is VRNN-I's N(0, I) prior (vrnn only).
+    is VRNN-I's N(0, I) prior (vrnn only). ``first_prior`` is the DMM's p(z_1) (dmm only):
+    ``"transition"`` pushes a learned z_0 through the transition (Pyro's ``examples/dmm.py``),
+    ``"standard"`` is N(0, I) (the authors' code, clinicalml/structuredinference).
 
     ``input_dim`` is the frame size (gaussian/bernoulli) or the vocabulary size (categorical).
     Defaults follow the authors' code (``model.py``) where it is explicit: prior, posterior and
@@ -75,6 +78,7 @@ class ModelConfig:
     model: str = "zforcing"
     mixtures: int = 1
     prior: str = "conditional"
+    first_prior: str = "transition"
 
     def __post_init__(self):
         check_finite(self)
@@ -88,6 +92,10 @@ class ModelConfig:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         if self.prior == "standard" and self.model != "vrnn":
             raise ValueError(f"prior='standard' (VRNN-I) is an option of the vrnn model, not {self.model!r}")
+        if self.first_prior not in FIRST_PRIORS:
+            raise ValueError(f"first_prior must be one of {FIRST_PRIORS}, got {self.first_prior!r}")
+        if self.first_prior != "transition" and self.model != "dmm":
+            raise ValueError(f"first_prior={self.first_prior!r} is an option of the dmm model, not {self.model!r}")
         if self.input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
         if self.emission not in EMISSIONS:

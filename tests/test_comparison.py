@@ -114,7 +114,8 @@ def test_every_counted_parameter_gets_a_gradient_in_one_training_step_and_no_oth
 
 ROLE_CASES = CASES + [("dmm", {}, {"guide": "prior"}), ("storn", {}, {"guide": "prior"}),
                       ("dmm", {"emission": "categorical", "input_dim": 6}, {}),
-                      ("vrnn", {}, {"guide": "filtering"}), ("srnn", {}, {"guide": "prior"})]
+                      ("vrnn", {}, {"guide": "filtering"}), ("srnn", {}, {"guide": "prior"}),
+                      ("dmm", {"first_prior": "standard"}, {}), ("dmm", {"first_prior": "standard"}, {"guide": "prior"})]
 
 
 @pytest.mark.parametrize("name,model_options,train_options", ROLE_CASES,

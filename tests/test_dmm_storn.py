@@ -91,3 +91,44 @@ def test_a_sequence_alone_scores_what_it_scores_in_a_padded_batch_under_the_same
         one.compute_log_prob()
         for site in ("z", "x"):
             assert torch.allclose(one.nodes[site]["log_prob"][0], joint.nodes[site]["log_prob"][2], atol=1e-10), (model, site)
+
+
+@pytest.mark.parametrize("first_prior", ["transition", "standard"])
+def test_the_dmm_prior_of_z_1_is_the_transition_of_z_0_or_a_standard_normal(float64, first_prior):
+    """log p(z) of the DMM's prior against an independent sum of Normal log-densities: p(z_1) is
+    N(transition(z_0)) (Pyro's) or N(0, I) (the authors' code), p(z_t | z_{t-1}) the transition."""
+    from torch.distributions import Normal
+
+    torch.manual_seed(3)
+    model = make_model(small_config(model="dmm", input_dim=5, emission="gaussian", first_prior=first_prior)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    batch = collate_sequences([torch.randn(n, 5).double().numpy() for n in (6, 2, 4)])
+    z = torch.randn(3, 6, 3, dtype=torch.float64)
+    trace = poutine.trace(poutine.condition(model, data={LATENT_SITE: z})).get_trace(batch)
+    got = trace.nodes[LATENT_SITE]["fn"].log_prob(z)
+    for b, n in enumerate((6, 2, 4)):
+        if first_prior == "standard":
+            first = Normal(torch.zeros(3, dtype=torch.float64), 1.0)
+        else:
+            first = Normal(*model.transition(model.z_0))
+        expected = first.log_prob(z[b, 0]).sum()
+        for t in range(1, n):
+            expected = expected + Normal(*model.transition(z[b, t - 1])).log_prob(z[b, t]).sum()
+        assert torch.allclose(got[b], expected, rtol=1e-10, atol=1e-10), (b, got[b], expected)
+    assert ("z_0" in dict(model.named_parameters())) == (first_prior == "transition")
+    torch.manual_seed(0)
+    assert torch.isfinite(model.generate(4, 5)).all()
+
+
+def test_first_prior_is_an_option_of_the_dmm_only_and_a_flag():
+    from pyro_zforcing.cli.flags import model_sizes_from
+    from pyro_zforcing.cli.train import train_parser
+
+    with pytest.raises(ValueError, match="first_prior='standard' is an option of the dmm model, not 'vrnn'"):
+        small_config(model="vrnn", first_prior="standard")
+    with pytest.raises(ValueError, match="first_prior must be one of"):
+        small_config(model="dmm", first_prior="learned")
+    args = train_parser().parse_args(["--model", "dmm", "--first-prior", "standard"])
+    assert model_sizes_from(args)["first_prior"] == "standard"

@@ -35,7 +35,8 @@ def train_parser() -> argparse.ArgumentParser:
         prog=f"{PROG} [train]", formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
         description=f"Z-Forcing in Pyro ({PROG}, python -m pyro_zforcing and python run.py are this program). "
                     f"Commands (`{PROG} COMMAND --help` lists each one's flags):\n"
-                    f"{commands}\n\nThe flags below are train's: SVI with Trace_ELBO and the aux factor.")
+                    f"{commands}\n\nThe flags below are train's: SVI on the ELBO (the closed-form KL by default, "
+                    f"--kl sampled for Trace_ELBO's) and the aux factor.")
     add_data_flags(parser)
     add_train_flags(parser)
     add_run_flags(parser)
