@@ -395,3 +395,22 @@ def test_train_evaluate_and_sample_on_a_tiny_arrays_file_through_the_cli(tmp_pat
     with caplog.at_level(logging.WARNING):
         load_trained(tmp_path / "run", data_dir=str(tmp_path / "mine.npz"))
     assert "training normalisation mean" in caplog.text
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_allow_pickle_warns_in_one_line_that_it_executes_code_from_the_file(tmp_path, caplog, seed):
+    rng = np.random.default_rng(seed)
+    ragged = np.empty(3, dtype=object)
+    ragged[:] = [rng.normal(size=(int(n), seed - 1)) for n in rng.integers(2, 7, 3)]  # generated lengths and dims
+    path = tmp_path / f"objects-{seed}.npy"
+    np.save(path, ragged, allow_pickle=True)
+    plain = tmp_path / "plain.npy"
+    np.save(plain, rng.normal(size=(3, 4, 2)))
+    with caplog.at_level(logging.WARNING):
+        load_raw(plain, normalise=False)
+    assert not [r for r in caplog.records if "allow_pickle" in r.getMessage()]  # off: silent
+    with caplog.at_level(logging.WARNING):
+        load_raw(path, normalise=False, allow_pickle=True)
+    warned = [r.getMessage() for r in caplog.records if "allow_pickle=true" in r.getMessage()]
+    assert len(warned) == 1 and "\n" not in warned[0], warned
+    assert "executes code stored in the file" in warned[0] and str(path) in warned[0]
