@@ -296,11 +296,13 @@ def _kind(cls: type) -> str:
 def read_jsonl(path: Union[str, Path], *, check: Optional[Callable[[Any], Optional[str]]] = None
                ) -> List[Tuple[str, Any]]:
     """(line, value) of every record of the JSON-lines file ``path``. ``check(value)`` returns
-    what is wrong with a record (or None). A bad last line is a write cut short: dropped with a
-    warning; a bad line before it is a :class:`JSONFileError` naming the file and the line."""
+    what is wrong with a record (or None). A bad last line without its newline is a write cut
+    short (torn): dropped with a warning; any other bad line, a complete last line included, is a
+    :class:`JSONFileError` naming the file and the line."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found") from None
     except OSError as error:
@@ -315,7 +317,7 @@ def read_jsonl(path: Union[str, Path], *, check: Optional[Callable[[Any], Option
             if problem:
                 raise JSONFileError(f"{path}: line {number} is {problem}")
         except JSONFileError:
-            if number == len(lines):
+            if number == len(lines) and not text.endswith(("\n", "\r")):
                 log.warning("%s: dropped its torn last line %d (a write was interrupted)", path, number)
                 break
             raise

@@ -570,6 +570,31 @@ def test_plot_on_a_damaged_file_is_a_one_line_error_naming_it(plotted, name, dam
     assert str(plotted / name) in line and needle in line, line
 
 
+def wrong_kind_lines(seed, count=3):
+    """Generated complete lines of the wrong kind for metrics.jsonl (beside the issue's examples)."""
+    rng = np.random.default_rng(seed)
+    shapes = [lambda: json.dumps([int(v) for v in rng.integers(0, 9, int(rng.integers(1, 4)))]),
+              lambda: json.dumps({"kind": "step", "step": "".join(rng.choice(list("abcxyz"), 3))}),
+              lambda: json.dumps({"kind": "step", "step": -int(rng.integers(1, 50))}),
+              lambda: json.dumps({"step": int(rng.integers(0, 9))}),
+              lambda: json.dumps(str(rng.integers(0, 1000))),
+              lambda: json.dumps({"kind": "step", "step": 1, "loss": [1.0]})]
+    return [shapes[int(i)]() for i in rng.choice(len(shapes), count, replace=False)]
+
+
+@pytest.mark.parametrize("last", ["[1, 2]", '{"kind": "step", "step": "abc"}'] + wrong_kind_lines(0) + wrong_kind_lines(1))
+def test_a_complete_last_metrics_line_of_the_wrong_kind_is_a_one_line_error_not_a_torn_line(plotted, last):
+    """Only a line without its newline is torn; a complete one of the wrong kind is an error."""
+    path = plotted / "metrics.jsonl"
+    text = path.read_text() + last + "\n"
+    path.write_text(text)
+    number = len(text.splitlines())
+    code, err = main_with_stderr(["plot", str(plotted), "--quiet"])
+    line = one_line(code, err)
+    assert f"{path}: line {number}" in line and "not a metrics record" in line, line
+    assert path.read_text() == text
+
+
 def test_plot_drops_a_torn_last_metrics_line_with_a_warning(plotted, caplog):
     path = plotted / "metrics.jsonl"
     path.write_text(path.read_text() + '{"kind": "step", "st')

@@ -104,8 +104,8 @@ class MetricsLog:
     """``metrics.jsonl``: one JSON object per logged step (``kind: "step"``) or epoch.
 
     Records are appended; on resume the records after the checkpoint's step are dropped by an
-    atomic rewrite (never in place). A torn last line (a kill mid-append) is dropped with a
-    warning; a corrupt line before it is a :class:`MetricsError`.
+    atomic rewrite (never in place). A torn last line (a kill mid-append: no newline) is dropped
+    with a warning; any other bad line is a :class:`MetricsError`.
     """
 
     def __init__(self, path: Path, *, keep_until_step: Optional[int] = None):
