@@ -110,6 +110,7 @@ def test_sigterm_mid_epoch_saves_and_resume_continues_bit_identically(tmp_path, 
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr
     assert "SIGTERM" in stderr and f"--resume {out}" in stderr and "Traceback" not in stderr
+    assert (out / "learning_curves.png").stat().st_size > 0  # written on any stop
     stopped = load_checkpoint(out / "checkpoints" / "last.pt")["progress"]
     assert 5 <= stopped["step"] < STEPS and stopped["epoch"] == 0
     assert stopped["step_in_epoch"] == stopped["step"]  # the position within the epoch is saved
@@ -178,6 +179,7 @@ def test_concurrent_run_into_the_same_directory_is_refused_naming_the_pid(tmp_pa
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130 and "SIGINT" in stderr
     assert load_checkpoint(out / "checkpoints" / "last.pt")["progress"]["step"] >= 2
+    assert (out / "learning_curves.png").stat().st_size > 0  # a stopped run draws its curves too
 
 
 def test_rerun_into_a_finished_directory_is_refused_and_overwrite_replaces_only_our_files(tmp_path):
