@@ -455,3 +455,20 @@ def test_tensorboard_logs_scalars_kl_per_step_and_samples_without_changing_train
     assert "kl_per_step_curve" in tags["images"]
     image = events.Images("samples")[-1]
     assert (image.step, image.width, image.height) == (5, 4 * 8, 8)  # 4 digit samples of 8 x 8 pixels side by side
+
+
+@pytest.mark.parametrize("lost", [("last.pt",), ("last.pt", "best.pt")])
+def test_resuming_a_run_killed_before_its_first_last_pt_says_to_start_again_with_overwrite(tmp_path, lost):
+    """A kill while the first last.pt is written leaves config.json and no last.pt (writes are
+    atomic): --resume says what to do, in one line, and the command it gives works."""
+    out = tmp_path / "run"
+    assert run_cli(*TINY, "--max-steps", "2", "--out", str(out)).returncode == 0
+    for name in lost:
+        (out / "checkpoints" / name).unlink()
+    resumed = run_cli("--resume", str(out), "--quiet")
+    assert resumed.returncode == 2
+    line = one_line_error(resumed)
+    assert "last.pt not found" in line and f"--out {out} --overwrite" in line and "nothing to continue" in line
+    again = run_cli(*TINY, "--max-steps", "2", "--out", str(out), "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["progress"]["step"] == 2

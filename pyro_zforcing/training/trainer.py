@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..build import allow_recorded_guide, build_objective, check_same_data, model_config_for, resolve_device, set_seed
-from ..checkpoint import config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
+from ..checkpoint import (CheckpointError, config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint,
+                          set_rng_state)
 from ..config import SPEED_ONLY_FIELDS, DataConfig, ModelConfig, TrainConfig
 from ..data import Batch, SequenceSplits, load_dataset
 from ..evaluation.bounds import evaluate_elbo, units_of
@@ -233,6 +234,10 @@ class Trainer:
         lock = claim_existing(run_dir) if rank == 0 else None
         try:
             path = run_dir / "checkpoints" / "last.pt"
+            if not path.exists() and (run_dir / "config.json").is_file():
+                raise CheckpointError(f"--resume {run_dir}: {path} not found: the run stopped before its first "
+                                      f"checkpoint was written, so there is nothing to continue; start it again "
+                                      f"with its flags and --out {run_dir} --overwrite")
             state = load_checkpoint(path)
             check_belongs(run_dir, state, path)
             train_config = replace(state["train_config"], **overrides)
