@@ -827,3 +827,45 @@ def test_a_folder_where_a_file_of_ours_goes_is_a_one_line_error(tmp_path):
     (out / "config.json").mkdir()  # not a file: not ours to remove
     code, err = main_with_stderr([*TINY, "--max-steps", "1", "--out", str(out), "--overwrite"])
     assert f"cannot write {out / 'config.json'}: Is a directory" in one_line(code, err, expected_code=1)
+
+
+def unusable_out_dirs(root: Path, seed: int):
+    """(--out, the words of its one-line error): the issue's 300-character name and self-loop, and
+    generated ones: other long names at other depths, loops of two and three links, a broken link."""
+    rng = np.random.default_rng(seed)
+    long_name = "n" * int(rng.integers(256, 600))
+    cases = [(root / ("x" * 300), "File name too long"),
+             (root / "ok" / long_name / "deeper", "File name too long")]
+    self_loop = root / f"self{seed}"
+    self_loop.symlink_to(self_loop.name)
+    cases += [(self_loop / "out", "Too many levels of symbolic links"), (self_loop, "Too many levels")]
+    links = [root / f"ring{seed}-{i}" for i in range(int(rng.integers(2, 4)))]
+    for here, there in zip(links, links[1:] + links[:1]):
+        here.symlink_to(there.name)
+    cases.append((links[0] / "a" / "b", "Too many levels of symbolic links"))
+    broken = root / f"broken{seed}"
+    broken.symlink_to(f"missing{seed}")
+    cases.append((broken / "out", "broken symbolic link"))
+    return cases
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_command_checks_its_output_path_before_any_work_with_one_line(trained, tmp_path, monkeypatch, seed):
+    from pyro_zforcing.cli import evaluate, sample
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before --out was checked")
+
+    monkeypatch.setattr(evaluate, "load_for", no_work)
+    monkeypatch.setattr(sample, "load_for", no_work)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out, words in unusable_out_dirs(tmp_path, seed):
+        made = set(tmp_path.iterdir())
+        for argv in ([*TINY, "--max-steps", "1", "--out", str(out)],
+                     ["evaluate", "--checkpoint", str(trained), "--out", str(out), "--quiet"],
+                     ["sample", "--checkpoint", str(trained), "--out", str(out), "--quiet"]):
+            code, err = main_with_stderr(argv)
+            line = one_line(code, err)
+            assert f"cannot create the " in line and words in line, (argv[0], line)
+        assert set(tmp_path.iterdir()) == made  # nothing made on the way ("ok" included)
+    assert "ok" not in before and not (tmp_path / "ok").exists()
