@@ -141,6 +141,9 @@ def compare_parser() -> argparse.ArgumentParser:
                           "budget and matched generative parameter counts (--match-params); evaluate each on the test split "
                           "(ELBO, IWAE) and write compare.csv, compare.md and compare.png (an ablation whose "
                           "variants are models). The train flags set the base every model starts from.")
+    for action in parser._actions:  # ablate's variants (no-aux, aux, kla) are not compare's: it takes --models
+        if action.dest == "variants":
+            action.help = argparse.SUPPRESS
     parser.add_argument("--models", default="rnn,vrnn,srnn,zforcing",
                         help="comma-separated models or model variants (default: %(default)s); known: "
                              + ", ".join(MODEL_VARIANTS))
