@@ -169,8 +169,8 @@ def _nearest_existing(path: Path, what: str) -> Tuple[Path, List[str]]:
         try:
             os.stat(existing)
             return existing, missing[::-1]
-        except FileNotFoundError:
-            if os.path.islink(existing):
+        except (FileNotFoundError, NotADirectoryError):  # not made yet, or under a file (said below)
+            if os.path.islink(existing) and not os.path.exists(existing):
                 raise OutputDirError(f"cannot create the {what} {path}: {existing} is a broken symbolic link") from None
         except OSError as error:
             raise OutputDirError(f"cannot create the {what} {path}: {error.strerror or error}") from None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
@@ -28,7 +27,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import pyro
 import torch
-from tqdm.auto import tqdm
 
 from .. import memory
 from ..data import Batch, collate_sequences
@@ -36,6 +34,7 @@ from ..data.base import DataInfo, length_batches
 from ..graphs import GraphedBounds
 from ..infer import Objective, importance_terms, sequence_terms
 from ..steps import check_compile_available, compiled_steps
+from .progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +267,7 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
     values = {key: np.zeros(len(sequences)) for key in TERMS}
     kl_steps: List[Optional[np.ndarray]] = [None] * len(sequences)
     start = time.time()
-    bar = tqdm(total=len(sequences), unit="seq", desc=f"evaluate K={num_samples}",
-               disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+    bar = progress(len(sequences), unit="sequence", desc=f"evaluate K={num_samples}", quiet=quiet)
     model, guide = objective.model, objective.guide
 
     def terms(batch, *, chunk):
