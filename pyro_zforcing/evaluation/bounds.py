@@ -228,6 +228,19 @@ def step_unit(info: DataInfo) -> str:
     return "frame" if info.unit == "sample" else "step"
 
 
+MAX_IWAE_SAMPLES = 1_000_000  # importance samples per sequence beyond which evaluate refuses to start
+
+
+def check_iwae_samples(num_samples: int, *, chunk: Optional[int] = None, flag: str = "--iwae-samples") -> None:
+    """Refuse, before any work, an IWAE bound that cannot finish: more than :data:`MAX_IWAE_SAMPLES`
+    importance samples per sequence (each sample is a full pass of guide and model over it; K =
+    30,000,000 in chunks of 1,000 is 30,000 passes per batch)."""
+    if num_samples > MAX_IWAE_SAMPLES:
+        passes = f"; in chunks of {chunk:,} that is {-(-num_samples // chunk):,} passes per batch" if chunk else ""
+        raise ValueError(f"{flag} {num_samples:,}: each importance sample is a pass of the guide and the model over "
+                         f"every sequence{passes}, which cannot finish; at most {MAX_IWAE_SAMPLES:,}")
+
+
 def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: DataInfo, *,
                    num_samples: int = 25, batch_size: int = 32, chunk: Optional[int] = None,
                    device="cpu", dtype: Optional[torch.dtype] = None, quiet: bool = True,
