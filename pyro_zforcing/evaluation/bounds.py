@@ -236,9 +236,10 @@ def check_iwae_samples(num_samples: int, *, chunk: Optional[int] = None, flag: s
     importance samples per sequence (each sample is a full pass of guide and model over it; K =
     30,000,000 in chunks of 1,000 is 30,000 passes per batch)."""
     if num_samples > MAX_IWAE_SAMPLES:
-        passes = f"; in chunks of {chunk:,} that is {-(-num_samples // chunk):,} passes per batch" if chunk else ""
-        raise ValueError(f"{flag} {num_samples:,}: each importance sample is a pass of the guide and the model over "
-                         f"every sequence{passes}, which cannot finish; at most {MAX_IWAE_SAMPLES:,}")
+        passes = (f" (in chunks of {chunk:,}: {-(-num_samples // chunk):,} passes per batch)"
+                  if chunk and chunk < num_samples else "")
+        raise ValueError(f"{flag} {num_samples:,}: each importance sample runs the guide and the model over every "
+                         f"sequence{passes}; this cannot finish; at most {MAX_IWAE_SAMPLES:,}")
 
 
 def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: DataInfo, *,
