@@ -110,8 +110,8 @@ MAX_RUNS = 10_000  # runs (variants x seeds) beyond which a study is refused bef
 
 
 def check_study_size(args, variants: int) -> None:
-    """Refuse, before any work, a study that cannot finish: more than :data:`MAX_RUNS` runs, or a
-    test IWAE beyond :data:`~pyro_zforcing.evaluation.bounds.MAX_IWAE_SAMPLES` samples."""
+    """Refuse, before any work, a study that cannot finish: more than ``MAX_RUNS`` runs, or a test
+    IWAE beyond ``MAX_IWAE_SAMPLES`` samples (:func:`~pyro_zforcing.evaluation.bounds.check_iwae_samples`)."""
     runs = variants * args.seeds
     if runs > MAX_RUNS:
         raise ValueError(f"--seeds {args.seeds:,} x {variants} variant(s) = {runs:,} runs: each trains and evaluates "

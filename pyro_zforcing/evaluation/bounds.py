@@ -232,7 +232,7 @@ MAX_IWAE_SAMPLES = 1_000_000  # importance samples per sequence beyond which eva
 
 
 def check_iwae_samples(num_samples: int, *, chunk: Optional[int] = None, flag: str = "--iwae-samples") -> None:
-    """Refuse, before any work, an IWAE bound that cannot finish: more than :data:`MAX_IWAE_SAMPLES`
+    """Refuse, before any work, an IWAE bound that cannot finish: more than ``MAX_IWAE_SAMPLES``
     importance samples per sequence (each sample is a full pass of guide and model over it; K =
     30,000,000 in chunks of 1,000 is 30,000 passes per batch)."""
     if num_samples > MAX_IWAE_SAMPLES:
