@@ -7,7 +7,9 @@ share no code with ``pyro_zforcing``; ``like(objective)`` copies a library objec
 so equal losses from the same noise check the Pyro programs against an independent computation.
 
 ``log_weights`` returns per sequence ``(B,)`` rec - kl_weight * (log q(z) - log p(z)) from one z
-(the exact log-likelihood for the RNN); ``loss`` is minus its batch mean.
+(the exact log-likelihood for the RNN); ``loss`` is minus its batch mean. The DMM and STORN also
+take ``kl="analytic"``: the KL term is then the closed-form KL of every step's diagonal Gaussians
+along the same z (:func:`gauss_kl`), the library's default training estimator.
 """
 
 from __future__ import annotations
@@ -81,8 +83,8 @@ class PlainBase(nn.Module):
     def log_lik(self, params, y):
         return emission_log_lik(params, y, family=self.family, clamp=self.emission_clamp, mixtures=self.mixtures)
 
-    def loss(self, x, mask, lengths, *, kl_weight=1.0, eps=None):
-        return -self.log_weights(x, mask, lengths, kl_weight=kl_weight, eps=eps).mean()
+    def loss(self, x, mask, lengths, *, kl_weight=1.0, eps=None, **estimator):
+        return -self.log_weights(x, mask, lengths, kl_weight=kl_weight, eps=eps, **estimator).mean()
 
     @staticmethod
     def config_of(objective) -> dict:
@@ -264,6 +266,12 @@ def gauss_scale_log_density(x, mu, scale):
     return (-0.5 * LOG_2PI - torch.log(scale) - 0.5 * ((x - mu) / scale) ** 2).sum(-1)
 
 
+def gauss_kl(mu_q, scale_q, mu_p, scale_p):
+    """sum over the last dim of KL(N(mu_q, scale_q^2) || N(mu_p, scale_p^2)), in closed form."""
+    ratio = (scale_q / scale_p) ** 2
+    return 0.5 * (ratio + ((mu_q - mu_p) / scale_p) ** 2 - 1.0 - torch.log(ratio)).sum(-1)
+
+
 def parameter_pairs(pairs):
     """(plain parameter, library parameter, rows or None) for every pair of modules (same layout),
     parameters, or a parameter and ``(library parameter, rows)``, a block of its rows."""
@@ -336,7 +344,7 @@ class PlainDMM(PairedPlain):
         loc = (1 - gate) * self.z_to_loc(z_prev) + gate * proposed
         return loc, F.softplus(self.sig(F.relu(proposed)))
 
-    def log_weights(self, x, mask, lengths, *, kl_weight=1.0, eps=None):
+    def log_weights(self, x, mask, lengths, *, kl_weight=1.0, eps=None, kl="sampled"):
         e_y = self.embed(x)
         B, T, _ = e_y.shape
         Z = self.z_dim
@@ -357,10 +365,14 @@ class PlainDMM(PairedPlain):
             scales.append(scale)
         z = torch.stack(zs, 1)
         z_prev = torch.cat([self.z_0.expand(B, 1, Z), z[:, :-1]], 1)
-        log_q = gauss_scale_log_density(z, torch.stack(locs, 1), torch.stack(scales, 1))
-        log_p = gauss_scale_log_density(z, *self.transition(z_prev))
+        q = (torch.stack(locs, 1), torch.stack(scales, 1))
+        p = self.transition(z_prev)
+        if kl == "analytic":
+            kl_t = gauss_kl(*q, *p)
+        else:
+            kl_t = gauss_scale_log_density(z, *q) - gauss_scale_log_density(z, *p)
         rec = self.log_lik(self.out(F.relu(self.emit2(F.relu(self.emit1(z))))), x)
-        return ((rec - kl_weight * (log_q - log_p)) * mask.to(rec.dtype)).sum(-1)
+        return ((rec - kl_weight * kl_t) * mask.to(rec.dtype)).sum(-1)
 
 
 class PlainSTORN(PairedPlain):
@@ -383,7 +395,7 @@ class PlainSTORN(PairedPlain):
         return [(self.emb, embed), (self.gen, m.fwd.z_proj), (self.lstm, m.fwd.lstm), (self.out, m.emission.linear),
                 (self.recognition, g.rnn), (self.post.l1, g.posterior.net[0]), (self.post.l2, g.posterior.net[2])]
 
-    def log_weights(self, x, mask, lengths, *, kl_weight=1.0, eps=None):
+    def log_weights(self, x, mask, lengths, *, kl_weight=1.0, eps=None, kl="sampled"):
         e_y = self.embed(x)
         g, _ = self.recognition(e_y)
         mu, logvar = self.post(g).clamp(-self.clamp, self.clamp).chunk(2, -1)
@@ -391,7 +403,9 @@ class PlainSTORN(PairedPlain):
             eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device)
         z = mu + torch.exp(0.5 * logvar) * eps
         h, _ = self.lstm(torch.cat([self.inputs(e_y), self.gen(z)], -1))
-        log_q = gauss_log_density(z, mu, logvar)
-        log_p = gauss_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
+        if kl == "analytic":
+            kl_t = gauss_kl(mu, torch.exp(0.5 * logvar), torch.zeros_like(mu), torch.ones_like(mu))
+        else:
+            kl_t = gauss_log_density(z, mu, logvar) - gauss_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
         rec = self.log_lik(self.out(h), x)
-        return ((rec - kl_weight * (log_q - log_p)) * mask.to(rec.dtype)).sum(-1)
+        return ((rec - kl_weight * kl_t) * mask.to(rec.dtype)).sum(-1)

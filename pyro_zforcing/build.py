@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, load_weights
-from .config import EMISSION_DATA, ModelConfig
+from .config import DEFAULT_KL, EMISSION_DATA, ModelConfig
 from .data import SequenceSplits, load_dataset
 from .data.base import DataInfo
 from .guides import check_guide, is_guide_spec, make_guide
@@ -63,7 +63,7 @@ def model_config_for(info: DataInfo, **sizes) -> ModelConfig:
     return ModelConfig(input_dim=info.dim, emission=emission, **sizes)
 
 
-def build_objective(model_config: ModelConfig, guide_name: Optional[str] = None, *, kl: str = "sampled") -> Objective:
+def build_objective(model_config: ModelConfig, guide_name: Optional[str] = None, *, kl: str = DEFAULT_KL) -> Objective:
     """The model ``model_config.model``, the named guide (default: the model's), and the loss that
     trains both with the KL estimator ``kl`` (``TrainConfig.kl``). A user's guide class is checked
     against the guide contract (``check_guide``), unless the networks are built without storage

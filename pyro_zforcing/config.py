@@ -18,12 +18,14 @@ EMISSION_DATA = {"bernoulli": "bernoulli", "nade": "bernoulli", "gaussian": "gau
 MIXTURE_EMISSIONS = ("gmm", "ar-gmm")
 MODEL_NAMES = ("zforcing", "rnn", "vrnn", "srnn", "dmm", "storn")  # pyro_zforcing.models.MODELS, checked by a test
 PRIORS = ("conditional", "standard")
+FIRST_PRIORS = ("transition", "standard")  # the DMM's p(z_1)
 AUX_INPUTS = ("hz", "z")
 AUX_LOSSES = ("gaussian", "l2")
 Z_CONDITIONINGS = ("concat", "cond-ln")
 EMBEDDINGS = ("linear", "leaky")
 INITS = ("orthogonal", "torch")
 KL_ESTIMATORS = ("analytic", "sampled")
+DEFAULT_KL = "analytic"  # the one default KL estimator: TrainConfig.kl, Objective, build_objective, --kl
 
 
 def check_finite(config) -> None:
@@ -51,6 +53,9 @@ class ModelConfig:
     frame of ``nade_hidden`` hidden units (binary frames); ``"ar-gmm"`` a MADE of ``made_hidden``
     hidden units giving each dimension a mixture of ``mixtures`` 1-D Gaussians (real frames)
     (:mod:`pyro_zforcing.emissions`); ``prior="standard"`` is VRNN-I's N(0, I) prior (vrnn only).
+    ``first_prior`` is the DMM's p(z_1) (dmm only):
+    ``"transition"`` pushes a learned z_0 through the transition (Pyro's ``examples/dmm.py``),
+    ``"standard"`` is N(0, I) (the authors' code, clinicalml/structuredinference).
 
     ``input_dim`` is the frame size (gaussian/bernoulli) or the vocabulary size (categorical).
     Defaults follow the authors' code (``model.py``) where it is explicit: prior, posterior and
@@ -82,6 +87,7 @@ class ModelConfig:
     prior: str = "conditional"
     nade_hidden: int = 150
     made_hidden: int = 256
+    first_prior: str = "transition"
 
     def __post_init__(self):
         check_finite(self)
@@ -95,6 +101,10 @@ class ModelConfig:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         if self.prior == "standard" and self.model != "vrnn":
             raise ValueError(f"prior='standard' (VRNN-I) is an option of the vrnn model, not {self.model!r}")
+        if self.first_prior not in FIRST_PRIORS:
+            raise ValueError(f"first_prior must be one of {FIRST_PRIORS}, got {self.first_prior!r}")
+        if self.first_prior != "transition" and self.model != "dmm":
+            raise ValueError(f"first_prior={self.first_prior!r} is an option of the dmm model, not {self.model!r}")
         if self.input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
         if self.emission not in EMISSIONS:
@@ -150,7 +160,8 @@ class TrainConfig:
     ``clip_norm`` clips the global gradient norm as the authors do (``clip_grad_norm_``),
     not Pyro's per-element ``ClippedAdam`` clamp.
     ``kl`` is the training estimator of the KL term along one trajectory z ~ q: ``"analytic"``
-    (the authors': the closed-form Gaussian KL of every step given the sampled z_{<t}) or
+    (the default, ``DEFAULT_KL``; the authors': the closed-form Gaussian KL of every step given
+    the sampled z_{<t}) or
     ``"sampled"`` (``Trace_ELBO``'s log q(z) - log p(z)); the same expectation, and reported
     bounds do not depend on it (``pyro_zforcing.infer``).
 
@@ -191,7 +202,7 @@ class TrainConfig:
     device: str = "cpu"
     validate: bool = False
     aux_anneal_epochs: Optional[float] = None
-    kl: str = "analytic"
+    kl: str = DEFAULT_KL
     compile: bool = False
     cuda_graphs: bool = False
     length_bucket: int = 16

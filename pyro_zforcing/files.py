@@ -126,16 +126,21 @@ def prepare_output_dir(path: Union[str, Path], *, what: str = "output directory"
 
     Refused with a one-line :class:`OutputDirError` naming it (``what``: "run directory",
     "study directory", ...): a file, a path under a file, a folder we cannot create or write
-    into (read-only, no permission), a disk with no byte free.
+    into (read-only, no permission), a disk with no byte free, and, before any work, a path the
+    system cannot make: a name longer than the file system allows, a loop of symbolic links or a
+    broken one on the way.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    existing, missing = _nearest_existing(path, what)
+    if existing == path and not path.is_dir():
         raise OutputDirError(f"{what} {path} is a file, not a directory")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
     if not existing.is_dir():
         raise OutputDirError(f"cannot create the {what} {path}: {existing} is a file")
+    longest = _name_max(existing)
+    for name in missing:
+        if longest is not None and len(os.fsencode(name)) > longest:
+            raise OutputDirError(f"cannot create the {what} {path}: {os.strerror(errno.ENAMETOOLONG)} "
+                                 f"({len(os.fsencode(name))}-byte name, at most {longest})")
     if create:
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -152,6 +157,35 @@ def prepare_output_dir(path: Union[str, Path], *, what: str = "output directory"
     if free_bytes(existing) == 0:
         raise OutputDirError(f"{what} {path} is on a full disk (0 bytes free)")
     return path
+
+
+def _nearest_existing(path: Path, what: str) -> Tuple[Path, List[str]]:
+    """(the nearest folder of ``path`` that exists, the names below it still to be made); a part
+    that cannot be looked at (a symlink loop, a name too long) or a broken symlink is an
+    :class:`OutputDirError` in the words ``prepare_output_dir`` uses."""
+    missing: List[str] = []
+    existing = path
+    while True:
+        try:
+            os.stat(existing)
+            return existing, missing[::-1]
+        except (FileNotFoundError, NotADirectoryError):  # not made yet, or under a file (said below)
+            if os.path.islink(existing) and not os.path.exists(existing):
+                raise OutputDirError(f"cannot create the {what} {path}: {existing} is a broken symbolic link") from None
+        except OSError as error:
+            raise OutputDirError(f"cannot create the {what} {path}: {error.strerror or error}") from None
+        if existing == existing.parent:
+            return existing, missing[::-1]
+        missing.append(existing.name)
+        existing = existing.parent
+
+
+def _name_max(folder: Path) -> Optional[int]:
+    """The longest file name (bytes) the file system of ``folder`` takes, or None if unknown."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return None
 
 
 def free_bytes(path: Union[str, Path]) -> Optional[int]:
@@ -296,11 +330,13 @@ def _kind(cls: type) -> str:
 def read_jsonl(path: Union[str, Path], *, check: Optional[Callable[[Any], Optional[str]]] = None
                ) -> List[Tuple[str, Any]]:
     """(line, value) of every record of the JSON-lines file ``path``. ``check(value)`` returns
-    what is wrong with a record (or None). A bad last line is a write cut short: dropped with a
-    warning; a bad line before it is a :class:`JSONFileError` naming the file and the line."""
+    what is wrong with a record (or None). A bad last line without its newline is a write cut
+    short (torn): dropped with a warning; any other bad line, a complete last line included, is a
+    :class:`JSONFileError` naming the file and the line."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found") from None
     except OSError as error:
@@ -315,7 +351,7 @@ def read_jsonl(path: Union[str, Path], *, check: Optional[Callable[[Any], Option
             if problem:
                 raise JSONFileError(f"{path}: line {number} is {problem}")
         except JSONFileError:
-            if number == len(lines):
+            if number == len(lines) and not text.endswith(("\n", "\r")):
                 log.warning("%s: dropped its torn last line %d (a write was interrupted)", path, number)
                 break
             raise

@@ -6,7 +6,7 @@ Training minimises, per sequence on average,
 
 where the aux and backward factors are ``pyro.factor`` sites of the model and the KL weight
 scales the latent site in both model and guide. The KL is estimated along one trajectory
-z ~ q (``TrainConfig.kl``): ``"sampled"`` is ``pyro.infer.Trace_ELBO``'s log q(z) - log p(z);
+z ~ q (``TrainConfig.kl``, default ``"analytic"``, ``config.DEFAULT_KL``): ``"sampled"`` is ``pyro.infer.Trace_ELBO``'s log q(z) - log p(z);
 ``"analytic"`` (:func:`analytic_kl_elbo`, the authors' estimator) is sum_t KL(q(z_t | .) ||
 p(z_t | .)) in closed form given the sampled z_{<t}. Both have the same expectation.
 Reported numbers come from :func:`sequence_terms` and :func:`iwae_bound`, which run the model
@@ -31,7 +31,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match, warn_if_nan
 
-from .config import KL_ESTIMATORS
+from .config import DEFAULT_KL, KL_ESTIMATORS
 from .data.base import Batch
 from .models.base import AUX_SITE, BWD_SITE, GUIDE_READS, LATENT_SITE, OBS_SITE
 
@@ -169,13 +169,13 @@ class Objective(nn.Module):
     """-(ELBO + aux) per sequence, averaged over the batch, as a differentiable torch loss.
 
     Holds the model and guide as submodules (so ``parameters()`` and ``state_dict()`` cover
-    both once) and evaluates ``Trace_ELBO().differentiable_loss`` (``kl="sampled"``) or
-    :func:`analytic_kl_elbo` (``kl="analytic"``; for a guide without per-step Gaussian parameters,
+    both once) and evaluates :func:`analytic_kl_elbo` (``kl="analytic"``, the default) or
+    ``Trace_ELBO().differentiable_loss`` (``kl="sampled"``; for a guide without per-step Gaussian parameters,
     ``Trace_ELBO`` again, with a warning the first time); wrap it in DistributedDataParallel for
     multi-process training.
     """
 
-    def __init__(self, model: nn.Module, guide: nn.Module, *, kl: str = "sampled"):
+    def __init__(self, model: nn.Module, guide: nn.Module, *, kl: str = DEFAULT_KL):
         super().__init__()
         if kl not in KL_ESTIMATORS:
             raise ValueError(f"kl must be one of {KL_ESTIMATORS}, got {kl!r}")

@@ -104,6 +104,22 @@ def test_changed_settings_in_an_existing_study_dir_are_refused(tmp_path, tiny_sp
         run_study(tiny_study(["no-aux"], seeds=(0,), lr=0.01), tmp_path, splits=tiny_splits)
 
 
+@pytest.mark.parametrize("change", [{"model": {"rnn_dim": 40}}, {"lr": 0.01}, {"model": {"z_dim": 5}}])
+def test_a_refused_study_changes_nothing_in_its_directory(tmp_path, tiny_splits, change):
+    """`ablate --rnn-dim 40` on a study built with other sizes is refused, and study.json (every
+    file) stays as it was; generated variants change a size or a training setting."""
+    import dataclasses
+
+    run_study(tiny_study(["no-aux"], seeds=(0,)), tmp_path, splits=tiny_splits)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    changed = tiny_study(["no-aux"], seeds=(0,), **{k: v for k, v in change.items() if k != "model"})
+    if "model" in change:
+        changed = dataclasses.replace(changed, model={**changed.model, **change["model"]})
+    with pytest.raises(ValueError, match="no-aux-seed0.*other settings"):
+        run_study(changed, tmp_path, splits=tiny_splits)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 def test_variant_overrides_reach_the_configs():
     study = tiny_study(["kla", "aux-z", "future-only", "aux-1e-2"])
     train, model = study.configs("kla", 4)

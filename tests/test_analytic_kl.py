@@ -156,6 +156,24 @@ def test_kl_is_a_checked_train_setting_recorded_in_checkpoints_old_ones_load_as_
     assert load_checkpoint(tmp_path / "old.pt")["train_config"].kl == "sampled"
 
 
+def test_one_default_kl_estimator_everywhere():
+    """Objective, build_objective, TrainConfig and the train command default to the same estimator."""
+    import argparse
+    import inspect
+
+    from pyro_zforcing.cli.flags import add_train_flags
+    from pyro_zforcing.config import DEFAULT_KL
+    from pyro_zforcing.infer import Objective
+
+    parser = argparse.ArgumentParser()
+    add_train_flags(parser)
+    built = build_objective(small_config(input_dim=2, emission="gaussian"))
+    defaults = {"TrainConfig": TrainConfig().kl, "build_objective": built.kl,
+                "Objective": inspect.signature(Objective).parameters["kl"].default,
+                "--kl": parser.parse_args([]).kl}
+    assert set(defaults.values()) == {DEFAULT_KL} == {"analytic"}, defaults
+
+
 def test_cli_kl_flag_trains_and_is_recorded(tmp_path):
     out = tmp_path / "run"
     assert zforcing(["--kl", "sampled", "--emb-dim", "4", "--rnn-dim", "5", "--z-dim", "2", "--mlp-dim", "4",

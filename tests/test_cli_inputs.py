@@ -3,6 +3,7 @@
 import contextlib
 import io
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -198,3 +199,39 @@ def test_fuzzed_bad_flags_exit_2_with_one_line_and_no_traceback(tmp_path, argv):
     assert code == 2, (argv, err)
     assert "Traceback" not in err and err.count("\n") == 1 and "error" in err, (argv, err)
     assert not (tmp_path / "run").exists(), argv
+
+
+def huge_requests(seed):
+    """The issue's two requests that cannot finish, and generated ones of other huge sizes."""
+    rng = np.random.default_rng(seed)
+    seeds, k = int(rng.integers(10_001, 10**9)), int(rng.integers(1_000_001, 10**9))
+    return [({"seeds": 100_000_000}, None), ({"seeds": seeds}, None), (None, ["--iwae-samples", "30000000",
+                                                                             "--iwae-chunk", "1000"]),
+            (None, ["--iwae-samples", str(k)])]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_study_or_an_evaluation_that_cannot_finish_is_refused_before_it_starts(tmp_path, seed, monkeypatch):
+    import json as json_module
+
+    from pyro_zforcing.cli import evaluate, study
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(study, "run_study", no_work)
+    monkeypatch.setattr(study, "load_dataset", no_work)
+    monkeypatch.setattr(evaluate, "load_for", no_work)
+    for file_values, flags in huge_requests(seed):
+        if file_values is not None:
+            path = tmp_path / "study.json"
+            path.write_text(json_module.dumps({"variants": ["no-aux"], **file_values}))
+            argv = ["ablate", "--study", str(path), "--study-dir", str(tmp_path / "s"), "--quiet"]
+            needle = "runs: each trains and evaluates a model, so this study cannot finish"
+        else:
+            argv = ["evaluate", "--checkpoint", str(tmp_path / "none.pt"), *flags, "--quiet"]
+            needle = "cannot finish; at most 1,000,000"
+        code, err = main_with_stderr(argv)
+        assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+        assert needle in err, err
+        assert not (tmp_path / "s").exists()

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,68 @@ def test_match_to_a_model_not_compared_picks_the_sizes_a_joint_comparison_picks(
         _, alone = match_parameters(replace(base, variants={name: MODEL_VARIANTS[name]}), tiny_data.info,
                                     reference="zforcing")
         assert alone == {name: joint[name]}
+
+
+def synthetic_results(seeds, *, epochs, seed=0):
+    """Study results of three models over ``seeds`` seeds, bounds drawn around negative values."""
+    rng = np.random.default_rng(seed)
+    results = []
+    for variant, centre in (("rnn", -80.0), ("vrnn", -70.0), ("zforcing", -72.0)):
+        for s in range(seeds):
+            elbo = centre + rng.normal()
+            results.append({"variant": variant, "seed": s, "model": variant.split("-")[0], "exact": variant == "rnn",
+                            "epochs": epochs, "stopped": "max_steps", "params_generative": 10,
+                            "params_inference": 5, "params_training_only": 0,
+                            **{f"test_{b}{suffix}": (elbo + (b == "iwae")) / scale
+                               for b in ("elbo", "iwae") for suffix, scale in (("", 1), ("_per_step", 64),
+                                                                               ("_per_unit", 64))}})
+    return results
+
+
+@pytest.mark.parametrize("seeds,epochs", [(1, 0), (1, 3), (2, 0), (3, 7)])
+def test_compare_table_shows_one_seed_alone_and_epochs_only_when_some_run_completed_one(seeds, epochs):
+    from pyro_zforcing.data import DataInfo
+    from pyro_zforcing.studies.compare import comparison_markdown, comparison_rows
+
+    info = DataInfo(name="digits", emission="bernoulli", dim=1, unit="pixel")
+    text = comparison_markdown(comparison_rows(synthetic_results(seeds, epochs=epochs, seed=seeds)), info,
+                               iwae_samples=2)
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    header, rows = table[0], table[1:]
+    assert len(rows) == 3
+    assert ("±" in " ".join(rows)) == (seeds > 1)  # never "± 0.00" for one seed
+    assert ("| epochs |" in header) == (epochs > 0)
+    for row in rows:
+        assert row.count("|") == header.count("|")
+        if epochs:
+            assert f"| {float(epochs):.1f} |" in row
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_compare_figure_draws_points_with_error_bars_not_bars_from_a_cut_axis(tmp_path, monkeypatch, seeds):
+    from pyro_zforcing.data import DataInfo
+    from pyro_zforcing.evaluation import plots
+    from pyro_zforcing.studies.compare import comparison_rows, plot_comparison
+
+    drawn = {}
+
+    def keep(fig, path, **kwargs):
+        drawn["ax"] = fig.axes[0]
+        path.write_bytes(b"png")
+        return path
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    results = synthetic_results(seeds, epochs=1, seed=seeds)
+    info = DataInfo(name="digits", emission="bernoulli", dim=1, unit="pixel")
+    plot_comparison(comparison_rows(results), results, info, tmp_path / "compare.png")
+    ax = drawn["ax"]
+    assert not [p for p in ax.patches if p.get_height() != 0]  # no bars
+    low, high = ax.get_ylim()
+    values = [r[f"test_{b}_per_step"] for r in results for b in ("elbo", "iwae")]
+    assert low < min(values) and max(values) < high  # every seed's value inside the axis
+
+
+def test_compare_help_offers_models_not_the_ablation_variants(capsys):
+    assert zforcing(["compare", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--models" in text and "--variants" not in text and "no-aux,aux,kla" not in text

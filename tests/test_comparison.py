@@ -112,6 +112,62 @@ def test_every_counted_parameter_gets_a_gradient_in_one_training_step_and_no_oth
             assert (p.grad is None) == (role == UNTRAINED), (role, p.shape)
 
 
+ROLE_CASES = CASES + [("dmm", {}, {"guide": "prior"}), ("storn", {}, {"guide": "prior"}),
+                      ("dmm", {"emission": "categorical", "input_dim": 6}, {}),
+                      ("vrnn", {}, {"guide": "filtering"}), ("srnn", {}, {"guide": "prior"}),
+                      ("dmm", {"first_prior": "standard"}, {}), ("dmm", {"first_prior": "standard"}, {"guide": "prior"})]
+
+
+@pytest.mark.parametrize("name,model_options,train_options", ROLE_CASES,
+                         ids=[f"{c[0]}-{'-'.join(f'{k}={v}' for k, v in {**c[1], **c[2]}.items()) or 'default'}"
+                              for c in ROLE_CASES])
+def test_generative_parameters_are_exactly_those_log_p_of_y_and_a_fixed_z_differentiates(
+        float64, name, model_options, train_options):
+    """Never count a parameter that cannot get a gradient: with z drawn by the guide and then held
+    fixed, log p(y, z) (training-only factors off) reaches every generative parameter and no other
+    (the DMM's input embedding is read by its guide alone: inference, not p(y, z))."""
+    from pyro import poutine
+
+    torch.manual_seed(1)
+    overrides = {"input_dim": 5, "emission": "gaussian", **MODELS[name], **model_options}
+    config = small_config(**overrides)
+    guide_name = train_options.get("guide") or build_objective(config).model.default_guide
+    train = TrainConfig(**{**train_options, "guide": guide_name})
+    objective = build_objective(config, guide_name).double()
+    roles = parameter_roles(objective.model, objective.guide, factors=active_factors(train))
+    if overrides["emission"] == "categorical":
+        rng = np.random.default_rng(0)
+        batch = collate_sequences([rng.integers(0, 6, n) for n in (7, 3, 5)])
+    else:
+        batch = frames_batch().to("cpu", torch.float64)
+    traced = poutine.trace(objective.guide).get_trace(batch)
+    fixed = {site: traced.nodes[site]["value"].detach().clone() for site in objective.model.latent_sites}
+    objective.zero_grad(set_to_none=True)
+    objective.model.forget()
+    log_joint = poutine.trace(poutine.condition(objective.model, data=fixed)).get_trace(batch).log_prob_sum()
+    log_joint.backward()
+    reached = {id(p) for p in objective.parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)}
+    for role, params in roles.items():
+        for p in params:
+            assert (id(p) in reached) == (role == GENERATIVE), (role, tuple(p.shape))
+
+
+def test_the_dmm_embedding_is_counted_with_its_inference_network_at_the_jsb_compare_sizes():
+    """JSB's compare run (88 keys, emb 64, z 16; the DMM trained at rnn = mlp = 342,
+    docs/studies/tables/jsb-long/sizes.json): the embedding's 88 * 64 + 64 = 5,696 parameters move
+    from p(y, z) to the inference network, 204,736 -> 199,040 and 156,684 -> 162,380."""
+    config = ModelConfig(input_dim=88, emission="bernoulli", model="dmm", emb_dim=64, rnn_dim=342, z_dim=16, mlp_dim=342)
+    objective = build_objective(config)
+    counts = parameter_counts(objective.model, objective.guide, factors=active_factors(TrainConfig(guide="combiner")))
+    model = objective.model
+    assert numel(model.embed) == linear_count(88, 64) == 5696
+    assert counts[GENERATIVE] == numel(model.transition, model.emitter) + 16 == numel(model) - 5696
+    assert counts[INFERENCE] == numel(objective.guide) + 5696
+    assert (counts[GENERATIVE], counts[INFERENCE]) == (204736 - 5696, 156684 + 5696) == (199040, 162380)
+    prior_only = parameter_counts(model, build_objective(config, "prior").guide, factors=frozenset())
+    assert prior_only[UNTRAINED] == 5696 and prior_only[GENERATIVE] == counts[GENERATIVE]
+
+
 @pytest.mark.parametrize("match", ["generative", "all"])
 def test_match_params_picks_sizes_whose_counts_are_the_references_counted_by_module(digits, match):
     sizes = {"emb_dim": 8, "rnn_dim": 32, "z_dim": 4, "mlp_dim": 24}

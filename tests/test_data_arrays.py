@@ -395,3 +395,53 @@ def test_train_evaluate_and_sample_on_a_tiny_arrays_file_through_the_cli(tmp_pat
     with caplog.at_level(logging.WARNING):
         load_trained(tmp_path / "run", data_dir=str(tmp_path / "mine.npz"))
     assert "training normalisation mean" in caplog.text
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_allow_pickle_warns_in_one_line_that_it_executes_code_from_the_file(tmp_path, caplog, seed):
+    rng = np.random.default_rng(seed)
+    ragged = np.empty(3, dtype=object)
+    ragged[:] = [rng.normal(size=(int(n), seed - 1)) for n in rng.integers(2, 7, 3)]  # generated lengths and dims
+    path = tmp_path / f"objects-{seed}.npy"
+    np.save(path, ragged, allow_pickle=True)
+    plain = tmp_path / "plain.npy"
+    np.save(plain, rng.normal(size=(3, 4, 2)))
+    with caplog.at_level(logging.WARNING):
+        load_raw(plain, normalise=False)
+    assert not [r for r in caplog.records if "allow_pickle" in r.getMessage()]  # off: silent
+    with caplog.at_level(logging.WARNING):
+        load_raw(path, normalise=False, allow_pickle=True)
+    warned = [r.getMessage() for r in caplog.records if "allow_pickle=true" in r.getMessage()]
+    assert len(warned) == 1 and "\n" not in warned[0], warned
+    assert "executes code stored in the file" in warned[0] and str(path) in warned[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_token_samples_are_drawn_as_a_piano_roll_of_token_against_step(tmp_path, monkeypatch, seed):
+    """Each panel is a (vocab, T) image whose dark cells are exactly the sampled ids (generated
+    samples of generated vocabularies), the primed real ids lighter behind; no lines."""
+    from pyro_zforcing.evaluation import samples as samples_module
+
+    rng = np.random.default_rng(seed)
+    vocab, n, steps = int(rng.integers(3, 30)), int(rng.integers(1, 4)), int(rng.integers(2, 12))
+    ids = rng.integers(0, vocab, (n, steps))
+    real = [rng.integers(0, vocab, int(rng.integers(1, steps + 1))) for _ in range(n)]
+    drawn = {}
+
+    def keep(fig, path, **kwargs):
+        drawn["axes"] = fig.axes
+        Path(path).write_bytes(b"png")
+        return Path(path)
+
+    monkeypatch.setattr(samples_module, "save_figure", keep)
+    info = DataInfo(name="arrays", emission="categorical", dim=vocab, unit="token")
+    write_samples(ids, info, tmp_path, name="primed", real=real, prime_steps=1)
+    assert len(drawn["axes"]) == n
+    for ax, sample, shown in zip(drawn["axes"], ids, real):
+        assert not ax.lines[1:] and len(ax.images) == 1  # at most the prime marker, and one image
+        roll = np.asarray(ax.images[0].get_array())
+        assert roll.shape == (vocab, steps)
+        assert np.array_equal(np.argwhere(roll == 1.0)[:, ::-1][np.argsort(np.argwhere(roll == 1.0)[:, 1])][:, 1],
+                              sample)
+        lighter = {(int(t), int(k)) for k, t in np.argwhere(roll == 0.35)}
+        assert lighter == {(t, int(k)) for t, k in enumerate(shown) if k != sample[t]}

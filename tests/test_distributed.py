@@ -40,7 +40,7 @@ def half(batch: Batch, rank: int) -> Batch:
 
 def make_objective():
     torch.manual_seed(0)
-    return build_objective(small_config(input_dim=5, emission="gaussian"), "backward").double()
+    return build_objective(small_config(input_dim=5, emission="gaussian"), "backward", kl="sampled").double()
 
 
 def ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:

@@ -94,7 +94,7 @@ def make(emission, variant):
     z_conditioning, aux_input, aux_loss = variant
     input_dim = 5 if emission == "gaussian" else 11
     objective = build_objective(small_config(input_dim=input_dim, emission=emission, z_conditioning=z_conditioning,
-                                             aux_input=aux_input, aux_loss=aux_loss), "backward")
+                                             aux_input=aux_input, aux_loss=aux_loss), "backward", kl="sampled")
     objective.double()
     return objective, frames_batch() if emission == "gaussian" else tokens_batch()
 

@@ -17,7 +17,7 @@ NEW_GUIDES = ("filtering", "future-only", "prior")
 
 
 def objective_for(name):
-    return build_objective(small_config(), name).double()
+    return build_objective(small_config(), name, kl="sampled").double()
 
 
 def guide_z(objective, batch, seed=7):

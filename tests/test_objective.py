@@ -35,7 +35,7 @@ CASES = {
 
 def make_case(name, digits, **overrides):
     sizes, make_batch = CASES[name]
-    objective = build_objective(small_config(**sizes, **overrides), "backward")
+    objective = build_objective(small_config(**sizes, **overrides), "backward", kl="sampled")
     batch = ragged_digit_batch(digits) if make_batch is None else make_batch()
     return objective, batch
 

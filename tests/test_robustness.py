@@ -378,9 +378,9 @@ HUGE = str(10 ** 8)
     (["sample", "--steps", HUGE], "sampling 8 sequence(s) of 100000000 steps"),
     (["sample", "--interpolate", HUGE], "sampling 100000000 sequence(s)"),
     (["sample", "--steps", "100", "--prime-steps", HUGE], "--prime-steps must be in [1, 99]"),
-    (["evaluate", "--iwae-samples", str(10 ** 12)], "more than the 1e+12 one evaluation may take"),
-    (["evaluate", "--iwae-samples", str(10 ** 9), "--iwae-chunk", str(10 ** 9)], "1000000000 particle(s) at a time"),
-    (["evaluate", "--iwae-chunk", HUGE, "--iwae-samples", HUGE], "100000000 particle(s) at a time"),
+    (["evaluate", "--iwae-samples", str(10 ** 12)], "cannot finish; at most 1,000,000"),
+    (["evaluate", "--iwae-samples", str(10 ** 6), "--iwae-chunk", str(10 ** 9)], "1000000 particle(s) at a time"),
+    (["evaluate", "--iwae-chunk", HUGE, "--iwae-samples", HUGE], "cannot finish; at most 1,000,000"),
 ])
 def test_huge_sizes_under_a_process_limit_are_one_line_refusals(text_run, command, needle):
     program = LIMITED.format(headroom=HEADROOM)
@@ -388,7 +388,7 @@ def test_huge_sizes_under_a_process_limit_are_one_line_refusals(text_run, comman
                        "--quiet", timeout=120)
     line = one_line(code, err)
     assert needle in line, line
-    if "particle-steps" not in line and "prime" not in line:
+    if "particle-steps" not in line and "prime" not in line and "cannot finish" not in line:
         assert "RLIMIT_AS" in line, line  # the process's own limit, not the machine's memory, is the bound
     assert not (text_run.parent / "o").exists()
 
@@ -568,6 +568,31 @@ def test_plot_on_a_damaged_file_is_a_one_line_error_naming_it(plotted, name, dam
     code, err = main_with_stderr(["plot", str(plotted), "--quiet"])
     line = one_line(code, err)
     assert str(plotted / name) in line and needle in line, line
+
+
+def wrong_kind_lines(seed, count=3):
+    """Generated complete lines of the wrong kind for metrics.jsonl (beside the issue's examples)."""
+    rng = np.random.default_rng(seed)
+    shapes = [lambda: json.dumps([int(v) for v in rng.integers(0, 9, int(rng.integers(1, 4)))]),
+              lambda: json.dumps({"kind": "step", "step": "".join(rng.choice(list("abcxyz"), 3))}),
+              lambda: json.dumps({"kind": "step", "step": -int(rng.integers(1, 50))}),
+              lambda: json.dumps({"step": int(rng.integers(0, 9))}),
+              lambda: json.dumps(str(rng.integers(0, 1000))),
+              lambda: json.dumps({"kind": "step", "step": 1, "loss": [1.0]})]
+    return [shapes[int(i)]() for i in rng.choice(len(shapes), count, replace=False)]
+
+
+@pytest.mark.parametrize("last", ["[1, 2]", '{"kind": "step", "step": "abc"}'] + wrong_kind_lines(0) + wrong_kind_lines(1))
+def test_a_complete_last_metrics_line_of_the_wrong_kind_is_a_one_line_error_not_a_torn_line(plotted, last):
+    """Only a line without its newline is torn; a complete one of the wrong kind is an error."""
+    path = plotted / "metrics.jsonl"
+    text = path.read_text() + last + "\n"
+    path.write_text(text)
+    number = len(text.splitlines())
+    code, err = main_with_stderr(["plot", str(plotted), "--quiet"])
+    line = one_line(code, err)
+    assert f"{path}: line {number}" in line and "not a metrics record" in line, line
+    assert path.read_text() == text
 
 
 def test_plot_drops_a_torn_last_metrics_line_with_a_warning(plotted, caplog):
@@ -802,3 +827,45 @@ def test_a_folder_where_a_file_of_ours_goes_is_a_one_line_error(tmp_path):
     (out / "config.json").mkdir()  # not a file: not ours to remove
     code, err = main_with_stderr([*TINY, "--max-steps", "1", "--out", str(out), "--overwrite"])
     assert f"cannot write {out / 'config.json'}: Is a directory" in one_line(code, err, expected_code=1)
+
+
+def unusable_out_dirs(root: Path, seed: int):
+    """(--out, the words of its one-line error): the issue's 300-character name and self-loop, and
+    generated ones: other long names at other depths, loops of two and three links, a broken link."""
+    rng = np.random.default_rng(seed)
+    long_name = "n" * int(rng.integers(256, 600))
+    cases = [(root / ("x" * 300), "File name too long"),
+             (root / "ok" / long_name / "deeper", "File name too long")]
+    self_loop = root / f"self{seed}"
+    self_loop.symlink_to(self_loop.name)
+    cases += [(self_loop / "out", "Too many levels of symbolic links"), (self_loop, "Too many levels")]
+    links = [root / f"ring{seed}-{i}" for i in range(int(rng.integers(2, 4)))]
+    for here, there in zip(links, links[1:] + links[:1]):
+        here.symlink_to(there.name)
+    cases.append((links[0] / "a" / "b", "Too many levels of symbolic links"))
+    broken = root / f"broken{seed}"
+    broken.symlink_to(f"missing{seed}")
+    cases.append((broken / "out", "broken symbolic link"))
+    return cases
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_command_checks_its_output_path_before_any_work_with_one_line(trained, tmp_path, monkeypatch, seed):
+    from pyro_zforcing.cli import evaluate, sample
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before --out was checked")
+
+    monkeypatch.setattr(evaluate, "load_for", no_work)
+    monkeypatch.setattr(sample, "load_for", no_work)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out, words in unusable_out_dirs(tmp_path, seed):
+        made = set(tmp_path.iterdir())
+        for argv in ([*TINY, "--max-steps", "1", "--out", str(out)],
+                     ["evaluate", "--checkpoint", str(trained), "--out", str(out), "--quiet"],
+                     ["sample", "--checkpoint", str(trained), "--out", str(out), "--quiet"]):
+            code, err = main_with_stderr(argv)
+            line = one_line(code, err)
+            assert f"cannot create the " in line and words in line, (argv[0], line)
+        assert set(tmp_path.iterdir()) == made  # nothing made on the way ("ok" included)
+    assert "ok" not in before and not (tmp_path / "ok").exists()

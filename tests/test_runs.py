@@ -110,6 +110,7 @@ def test_sigterm_mid_epoch_saves_and_resume_continues_bit_identically(tmp_path, 
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr
     assert "SIGTERM" in stderr and f"--resume {out}" in stderr and "Traceback" not in stderr
+    assert (out / "learning_curves.png").stat().st_size > 0  # written on any stop
     stopped = load_checkpoint(out / "checkpoints" / "last.pt")["progress"]
     assert 5 <= stopped["step"] < STEPS and stopped["epoch"] == 0
     assert stopped["step_in_epoch"] == stopped["step"]  # the position within the epoch is saved
@@ -178,6 +179,7 @@ def test_concurrent_run_into_the_same_directory_is_refused_naming_the_pid(tmp_pa
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130 and "SIGINT" in stderr
     assert load_checkpoint(out / "checkpoints" / "last.pt")["progress"]["step"] >= 2
+    assert (out / "learning_curves.png").stat().st_size > 0  # a stopped run draws its curves too
 
 
 def test_rerun_into_a_finished_directory_is_refused_and_overwrite_replaces_only_our_files(tmp_path):
@@ -453,3 +455,20 @@ def test_tensorboard_logs_scalars_kl_per_step_and_samples_without_changing_train
     assert "kl_per_step_curve" in tags["images"]
     image = events.Images("samples")[-1]
     assert (image.step, image.width, image.height) == (5, 4 * 8, 8)  # 4 digit samples of 8 x 8 pixels side by side
+
+
+@pytest.mark.parametrize("lost", [("last.pt",), ("last.pt", "best.pt")])
+def test_resuming_a_run_killed_before_its_first_last_pt_says_to_start_again_with_overwrite(tmp_path, lost):
+    """A kill while the first last.pt is written leaves config.json and no last.pt (writes are
+    atomic): --resume says what to do, in one line, and the command it gives works."""
+    out = tmp_path / "run"
+    assert run_cli(*TINY, "--max-steps", "2", "--out", str(out)).returncode == 0
+    for name in lost:
+        (out / "checkpoints" / name).unlink()
+    resumed = run_cli("--resume", str(out), "--quiet")
+    assert resumed.returncode == 2
+    line = one_line_error(resumed)
+    assert "last.pt not found" in line and f"--out {out} --overwrite" in line and "nothing to continue" in line
+    again = run_cli(*TINY, "--max-steps", "2", "--out", str(out), "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["progress"]["step"] == 2

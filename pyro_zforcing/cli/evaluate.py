@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import List
 
-from ..evaluation.bounds import evaluate_split, markdown_table
+from ..evaluation.bounds import check_iwae_samples, evaluate_split, markdown_table
 from ..evaluation.paper_protocol import evaluate_paper, markdown_lines
 from ..evaluation.reports import checkpoint_note, repair_reports, report_name, write_report
 from .common import PROG, Parser, add_checkpoint_flags, checked_out, checkpoint_position, load_for, positive_int
@@ -41,6 +41,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def command_evaluate(argv: List[str]) -> int:
     args = evaluate_parser().parse_args(argv)
+    check_iwae_samples(args.iwae_samples, chunk=args.iwae_chunk)
     out = checked_out(args)  # before anything is loaded or computed
     objective, splits, device, state = load_for(args)
     repair_reports(out)

@@ -8,7 +8,7 @@ import argparse
 from dataclasses import replace
 from typing import Dict, List
 
-from ..config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, INITS, KL_ESTIMATORS, PRIORS,
+from ..config import (AUX_INPUTS, AUX_LOSSES, EMBEDDINGS, EMISSIONS, FIRST_PRIORS, INITS, KL_ESTIMATORS, PRIORS,
                       Z_CONDITIONINGS, DataConfig, ModelConfig, TrainConfig)
 from ..data import DATASETS
 from ..guides import GUIDES
@@ -64,6 +64,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                        help="hidden units of the ar-gmm emission's MADE (default: %(default)s)")
     model.add_argument("--prior", choices=PRIORS, default=m.prior,
                        help="vrnn: conditional p(z_t | h_{t-1}) or standard N(0, I) (VRNN-I) (default: %(default)s)")
+    model.add_argument("--first-prior", choices=FIRST_PRIORS, default=m.first_prior,
+                       help="dmm: p(z_1) from a learned z_0 through the transition (Pyro's) or N(0, I) (the "
+                            "authors' code) (default: %(default)s)")
     model.add_argument("--emb-dim", type=positive_int, default=m.emb_dim, help="input embedding size (default: %(default)s)")
     model.add_argument("--rnn-dim", type=positive_int, default=m.rnn_dim, help="LSTM state size (default: %(default)s)")
     model.add_argument("--z-dim", type=positive_int, default=m.z_dim, help="latent size per step (default: %(default)s)")
@@ -161,7 +164,7 @@ def model_sizes_from(args) -> Dict:
              "aux_input": args.aux_input, "aux_loss": args.aux_loss, "z_conditioning": args.z_conditioning,
              "embedding": args.embedding, "init": args.init, "emission_clamp": args.emission_clamp,
              "model": args.model, "mixtures": args.mixtures, "prior": args.prior,
-             "nade_hidden": args.nade_hidden, "made_hidden": args.made_hidden}
+             "nade_hidden": args.nade_hidden, "made_hidden": args.made_hidden, "first_prior": args.first_prior}
     if args.emission is not None:
         sizes["emission"] = args.emission
     return sizes

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from ..data import load_dataset
+from ..evaluation.bounds import check_iwae_samples
 from ..files import prepare_output_dir
 from ..studies.ablation import (MODEL_VARIANTS, STUDY_EPOCHS, VARIANTS, Study, budget_text, budgets, load_study_file,
                                 run_study, select_variants)
@@ -105,9 +106,23 @@ def parse_study_args(parser: argparse.ArgumentParser, argv: List[str]):
     return args, extra_variants, file_names
 
 
+MAX_RUNS = 10_000  # runs (variants x seeds) beyond which a study is refused before it starts
+
+
+def check_study_size(args, variants: int) -> None:
+    """Refuse, before any work, a study that cannot finish: more than ``MAX_RUNS`` runs, or a test
+    IWAE beyond ``MAX_IWAE_SAMPLES`` samples (:func:`~pyro_zforcing.evaluation.bounds.check_iwae_samples`)."""
+    runs = variants * args.seeds
+    if runs > MAX_RUNS:
+        raise ValueError(f"--seeds {args.seeds:,} x {variants} variant(s) = {runs:,} runs: each trains and evaluates "
+                         f"a model, so this study cannot finish; at most {MAX_RUNS:,} runs")
+    check_iwae_samples(args.iwae_samples)
+
+
 def study_from(parser: argparse.ArgumentParser, argv: List[str], args, names: List[str],
                extra_variants: Dict, *, flag: str = "--variants") -> Study:
     """The study the flags (and recipe, and study file) describe, over the variants ``names``."""
+    check_study_size(args, len(names))
     data, train, model, _ = resolve_settings(parser, argv, args)
     return Study(data=data, train=train, model=model,
                  variants=select_variants([n.strip() for n in names], extra_variants, flag=flag),
@@ -141,6 +156,9 @@ def compare_parser() -> argparse.ArgumentParser:
                           "budget and matched generative parameter counts (--match-params); evaluate each on the test split "
                           "(ELBO, IWAE) and write compare.csv, compare.md and compare.png (an ablation whose "
                           "variants are models). The train flags set the base every model starts from.")
+    for action in parser._actions:  # ablate's variants (no-aux, aux, kla) are not compare's: it takes --models
+        if action.dest == "variants":
+            action.help = argparse.SUPPRESS
     parser.add_argument("--models", default="rnn,vrnn,srnn,zforcing",
                         help="comma-separated models or model variants (default: %(default)s); known: "
                              + ", ".join(MODEL_VARIANTS))
@@ -165,6 +183,7 @@ def study_from_presets(parser: argparse.ArgumentParser, argv: List[str], args, n
     if not all(names):
         raise ValueError(f"--presets {','.join(names)!r} names no recipe or has an empty name between its commas; "
                          f"known: {', '.join(preset_names())}")
+    check_study_size(args, len(names))
     recipes = [find_recipe(preset=name, config=None) for name in names]
     data, train, model = data_config_from(args), train_config_from(args), model_sizes_from(args)
     datas = []

@@ -11,7 +11,8 @@ from typing import Dict, List
 import pyro
 
 from ..training import distributed
-from ..training.trainer import RESUMABLE, Trainer
+from ..training.interrupt import Interrupted
+from ..training.trainer import RESUMABLE, Trainer, TrainingDiverged
 from .common import COMMANDS, PROG, Parser, add_guide_trust_flags, path_text, setup_logging
 from .flags import add_data_flags, add_train_flags, resolve_settings
 
@@ -35,7 +36,8 @@ def train_parser() -> argparse.ArgumentParser:
         prog=f"{PROG} [train]", formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
         description=f"Z-Forcing in Pyro ({PROG}, python -m pyro_zforcing and python run.py are this program). "
                     f"Commands (`{PROG} COMMAND --help` lists each one's flags):\n"
-                    f"{commands}\n\nThe flags below are train's: SVI with Trace_ELBO and the aux factor.")
+                    f"{commands}\n\nThe flags below are train's: SVI on the ELBO (the closed-form KL by default, "
+                    f"--kl sampled for Trace_ELBO's) and the aux factor.")
     add_data_flags(parser)
     add_train_flags(parser)
     add_run_flags(parser)
@@ -88,7 +90,12 @@ def command_train(argv: List[str]) -> int:
                                      quiet=args.quiet, recipe=recipe, overwrite=args.overwrite,
                                      tensorboard=args.tensorboard, **ranks)
         pyro.enable_validation(trainer.config.validate)  # Pyro validates by default; training only with --validate
-        summary = trainer.fit()
+        try:
+            summary = trainer.fit()
+        except (Interrupted, TrainingDiverged):
+            if group.is_main:
+                write_training_plots(trainer.out_dir)  # a stopped run has its learning curves too
+            raise
     finally:
         distributed.shutdown()
     if not group.is_main:

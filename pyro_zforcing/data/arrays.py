@@ -398,6 +398,9 @@ def _options(config) -> dict:
 def load_arrays(config) -> SequenceSplits:
     """Sequences of a ``.npz``/``.npy`` file or a folder of ``.npy``/``.csv`` files (module docstring)."""
     options = _options(config)
+    if options["allow_pickle"]:
+        logger.warning("--data-option allow_pickle=true: reading %s unpickles it, which executes code stored in the "
+                       "file; use it only for files you made", config.data_dir)
     path = corpus_path(config, dataset="arrays", description="a file or folder of your own sequences",
                        source="np.savez, np.save or any CSV writer", layout=LAYOUT, allow_file=True)
     bad = BadFiles("arrays", config.skip_bad_files)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
@@ -28,7 +27,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import pyro
 import torch
-from tqdm.auto import tqdm
 
 from .. import memory
 from ..data import Batch, collate_sequences
@@ -36,6 +34,7 @@ from ..data.base import DataInfo, length_batches
 from ..graphs import GraphedBounds
 from ..infer import Objective, importance_terms, sequence_terms
 from ..steps import check_compile_available, compiled_steps
+from .progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +228,20 @@ def step_unit(info: DataInfo) -> str:
     return "frame" if info.unit == "sample" else "step"
 
 
+MAX_IWAE_SAMPLES = 1_000_000  # importance samples per sequence beyond which evaluate refuses to start
+
+
+def check_iwae_samples(num_samples: int, *, chunk: Optional[int] = None, flag: str = "--iwae-samples") -> None:
+    """Refuse, before any work, an IWAE bound that cannot finish: more than ``MAX_IWAE_SAMPLES``
+    importance samples per sequence (each sample is a full pass of guide and model over it; K =
+    30,000,000 in chunks of 1,000 is 30,000 passes per batch)."""
+    if num_samples > MAX_IWAE_SAMPLES:
+        passes = (f" (in chunks of {chunk:,}: {-(-num_samples // chunk):,} passes per batch)"
+                  if chunk and chunk < num_samples else "")
+        raise ValueError(f"{flag} {num_samples:,}: each importance sample runs the guide and the model over every "
+                         f"sequence{passes}; this cannot finish; at most {MAX_IWAE_SAMPLES:,}")
+
+
 def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: DataInfo, *,
                    num_samples: int = 25, batch_size: int = 32, chunk: Optional[int] = None,
                    device="cpu", dtype: Optional[torch.dtype] = None, quiet: bool = True,
@@ -268,8 +281,7 @@ def evaluate_split(objective: Objective, sequences: Sequence[np.ndarray], info: 
     values = {key: np.zeros(len(sequences)) for key in TERMS}
     kl_steps: List[Optional[np.ndarray]] = [None] * len(sequences)
     start = time.time()
-    bar = tqdm(total=len(sequences), unit="seq", desc=f"evaluate K={num_samples}",
-               disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+    bar = progress(len(sequences), unit="sequence", desc=f"evaluate K={num_samples}", quiet=quiet)
     model, guide = objective.model, objective.guide
 
     def terms(batch, *, chunk):

@@ -8,7 +8,8 @@ Outputs by data kind (``DataInfo``):
 - text (``vocab``): one sentence per line in a text file, cut at ``<eos>``;
 - any other sequences (``--dataset arrays``, token ids without a vocabulary): a ``.npy`` of the
   samples ``(N, T, D)`` (or ``(N, T)`` ids) in the data's own units (de-normalised per
-  dimension), the layout ``--dataset arrays`` reads back, plus a PNG of their first dimensions.
+  dimension), the layout ``--dataset arrays`` reads back, plus a PNG of their first dimensions
+  (token ids: a piano roll of token against step, :func:`token_plot`).
 
 Conditional generation encodes the first P steps of real sequences with the guide
 (z_{1:P} ~ q(z | y_{1:P})), teacher-forces them, and continues from the prior. Interpolation
@@ -170,6 +171,34 @@ def sequence_plot(samples: np.ndarray, labels: List[str], path, *, real: Optiona
     return save_figure(fig, path, dpi=110)
 
 
+def token_plot(samples: Sequence[np.ndarray], labels: List[str], path, *, vocab_size: int,
+               real: Optional[Sequence[np.ndarray]] = None, marker: Optional[int] = None,
+               title: Optional[str] = None) -> Path:
+    """One panel per sample of token ids ``(T,)``: a piano roll (token id against the step, a dark
+    cell where the sample takes that token), ``real`` (the data primed with) as a light roll behind,
+    ``marker`` the last primed step. Ids are categories, so a line through them would draw
+    distances that mean nothing."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(samples), 1, figsize=(10, 1.2 * len(samples) + 0.3 * min(vocab_size, 40) / 10 + 0.6),
+                             sharex=True, squeeze=False)
+    for i, (ax, sample, label) in enumerate(zip(axes[:, 0], samples, labels)):
+        sample = np.asarray(sample, dtype=np.int64).reshape(-1)
+        roll = np.zeros((vocab_size, len(sample)))
+        if real is not None:
+            shown = np.asarray(real[i], dtype=np.int64).reshape(-1)[:len(sample)]
+            roll[shown, np.arange(len(shown))] = 0.35
+        roll[sample, np.arange(len(sample))] = 1.0
+        ax.imshow(roll, aspect="auto", origin="lower", cmap="Greys", vmin=0.0, vmax=1.0, interpolation="nearest")
+        if marker is not None:
+            ax.axvline(marker - 0.5, color="red", linewidth=1, linestyle="--")
+        ax.set_ylabel("token", fontsize=8)
+        ax.set_title(label, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("step")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path, dpi=110)
+
+
 def write_wav(path, frames: np.ndarray, info: DataInfo) -> Path:
     """De-normalise and write 16-bit PCM at the data's sample rate (samples clipped to [-1, 1]),
     atomically (:func:`~pyro_zforcing.files.write_atomic`)."""
@@ -280,6 +309,11 @@ def write_samples(samples: np.ndarray, info: DataInfo, out_dir, *, name: str,
                                                 for r in real]
         shown = samples if info.emission == "categorical" else info.denormalise(samples)
         written.append(write_npy(out_dir / f"{name}.npy", samples, info))
+        if info.emission == "categorical":  # token ids: a piano roll, not lines through category numbers
+            written.append(token_plot(shown, labels, out_dir / f"{name}.png", vocab_size=info.dim, real=shown_real,
+                                      marker=prime_steps, title=f"{info.name}: {name}" + (
+                                          " (grey: real; red line: end of the prime)" if real is not None else "")))
+            return written
         written.append(sequence_plot(shown, labels, out_dir / f"{name}.png", real=shown_real, marker=prime_steps,
                                      title=f"{info.name}: {name}" + (" (dashed: real; red line: end of the prime)"
                                                                      if real is not None else "")))

@@ -78,6 +78,8 @@ class Combiner(nn.Module):
 class CombinerGuide(TrajectoryGuide):
     """q(z_{1:T} | y) = prod_t N(z_t; combiner(z_{t-1}, r_t)), r_t summarising y_{t..T}."""
 
+    model_modules = ("embed",)  # the DMM's input embedding e(y_t), read by this guide alone
+
     def __init__(self, model):
         super().__init__(model)
         c = model.config

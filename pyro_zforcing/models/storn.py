@@ -12,8 +12,9 @@ and the generative RNN runs fused over it: training has no Python loop over time
 per-step cell (``fwd.recurrence``, the same LSTM step) drives generation. Choices where the
 paper is open follow this package: LSTMs for both RNNs, one hidden layer (bounded leaky ReLU)
 in the posterior head with its log-variance clamped to +-``logvar_clamp``, z entering the
-generative LSTM through a linear projection concatenated to e(u_t), and a sampled KL
-(Trace_ELBO); ``init`` and ``embedding`` as for Z-Forcing.
+generative LSTM through a linear projection concatenated to e(u_t), and the KL estimator of
+``TrainConfig.kl`` (analytic by default, as every model; ``"sampled"`` is Trace_ELBO's);
+``init`` and ``embedding`` as for Z-Forcing.
 """
 
 from __future__ import annotations

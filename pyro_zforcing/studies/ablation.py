@@ -252,6 +252,16 @@ def raised_cap(run_dir: Path, epochs: int) -> bool:
     return trained_under < epochs
 
 
+def check_existing_runs(study: Study, study_dir: Path) -> None:
+    """Every run already in ``study_dir`` fits what ``study`` asks of it (:func:`check_same_run`,
+    :func:`raised_cap`): checked for all runs before anything is written."""
+    for variant in study.variants:
+        for seed in study.seeds:
+            train_config, model_sizes = study.configs(variant, seed)
+            check_same_run(study_dir / run_name(variant, seed), train_config, model_sizes)
+            raised_cap(study_dir / run_name(variant, seed), train_config.epochs)
+
+
 def how_it_stopped(trainer: Trainer) -> str:
     """``early`` (validation early stopping: converged), ``max_steps`` or ``epochs`` (the cap)."""
     if trainer.progress.early_stopped:
@@ -356,6 +366,7 @@ def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[S
     spec = {"data": to_dict(study.data), "train": to_dict(study.train), "model": study.model,
             "variants": study.variants, "seeds": list(study.seeds), "iwae_samples": study.iwae_samples,
             "budget": budget}
+    check_existing_runs(study, study_dir)  # a refused study changes nothing, study.json included
     write_json_atomic(study_dir / "study.json", spec)
     results = []
     for variant in study.variants:

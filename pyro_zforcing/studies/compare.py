@@ -172,32 +172,46 @@ def comparison_rows(results: List[Dict]) -> List[Dict]:
     return rows
 
 
+def value_text(mean: float, std: float, *, seeds: int, digits: int) -> str:
+    """``mean ± std`` over several seeds; the value alone for one (a std of one run is not 0)."""
+    return f"{mean:.{digits}f}" if seeds == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
 def comparison_markdown(rows: List[Dict], info, *, iwae_samples: int) -> str:
+    """The table of ``compare.md``: one row per model. A single seed's value stands alone; the
+    epochs column (completed epochs, mean over seeds) is left out when no run completed one (a
+    ``--max-steps`` budget inside the first epoch), where it would read 0.0."""
     unit = info.extra.get("sequence_unit", "sequence")
     names = {"sequence": unit, "step": step_unit(info), "unit": info.unit}
     levels = LEVELS if info.units_per_step != 1 else LEVELS[:2]  # a step is one unit: one column pair
+    epochs = any(row["epochs_mean"] > 0 for row in rows)
     header = ["model", "p(y, z) params", "inference params", "training-only params"] + [
-        f"{label} / {names[level]}" for _, level in levels for label in ("ELBO", "IWAE")] + ["epochs", "stopped"]
-    lines = [f"{info.name}, test split: log-likelihood bounds in nats (higher is better), mean ± std over "
-             f"{max(r['seeds'] for r in rows)} seed(s); IWAE with K = {iwae_samples}. A model marked * has no "
+        f"{label} / {names[level]}" for _, level in levels for label in ("ELBO", "IWAE")] + (
+        ["epochs"] if epochs else []) + ["stopped"]
+    seeds = max(r["seeds"] for r in rows)
+    over = "one seed" if seeds == 1 else f"mean ± std over {seeds} seeds"
+    lines = [f"{info.name}, test split: log-likelihood bounds in nats (higher is better), {over}; IWAE with "
+             f"K = {iwae_samples}. A model marked * has no "
              "latent variables: its ELBO and IWAE are its exact log-likelihood. Parameters by role: the "
              "generative model p(y, z), the inference network (guide), the heads only training uses (Z-Forcing's "
-             "aux and backward LM, when switched on); parameters no gradient reaches are not counted. Epochs "
-             "trained (mean) and how the runs stopped: early = validation early stopping (converged), epochs or "
-             "max_steps = the budget's cap.",
-             "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 3) + "|---:|---|"]
+             "aux and backward LM, when switched on); parameters no gradient reaches are not counted. "
+             + ("Epochs trained (completed, mean) and how" if epochs else "How") + " the runs stopped: early = "
+             "validation early stopping (converged), epochs or max_steps = the budget's cap.",
+             "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 2) + "|---|"]
     for row in rows:
         digits = lambda suffix: 2 if suffix == "" else 4  # noqa: E731
-        cells = [f"{row[f'{b}{s}_mean']:.{digits(s)}f} ± {row[f'{b}{s}_std']:.{digits(s)}f}"
+        cells = [value_text(row[f"{b}{s}_mean"], row[f"{b}{s}_std"], seeds=row["seeds"], digits=digits(s))
                  for s, _ in levels for b in ("elbo", "iwae")]
         params = [str(row[key]) if row[key] is not None else "?" for key in PARAMETER_COLUMNS]
         lines.append(f"| {row['variant']}{'*' if row['exact'] else ''} | " + " | ".join(params + cells)
-                     + f" | {row['epochs_mean']:.1f} | {row['stopped']} |")
+                     + (f" | {row['epochs_mean']:.1f}" if epochs else "") + f" | {row['stopped']} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_comparison(rows: List[Dict], results: List[Dict], info, path: Path) -> Path:
-    """Test ELBO and IWAE per step of every model, one point per seed and the mean."""
+    """Test ELBO and IWAE per step of every model: the mean (± sd over seeds) as a point with error
+    bars, one dot per seed. Points, not bars: a bar of a negative log-likelihood hangs from wherever
+    the cut axis starts, and its length means nothing."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -210,13 +224,14 @@ def plot_comparison(rows: List[Dict], results: List[Dict], info, path: Path) -> 
                           for r in results for bound in ("elbo", "iwae")])
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 3, 4))
-    sns.barplot(data=frame, x="model", y="nats", hue="bound", errorbar="sd", ax=ax, alpha=0.7)
-    sns.stripplot(data=frame, x="model", y="nats", hue="bound", dodge=True, palette="dark:black", size=4, ax=ax,
-                  legend=False)
+    sns.pointplot(data=frame, x="model", y="nats", hue="bound", errorbar="sd", dodge=0.4, linestyle="none",
+                  markers="D", capsize=0.1, ax=ax)
+    sns.stripplot(data=frame, x="model", y="nats", hue="bound", dodge=True, palette="dark:black", size=3, ax=ax,
+                  legend=False, alpha=0.6)
     low, high = frame["nats"].min(), frame["nats"].max()
     ax.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
     ax.set_ylabel(f"test bound (nats / {step_unit(info)})")
-    ax.set_title(f"{info.name}: test bounds per model (bars: mean ± sd over seeds; dots: seeds)")
+    ax.set_title(f"{info.name}: test bounds per model (diamonds: mean ± sd over seeds; dots: seeds)")
     return save_figure(fig, path, dpi=100)
 
 

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import signal
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,14 +25,15 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..build import allow_recorded_guide, build_objective, check_same_data, model_config_for, resolve_device, set_seed
-from ..checkpoint import config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
+from ..checkpoint import (CheckpointError, config_payload, load_checkpoint, load_weights, rng_state, save_checkpoint,
+                          set_rng_state)
 from ..config import SPEED_ONLY_FIELDS, DataConfig, ModelConfig, TrainConfig
 from ..data import Batch, SequenceSplits, load_dataset
 from ..evaluation.bounds import evaluate_elbo, units_of
+from ..evaluation.progress import progress as progress_bar
 from ..files import JSONFileError, append_line, metrics_problem, read_json, read_jsonl, write_atomic
 from ..graphs import CaptureFailed, GraphedBounds, GraphedUpdates
 from ..guides import is_guide_spec
@@ -104,8 +104,8 @@ class MetricsLog:
     """``metrics.jsonl``: one JSON object per logged step (``kind: "step"``) or epoch.
 
     Records are appended; on resume the records after the checkpoint's step are dropped by an
-    atomic rewrite (never in place). A torn last line (a kill mid-append) is dropped with a
-    warning; a corrupt line before it is a :class:`MetricsError`.
+    atomic rewrite (never in place). A torn last line (a kill mid-append: no newline) is dropped
+    with a warning; any other bad line is a :class:`MetricsError`.
     """
 
     def __init__(self, path: Path, *, keep_until_step: Optional[int] = None):
@@ -233,6 +233,10 @@ class Trainer:
         lock = claim_existing(run_dir) if rank == 0 else None
         try:
             path = run_dir / "checkpoints" / "last.pt"
+            if not path.exists() and (run_dir / "config.json").is_file():
+                raise CheckpointError(f"--resume {run_dir}: {path} not found: the run stopped before its first "
+                                      f"checkpoint was written, so there is nothing to continue; start it again "
+                                      f"with its flags and --out {run_dir} --overwrite")
             state = load_checkpoint(path)
             check_belongs(run_dir, state, path)
             train_config = replace(state["train_config"], **overrides)
@@ -347,8 +351,8 @@ class Trainer:
         per_epoch = len(epoch_batches(len(train), config.batch_size, seed=config.seed, epoch=0,
                                       rank=self.rank, world_size=self.world_size))
         total = config.epochs * per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * per_epoch)
-        bar = tqdm(total=total, initial=min(progress.step, total), unit="step", desc="train",
-                   disable=self.quiet or not sys.stderr.isatty() or self.rank != 0, dynamic_ncols=True)
+        bar = progress_bar(total, initial=min(progress.step, total), unit="update", desc="train",
+                           quiet=self.quiet or self.rank != 0)
         finished = self.finished()
         if finished:
             log.warning("%s", finished)
@@ -370,8 +374,8 @@ class Trainer:
                     record = self._train_step(self.splits.train_batch(indices), start)
                     bar.update(1)
                     if record is not None:
-                        bar.set_postfix(loss=f"{record['loss']:.2f}", elbo=f"{record['elbo']:.2f}",
-                                        epoch=progress.epoch)
+                        bar.set_postfix(epoch=f"{progress.epoch + 1}/{config.epochs}", loss=f"{record['loss']:.2f}",
+                                        elbo=f"{record['elbo']:.2f}")
                     if config.checkpoint_every and progress.step % config.checkpoint_every == 0:
                         self._stop_if_skipped()
                         self.save("last")
@@ -519,8 +523,8 @@ class Trainer:
             self.metrics.write(record)
             if self.board is not None:
                 self.board.epoch(self.objective, record, device=self.device, dtype=self.dtype)
-        log.info("%s %d: valid ELBO %.3f nats/sequence (%.4f per %s), KL %.3f",
-                 "stopped at step" if stopped else "epoch", progress.step if stopped else progress.epoch,
+        log.info("%s: valid ELBO %.3f nats/sequence (%.4f per %s), KL %.3f",
+                 f"stopped at step {progress.step}" if stopped else f"epoch {progress.epoch}/{self.config.epochs}",
                  valid["elbo"], valid["elbo_per_unit"], self.splits.info.unit, valid["kl"])
         return valid
 
