@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from pyro_zforcing.cli.main import main as zforcing
 
@@ -24,11 +25,26 @@ STEPS = ["--max-steps", "40"]
 RUNS = ("aux-seed0", "no-aux-seed0")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Runs in this process with one thread, as each child of --jobs 2 on 2 cores (tiny tensors
+    are not split over threads anyway)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def one_job(tmp_path_factory):
     """The reference: the study trained in this process, one run after another."""
     study = tmp_path_factory.mktemp("one") / "study"
-    assert zforcing(["ablate", *TINY, *STEPS, "--jobs", "1", "--study-dir", str(study), "--quiet"]) == 0
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert zforcing(["ablate", *TINY, *STEPS, "--jobs", "1", "--study-dir", str(study), "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(previous)
     return study
 
 
