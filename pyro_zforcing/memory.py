@@ -190,10 +190,10 @@ def check_sampling_fits(model_config: ModelConfig, *, num: int, steps: int, step
                hint=f"reduce {flag}")
 
 
-def check_training_fits(model_config: ModelConfig, *, guide: str, batch_size: int, steps: int, step_size: int,
-                        dtype: torch.dtype = torch.float32, device: Optional[torch.device] = None) -> None:
-    """Refuse a training run whose parameters (with gradients and Adam's moments) plus the
-    activations of one batch of ``batch_size`` x ``steps`` cannot fit."""
+def training_bytes(model_config: ModelConfig, *, guide: str, batch_size: int, steps: int, step_size: int,
+                   dtype: torch.dtype = torch.float32) -> Tuple[int, int]:
+    """(bytes of the parameters with their gradients and Adam's moments, bytes of the activations of
+    one batch of ``batch_size`` x ``steps``) of a training run."""
     for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim", "mixtures", "nade_hidden", "made_hidden"):
         if getattr(model_config, name) >= MAX_DIMENSION:
             raise ValueError(f"{name} {getattr(model_config, name)} is beyond any tensor's size (2^31 per dimension)")
@@ -201,7 +201,15 @@ def check_training_fits(model_config: ModelConfig, *, guide: str, batch_size: in
     params = parameter_count(model_config, guide) * TRAINING_COPIES * size
     emission = model_config.input_dim * (2 if model_config.emission == "gaussian" else 1)
     per_step = BACKWARD_FACTOR * (values_per_step(model_config, step_size) + 2 * emission) + inner_elements(model_config)
-    activations = batch_size * steps * per_step * size
+    return params, batch_size * steps * per_step * size
+
+
+def check_training_fits(model_config: ModelConfig, *, guide: str, batch_size: int, steps: int, step_size: int,
+                        dtype: torch.dtype = torch.float32, device: Optional[torch.device] = None) -> None:
+    """Refuse a training run whose parameters (with gradients and Adam's moments) plus the
+    activations of one batch of ``batch_size`` x ``steps`` cannot fit (:func:`training_bytes`)."""
+    params, activations = training_bytes(model_config, guide=guide, batch_size=batch_size, steps=steps,
+                                         step_size=step_size, dtype=dtype)
     sizes = ", ".join(f"{name} {getattr(model_config, name)}" for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim"))
     check_fits(params + activations, device=device, what=f"training with {sizes} and input size {model_config.input_dim}",
                detail=f"{human(params)} of parameters, gradients and Adam states, {human(activations)} of "

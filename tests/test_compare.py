@@ -65,7 +65,7 @@ def test_train_resume_evaluate_sample_and_plot_work_for_every_model(tmp_path, ti
 def test_compare_matches_parameter_counts_and_writes_the_table(tmp_path, tiny_data, capsys):
     study = tmp_path / "cmp"
     code = zforcing(["compare", "--models", "rnn,vrnn-i,srnn,zforcing", "--match-params", *MATCHABLE, "--seeds", "2",
-                     "--max-steps", "2", "--batch-size", "8", "--iwae-samples", "2", "--eval-batch-size", "5",
+                     "--max-steps", "2", "--batch-size", "8", "--iwae-samples", "2", "--eval-batch-size", "5", "--jobs", "1",
                      "--study-dir", str(study), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out

@@ -20,6 +20,7 @@ from typing import Iterator, List, Optional
 from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..files import WriteError
+from ..studies.launch import RunsFailed
 from ..training.interrupt import Interrupted
 from ..training.trainer import TrainingDiverged
 from .common import COMMANDS, PROG
@@ -48,10 +49,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return HANDLERS[command](argv)
     except SystemExit as done:  # argparse: --help (0) or a bad flag (2, its one line already printed)
         return done.code if isinstance(done.code, int) else 2
-    except (ValueError, DataError, CheckpointError, TrainingDiverged, FileNotFoundError, WriteError) as error:
+    except (ValueError, DataError, CheckpointError, TrainingDiverged, FileNotFoundError, WriteError, RunsFailed) as error:
         lines = str(error).strip().splitlines() or [type(error).__name__]
         print(f"{PROG} {command}: error: {lines[0]}", file=sys.stderr)  # one line, whatever raised it
-        return 1 if isinstance(error, (TrainingDiverged, WriteError)) else 2
+        return 1 if isinstance(error, (TrainingDiverged, WriteError, RunsFailed)) else 2
     except Interrupted as stop:
         print(f"{PROG} {command}: {stop}", file=sys.stderr)
         return stop.exit_code

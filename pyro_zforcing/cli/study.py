@@ -13,11 +13,12 @@ from typing import Dict, List
 from ..data import load_dataset
 from ..evaluation.bounds import check_iwae_samples
 from ..files import prepare_output_dir
-from ..studies.ablation import (MODEL_VARIANTS, STUDY_EPOCHS, VARIANTS, Study, budget_text, budgets, load_study_file,
-                                run_study, select_variants)
+from ..studies.ablation import (MODEL_VARIANTS, STUDY_EPOCHS, VARIANTS, Study, budget_text, budgets, default_jobs,
+                                finished_runs, load_study_file, run_study, select_variants)
+from ..studies.launch import LAUNCHERS, LocalProcesses, SubmititJobs, threads_per_job
 from ..studies.compare import MATCH_KINDS, match_parameters, sizes_table, write_comparison, write_sizes
 from ..training.recipes import apply_recipe, find_recipe, preset_names
-from .common import PROG, Parser, guide_name, parse_option, path_text, positive_int, setup_logging
+from .common import PROG, Parser, finite_float, guide_name, parse_option, path_text, positive_int, setup_logging
 from .flags import add_data_flags, add_train_flags, data_config_from, model_sizes_from, resolve_settings, \
     train_config_from, typed_fields
 
@@ -50,7 +51,57 @@ def ablate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study-dir", "--out", dest="study_dir", default=None, type=path_text,
                         help="study directory (default: runs/ablate-<dataset>-<timestamp>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    add_launch_flags(parser)
     return parser
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def jobs_count(text: str):
+    """``--jobs``: a whole number >= 1, or ``auto``."""
+    return text if text == "auto" else positive_int(text)
+
+
+def add_launch_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the runs train: ``--jobs``, ``--launcher`` and the SLURM request (pyro_zforcing.studies.launch)."""
+    parser.add_argument("--jobs", type=jobs_count, default="auto", metavar="N|auto",
+                        help="runs trained at once: N processes of this machine, each with max(1, cores // N) "
+                             "threads (1: one after another in this process); with --launcher slurm, jobs running "
+                             "at once. auto: the fewest of the usable cores, the runs left to train and the runs "
+                             "whose memory estimate fits in the available memory (default: %(default)s)")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                        help="local: processes of this machine (--jobs); slurm: one SLURM job per run through "
+                             "submitit (pip install \"pyro-zforcing[cluster]\"; the study directory must be on a "
+                             "file system every node sees); submitit-local: the same jobs run by submitit on this "
+                             "machine, all at once (default: %(default)s)")
+    parser.add_argument("--slurm-partition", default=None, help="SLURM partition of the jobs (default: the cluster's)")
+    parser.add_argument("--slurm-time", type=positive_int, default=24 * 60, metavar="MINUTES",
+                        help="time limit of each job in minutes (default: %(default)s)")
+    parser.add_argument("--slurm-cpus", type=positive_int, default=1, metavar="N",
+                        help="CPUs per job, and the run's threads (default: %(default)s)")
+    parser.add_argument("--slurm-mem", type=positive_float, default=None, metavar="GB",
+                        help="memory per job in GB (default: the cluster's)")
+
+
+def launcher_from(args, study: Study, splits, study_dir: Path):
+    """The launcher of ``--launcher`` and ``--jobs``; None: the runs train in this process."""
+    if args.launcher == "local":
+        runs = len(study.variants) * len(study.seeds) - len(finished_runs(study, study_dir))
+        jobs = default_jobs(study, splits, runs=runs) if args.jobs == "auto" else args.jobs
+        return None if jobs == 1 else LocalProcesses(jobs=jobs, threads=threads_per_job(jobs))
+    runs = len(study.variants) * len(study.seeds)
+    if args.launcher == "slurm":
+        return SubmititJobs(folder=study_dir / ".submitit", cluster="slurm", jobs=runs if args.jobs == "auto" else args.jobs,
+                            threads=args.slurm_cpus, partition=args.slurm_partition, time_min=args.slurm_time,
+                            cpus_per_task=args.slurm_cpus, mem_gb=args.slurm_mem)
+    return SubmititJobs(folder=study_dir / ".submitit", cluster="local", jobs=runs, threads=threads_per_job(runs),
+                        time_min=args.slurm_time)
 
 
 TEXT_TYPES = (path_text, guide_name)  # flag types that take text, not numbers
@@ -143,7 +194,8 @@ def command_ablate(argv: List[str]) -> int:
     study_dir = prepare_output_dir(study_dir_of(args, "ablate", study.data.dataset), what="study directory")
     splits = load_dataset(study.data)
     print(budget_text(budgets(study, splits)), end="")
-    run_study(study, study_dir, quiet=args.quiet, splits=splits)
+    run_study(study, study_dir, quiet=args.quiet, splits=splits,
+              launcher=launcher_from(args, study, splits, study_dir))
     logging.getLogger(PROG).info("study directory: %s (study.csv, study.md, study.png)", study_dir)
     print((study_dir / "study.md").read_text(), end="")
     return 0
@@ -228,7 +280,8 @@ def command_compare(argv: List[str]) -> int:
         write_sizes(study_dir, chosen, reference=reference, match=match)
         print(sizes_table(chosen, reference=reference, match=match))
     print(budget_text(budgets(study, splits)), end="")
-    results = run_study(study, study_dir, quiet=args.quiet, splits=splits)
+    results = run_study(study, study_dir, quiet=args.quiet, splits=splits,
+                        launcher=launcher_from(args, study, splits, study_dir))
     print(write_comparison(study_dir, results, splits.info, iwae_samples=study.iwae_samples), end="")
     logging.getLogger(PROG).info("study directory: %s (compare.csv, compare.md, compare.png)", study_dir)
     return 0

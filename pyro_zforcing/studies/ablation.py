@@ -32,7 +32,7 @@ import json
 import logging
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,6 +47,7 @@ from ..files import csv_text, prepare_output_dir, read_json, read_metrics, remov
 from ..infer import GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED, Objective, active_factors, parameter_counts
 from ..models import default_guide
 from ..training.trainer import Trainer, epoch_batches
+from .launch import LocalProcesses, Task, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -271,21 +272,34 @@ def how_it_stopped(trainer: Trainer) -> str:
     return "epochs"
 
 
+def finished_result(study: Study, study_dir: Path, variant: str, seed: int) -> Optional[Dict]:
+    """The result of the run of ``variant`` and ``seed`` if it is finished and to be kept, else None
+    (it is to train or to continue). An existing run must have this study's settings
+    (:func:`check_same_run`) and a cap no higher (:func:`raised_cap`); a run that stopped at a lower
+    cap than the study's is continued."""
+    run_dir = study_dir / run_name(variant, seed)
+    train_config, model_sizes = study.configs(variant, seed)
+    check_same_run(run_dir, train_config, model_sizes)
+    raised = raised_cap(run_dir, train_config.epochs)
+    if not (run_dir / RESULT_FILE).exists():
+        return None
+    result = read_result(run_dir / RESULT_FILE, variant, seed)
+    return None if raised and result["stopped"] == "epochs" else result
+
+
 def run_one(study: Study, splits: SequenceSplits, study_dir: Path, variant: str, seed: int, *,
             quiet: bool = True) -> Dict:
     """Train (or resume) and evaluate one run; returns its result (read back if already done)."""
     run_dir = study_dir / run_name(variant, seed)
     result_path = run_dir / RESULT_FILE
     train_config, model_sizes = study.configs(variant, seed)
-    check_same_run(run_dir, train_config, model_sizes)
-    raised = raised_cap(run_dir, train_config.epochs)
+    done = finished_result(study, study_dir, variant, seed)
+    if done is not None:
+        log.info("%s: finished earlier, skipped", run_dir.name)
+        return done
     if result_path.exists():
-        result = read_result(result_path, variant, seed)
-        if not (raised and result["stopped"] == "epochs"):
-            log.info("%s: finished earlier, skipped", run_dir.name)
-            return result
         log.info("%s: stopped at its cap of %d epochs; continued to the cap of %d", run_dir.name,
-                 result["epochs"], train_config.epochs)
+                 read_json(result_path)["epochs"], train_config.epochs)
         result_path.unlink()  # an interrupted continuation must not leave the shorter run's result
     if (run_dir / "checkpoints" / "last.pt").exists():
         trainer = Trainer.resume(run_dir, quiet=quiet, splits=splits, guide=train_config.guide,
@@ -356,8 +370,85 @@ def check_budgets(budget: Dict[str, Dict]) -> None:
                         "never act on it", variant, b["max_steps"], b["updates_per_epoch"])
 
 
-def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[SequenceSplits] = None) -> List[Dict]:
-    """Every (variant, seed) run, then ``study.csv``, ``study.md`` and ``study.png``."""
+def data_summary(splits: SequenceSplits) -> Dict:
+    """What a run in another process checks that it read the study's data: the dataset's
+    description and the number and total length of the sequences of every split."""
+    return {"info": repr(splits.info), **{name: [len(part), int(sum(len(s) for s in part))]
+                                          for name, part in (("train", splits.train), ("valid", splits.valid),
+                                                             ("test", splits.test))}}
+
+
+def train_run(study: Study, study_dir, variant: str, seed: int, *, splits: Optional[SequenceSplits] = None,
+              data: Optional[Dict] = None) -> Dict:
+    """One run as a launcher's task (:mod:`.launch`), in a process of its own: :func:`run_one`
+    without progress bars, on ``splits`` or, without them, on the data ``study.data`` reads here,
+    which must be the data the study was planned on (``data``, its :func:`data_summary`)."""
+    if splits is None:
+        splits = load_dataset(study.data)
+        if data is not None and data_summary(splits) != data:
+            raise ValueError(f"{run_name(variant, seed)}: the data {study.data.dataset} reads here ({data_summary(splits)}) "
+                             f"is not the data the study was planned on ({data}); a run on another machine must see "
+                             f"the same files")
+    return run_one(study, splits, Path(study_dir), variant, seed, quiet=True)
+
+
+#: Memory of a run's own process beyond its model, batch and data: the interpreter with torch, Pyro and
+#: this package imported (about 290 MB resident, measured with torch 2.13 CPU), rounded up.
+PROCESS_BYTES = 400 * 10 ** 6
+
+
+def run_bytes(study: Study, splits: SequenceSplits) -> int:
+    """The memory one run of ``study`` needs in a process of its own, for its largest variant:
+    :data:`PROCESS_BYTES`, the data (each process holds a copy) and the training estimate of
+    :func:`~pyro_zforcing.memory.training_bytes`."""
+    from ..build import model_config_for
+    from ..memory import training_bytes
+
+    data = sum(int(np.asarray(s).nbytes) for part in (splits.train, splits.valid, splits.test) for s in part)
+    steps, step_size = max(len(s) for s in splits.train), int(np.prod(splits.train[0].shape[1:]))
+    largest = 0
+    for variant in study.variants:
+        train, sizes = study.configs(variant, seed=study.seeds[0])
+        params, activations = training_bytes(model_config_for(splits.info, **sizes), guide=train.guide,
+                                             batch_size=train.batch_size, steps=steps, step_size=step_size)
+        largest = max(largest, params + activations)
+    return PROCESS_BYTES + data + largest
+
+
+def default_jobs(study: Study, splits: SequenceSplits, *, runs: int) -> int:
+    """``--jobs auto``: as many runs at once as there are usable cores
+    (:func:`~.launch.usable_cores`), runs left to train, and copies of :func:`run_bytes` that fit
+    in the memory this process may use (:func:`~pyro_zforcing.memory.memory_limit`); at least 1."""
+    from ..memory import memory_limit
+
+    have, _ = memory_limit()
+    return max(1, min(usable_cores(), runs, have // run_bytes(study, splits)))
+
+
+def finished_runs(study: Study, study_dir: Path) -> Dict[Tuple[str, int], Dict]:
+    """The results of the runs of ``study`` that are finished and kept (see :func:`finished_result`)."""
+    kept = {}
+    for variant in study.variants:
+        for seed in study.seeds:
+            if (study_dir / run_name(variant, seed) / RESULT_FILE).exists():
+                result = finished_result(study, study_dir, variant, seed)
+                if result is not None:
+                    kept[variant, seed] = result
+    return kept
+
+
+def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[SequenceSplits] = None,
+              launcher=None) -> List[Dict]:
+    """Every (variant, seed) run, then ``study.csv``, ``study.md`` and ``study.png``.
+
+    Without ``launcher`` the runs train one after another in this process. A launcher of
+    :mod:`.launch` trains the unfinished ones elsewhere (processes of this machine, cluster jobs)
+    while this process only schedules them, reads back their results and writes the tables, which
+    list the runs in the study's variant and seed order whatever order they finished in. A
+    :class:`~.launch.LocalProcesses` launcher's runs receive ``splits``; a submitted job reads
+    ``study.data`` itself and checks it is the same data. If a run fails, the others finish, their
+    results stay and no table is written (:class:`~.launch.RunsFailed`).
+    """
     study_dir = prepare_output_dir(study_dir, what="study directory")
     remove_orphans(study_dir, exclusive=False)
     splits = splits if splits is not None else load_dataset(study.data)
@@ -368,12 +459,38 @@ def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[S
             "budget": budget}
     check_existing_runs(study, study_dir)  # a refused study changes nothing, study.json included
     write_json_atomic(study_dir / "study.json", spec)
-    results = []
-    for variant in study.variants:
-        for seed in study.seeds:
-            results.append(run_one(study, splits, study_dir, variant, seed, quiet=quiet))
+    if launcher is None:
+        results = []
+        for variant in study.variants:
+            for seed in study.seeds:
+                results.append(run_one(study, splits, study_dir, variant, seed, quiet=quiet))
+    else:
+        results = run_launched(study, study_dir, splits, launcher, quiet=quiet)
     write_outputs(study_dir, results, splits.info, iwae_samples=study.iwae_samples)
     return results
+
+
+def run_launched(study: Study, study_dir: Path, splits: SequenceSplits, launcher, *, quiet: bool) -> List[Dict]:
+    """The study's results in its variant and seed order: finished runs read back, the others
+    trained by ``launcher``."""
+    kept = finished_runs(study, Path(study_dir))
+    for variant, seed in kept:
+        log.info("%s: finished earlier, skipped", run_name(variant, seed))
+    shipped = {"splits": splits} if isinstance(launcher, LocalProcesses) else {"data": data_summary(splits)}
+    tasks = [Task(run_name(variant, seed), train_run,
+                  {"study": study, "study_dir": str(study_dir), "variant": variant, "seed": seed, **shipped})
+             for variant in study.variants for seed in study.seeds if (variant, seed) not in kept]
+    if tasks:
+        log.info("%d of %d runs to train, %s", len(tasks), len(study.variants) * len(study.seeds), describe(launcher))
+    trained = launcher.run(tasks, quiet=quiet) if tasks else {}
+    return [kept[variant, seed] if (variant, seed) in kept else trained[run_name(variant, seed)]
+            for variant in study.variants for seed in study.seeds]
+
+
+def describe(launcher) -> str:
+    if isinstance(launcher, LocalProcesses):
+        return f"up to {launcher.jobs} at once in processes of this machine, {launcher.threads} thread(s) each"
+    return f"as {launcher.cluster} jobs through submitit (job files in {launcher.folder})"
 
 
 # ----------------------------------------------------------------------------- reports
