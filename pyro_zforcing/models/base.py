@@ -67,8 +67,9 @@ def active(weight) -> bool:
 
 
 def inputs_of(batch: Batch) -> tuple:
-    """The tensors the inputs u_{1:T} are made of: the targets, and the given first input if any."""
-    return (batch.x,) if batch.first is None else (batch.x, batch.first)
+    """The tensors the inputs u_{1:T} are made of: the targets, the given first input and the
+    dropped words (``batch.inputs``, word dropout) if any."""
+    return (batch.x,) + tuple(t for t in (batch.first, batch.inputs) if t is not None)
 
 
 class DrawObservations(Messenger):
@@ -145,16 +146,26 @@ class SequenceModel(nn.Module):
 
     def embedded(self, batch: Batch):
         """(e(u_{1:T}), e(y_{1:T})), each ``(B, T, E)``, for the inputs and targets of ``batch``;
-        u_1 is ``batch.first`` when given, else the start frame or token."""
+        u_1 is ``batch.first`` when given, else the start frame or token, and u_{t+1} is y_t, or
+        ``batch.inputs[:, t]`` when set (word dropout)."""
+        return self._embeddings(batch)[:2]
+
+    def fed_back(self, batch: Batch) -> torch.Tensor:
+        """e(y_{1:T}) as a recurrence that reads each emitted y_t reads it back, ``(B, T, E)``: the
+        targets' embedding, or ``batch.inputs``' under word dropout (VRNN's h_t reads phi_x(y_t))."""
+        return self._embeddings(batch)[2]
+
+    def _embeddings(self, batch: Batch):
         keys = inputs_of(batch)
         cached = self._embedded.get(*keys)
         if cached is None:
             targets = self.embed(batch.x)
+            fed = targets if batch.inputs is None else self.embed(batch.inputs)
             if batch.first is None:
                 first = self.embed.start(batch.batch_size, targets)
             else:
                 first = self.embed(batch.first.unsqueeze(1))
-            cached = (torch.cat([first, targets[:, :-1]], dim=1), targets)
+            cached = (torch.cat([first, fed[:, :-1]], dim=1), targets, fed)
             self._embedded.put(cached, *keys)
         return cached
 

@@ -74,6 +74,9 @@ VARIANTS: Dict[str, Dict] = {
     "filtering": {"guide": "filtering"},
     "future-only": {"guide": "future-only"},
     "prior": {"guide": "prior", "aux_weight": 0.0},
+    # text only: Bowman et al. (2016) word dropout, alone and with the aux cost
+    "word-dropout": {"aux_weight": 0.0, "word_dropout": 0.25},
+    "aux+word-dropout": {"word_dropout": 0.25},
 }
 
 # Models as variants (``run.py compare``): each trains with its default guide unless it names one.
