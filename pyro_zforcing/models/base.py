@@ -83,6 +83,31 @@ class DrawObservations(Messenger):
             msg["done"] = False
 
 
+class PartialLatents:
+    """A latent trajectory given only in part, for ``generate(z=...)``: z_t = ``values[:, t]`` +
+    (1 - ``weight[:, t]``) * mu^p_t, where mu^p_t is the prior's mean at step t of the sequence
+    being generated (its conditional prior given the decoded past). ``weight`` 1 gives z_t as is,
+    0 fills the step with the prior's mean, and steps past ``values`` are the prior's mean.
+    ``values``: (N, S, Z); ``weight``: (N, S). Latent interpolation mixes trajectories of different
+    lengths with it (:func:`pyro_zforcing.evaluation.samples.interpolate`)."""
+
+    def __init__(self, values: torch.Tensor, weight: torch.Tensor):
+        if weight.shape != values.shape[:2]:
+            raise ValueError(f"weight {tuple(weight.shape)} must be values' (N, S) {tuple(values.shape[:2])}")
+        self.values, self.weight = values, weight.to(values.dtype)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.values.shape
+
+    def at(self, t: int, prior) -> torch.Tensor:
+        """z_t ``(N, Z)`` given ``prior() -> (loc, scale)`` of step t."""
+        loc, _ = prior()
+        if t >= self.values.shape[1]:
+            return loc
+        return self.values[:, t] + (1 - self.weight[:, t, None]) * loc
+
+
 class SequenceModel(nn.Module):
     """Base of the registered models: config, the input embedding e(.), and the guide->model memo.
 
@@ -181,8 +206,11 @@ class SequenceModel(nn.Module):
         return step.mean, step.mean
 
     @staticmethod
-    def latent_at(t: int, z: Optional[torch.Tensor], prior) -> torch.Tensor:
-        """z_t of a generated sequence: ``z[:, t]`` where given, else a draw from ``prior()`` = (loc, scale)."""
+    def latent_at(t: int, z, prior) -> torch.Tensor:
+        """z_t of a generated sequence: ``z[:, t]`` where given, else a draw from ``prior()`` = (loc, scale);
+        ``z`` may be a :class:`PartialLatents`, which fills what it does not give with the prior's mean."""
+        if isinstance(z, PartialLatents):
+            return z.at(t, prior)
         if z is not None and t < z.shape[1]:
             return z[:, t]
         loc, scale = prior()
