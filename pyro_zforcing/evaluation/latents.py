@@ -22,7 +22,10 @@ because KL, active units and the paper's figures are per step too. The result is
 step (per word for text): how much z_t tells about which sentence and step it came from, beyond
 the aggregate. The log-mean-exp makes it an estimate that cannot exceed log M (M is capped at
 :data:`MI_PAIRS` pairs drawn with a fixed seed); its standard error treats the M terms as
-independent.
+independent. Caveat for a conditional prior (Z-Forcing, VRNN, SRNN): a posterior that has
+collapsed onto p(z_t | h_{t-1}) still varies with the past words through h_{t-1}, so this MI can
+exceed the KL and is not zero under collapse; read it beside the KL and the active units (which
+remove the prior's mean), not instead of them.
 """
 
 from __future__ import annotations
