@@ -157,6 +157,10 @@ class TrainConfig:
     The default beta (5e-4) is small because the Gaussian aux score sums over rnn_dim
     dimensions and every step: it is thousands of nats per sequence, and beta >= 0.01 swamps
     the ELBO on the default digits (measured in docs/results.md).
+    ``word_dropout`` (Bowman et al., 2016, "Generating sentences from a continuous space"): on
+    token data, each training update replaces every input token u_{t+1} = y_t by ``<unk>`` with
+    this probability, drawn from the run's seeded RNG; the targets y_t, the guide's view of y and
+    every bound, validation and sample are untouched (:func:`pyro_zforcing.data.base.drop_words`).
     ``clip_norm`` clips the global gradient norm as the authors do (``clip_grad_norm_``),
     not Pyro's per-element ``ClippedAdam`` clamp.
     ``kl`` is the training estimator of the KL term along one trajectory z ~ q: ``"analytic"``
@@ -206,9 +210,12 @@ class TrainConfig:
     compile: bool = False
     cuda_graphs: bool = False
     length_bucket: int = 16
+    word_dropout: float = 0.0
 
     def __post_init__(self):
         check_finite(self)
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
         if self.kl not in KL_ESTIMATORS:
             raise ValueError(f"kl must be one of {KL_ESTIMATORS}, got {self.kl!r}")
         positive = ("batch_size", "lr", "adam_eps", "clip_norm", "epochs", "log_every", "lr_patience",

@@ -144,12 +144,13 @@ def test_mean_std_uses_the_sample_standard_deviation():
 def test_markdown_table_has_one_row_per_variant(digits):
     results = [{"variant": v, "seed": s, "test_elbo": -1.0 - s, "test_iwae": -0.5 + (v == "b") * (s + 1), "test_gap": 0.5 + s,
                 "test_kl": 1.0, "test_kl_per_step": 0.1, "test_aux": -3.0, "active_units": 2 + s, "epochs": 10 + s,
-                "stopped": "early" if v == "a" or s == 0 else "epochs"}
+                "stopped": "early" if v == "a" or s == 0 else "epochs", **({"test_mi": 0.2 + 0.1 * s} if v == "a" else {})}
                for v in ("a", "b") for s in (0, 1)]
     table = markdown(results, digits.info, iwae_samples=25)
     rows = [line for line in table.splitlines() if line.startswith("| a") or line.startswith("| b")]
-    assert rows[0] == ("| a | -1.50 ± 0.71 | -0.50 ± 0.00 | 1.00 ± 0.71 | 1.00 ± 0.00 | 0.100 ± 0.000 | -3.00 ± 0.00 "
-                       "| 2.5 ± 0.7 | 10.5 ± 0.7 | early 2/2 |  |")
+    assert rows[0] == ("| a | -1.50 ± 0.71 | -0.50 ± 0.00 | 1.00 ± 0.71 | 1.00 ± 0.00 | 0.100 ± 0.000 | 0.250 ± 0.071 "
+                       "| -3.00 ± 0.00 | 2.5 ± 0.7 | 10.5 ± 0.7 | early 2/2 |  |")
+    assert "| 0.100 ± 0.000 | – | -3.00" in rows[1]  # no MI (results from before it was measured)
     assert rows[1].endswith("| early 1/2, epochs 1/2 | 1.50 ± 0.71 |")  # b - a per seed: 1 and 2
     assert len(rows) == 2
 

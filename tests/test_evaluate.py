@@ -14,6 +14,7 @@ from pyro_zforcing.data import collate_sequences
 from pyro_zforcing.data.base import DataInfo
 from pyro_zforcing.data.base import length_batches
 from pyro_zforcing.evaluation.bounds import evaluate_split, markdown_table, particle_chunk, values_per_step
+from pyro_zforcing.evaluation.latents import aggregate_posterior_mi, latent_summary, mean_correlations, posterior_steps
 from pyro_zforcing.infer import importance_terms, iwae_bound, sequence_terms
 from pyro_zforcing.models import LATENT_SITE, OBS_SITE
 from pyro_zforcing.build import build_objective
@@ -310,3 +311,52 @@ def test_evaluate_split_turns_pyro_validation_off_unless_asked(digits):
     evaluate_split(objective, digits.test[:3], digits.info, num_samples=2)
     evaluate_split(objective, digits.test[:3], digits.info, num_samples=2, validate=True)
     assert seen == [False, True] and is_validation_enabled()
+
+
+# ----------------------------------------------------------------------------- what z carries
+
+@pytest.mark.parametrize("a,sigma", [(2.0, 1.0), (0.5, 1.0), (3.0, 0.5)])
+def test_mutual_information_estimate_matches_a_linear_gaussian_within_its_standard_error(a, sigma):
+    """z ~ N(0, I_2), x = a z + N(0, sigma^2): the exact posterior is N(v a x / sigma^2, v) with
+    v = 1 / (1 + a^2 / sigma^2), and I(x; z) = 0.5 log(1 + a^2 / sigma^2) per dimension."""
+    gen = torch.Generator().manual_seed(0)
+    n, dims = 4000, 2
+    z_true = torch.randn(n, dims, generator=gen, dtype=torch.float64)
+    x = a * z_true + sigma * torch.randn(n, dims, generator=gen, dtype=torch.float64)
+    var = 1.0 / (1.0 + a ** 2 / sigma ** 2)
+    loc, scale = var * a * x / sigma ** 2, torch.full_like(x, math.sqrt(var))
+    z = loc + scale * torch.randn(n, dims, generator=gen, dtype=torch.float64)
+    estimate = aggregate_posterior_mi(z, loc, scale, chunk=333)
+    truth = dims * 0.5 * math.log(1 + a ** 2 / sigma ** 2)
+    assert estimate["pairs"] == n and estimate["stderr"] > 0
+    assert abs(estimate["nats"] - truth) < 3 * estimate["stderr"]
+
+
+def test_mutual_information_of_posteriors_that_ignore_the_data_is_zero():
+    gen = torch.Generator().manual_seed(1)
+    loc, scale = torch.zeros(500, 3, dtype=torch.float64), torch.ones(500, 3, dtype=torch.float64)
+    z = torch.randn(500, 3, generator=gen, dtype=torch.float64)
+    assert aggregate_posterior_mi(z, loc, scale)["nats"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_latent_summary_of_text_reports_mi_and_correlations_with_length_and_position(float64):
+    torch.manual_seed(2)
+    objective = build_objective(small_config(input_dim=11, emission="categorical"), "backward")
+    gen = np.random.RandomState(0)
+    sequences = [gen.randint(0, 11, size=n) for n in (7, 3, 5, 9, 4, 12, 6)]
+    info = DataInfo(name="toy-text", emission="categorical", dim=11, unit="word", extra={"sequence_unit": "sentence"})
+    summary = latent_summary(objective, sequences, info, batch_size=3)
+    steps = posterior_steps(objective, sequences, batch_size=3)
+    assert len(steps["z"]) == sum(len(s) for s in sequences)
+    assert steps["position"].max() == 12 and sorted(set(steps["length"].tolist())) == [3, 4, 5, 6, 7, 9, 12]
+    mi = summary["mutual_information"]
+    assert 0 < mi["nats"] <= mi["log_pairs"] and mi["pairs"] == len(steps["z"])
+    correlations = summary["correlations"]
+    assert len(correlations["length"]) == len(correlations["position"]) == 3  # z_dim
+    loc = steps["loc"].numpy()
+    expected = np.corrcoef(loc[:, 1], steps["position"].numpy())[0, 1]
+    assert mean_correlations(steps)["position"][1] == pytest.approx(expected)
+    result = evaluate_split(objective, sequences, info, num_samples=2)
+    result.latents = summary
+    table = markdown_table(result.to_dict())
+    assert "I(y; z_t) under the aggregate posterior" in table and "sentence length" in table

@@ -119,5 +119,5 @@ def test_every_guide_encodes_for_the_samplers(float64, digits, name):
 
     objective = objective_for(name)
     alphas, decoded = interpolate(objective, digits.test[0], digits.test[1][:40], num=3)
-    assert decoded.shape == (3, 40, 1) and torch.isfinite(decoded).all()
+    assert decoded.shape == (3, len(digits.test[0]), 1) and torch.isfinite(decoded).all()  # the longer length
     assert alphas.tolist() == [0.0, 0.5, 1.0]

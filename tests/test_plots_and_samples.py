@@ -14,7 +14,9 @@ from pyro_zforcing.config import DataConfig, TrainConfig
 from pyro_zforcing.data import SequenceSplits, collate_sequences
 from pyro_zforcing.data.base import DataInfo
 from pyro_zforcing.evaluation.plots import GAP_VS_KL, KL_PER_STEP, LEARNING_CURVES, plot_run
-from pyro_zforcing.evaluation.samples import interpolate, primed_continuations, sample_all, waveform, words, write_wav
+from pyro_zforcing.evaluation.samples import (decoded_length, interpolate, interpolation_steps, primed_continuations,
+                                              sample_all, waveform, words, write_wav)
+from pyro_zforcing.models.base import PartialLatents
 from pyro_zforcing.build import build_objective
 from pyro_zforcing.training.trainer import Trainer
 
@@ -57,19 +59,61 @@ def test_mean_decoding_of_given_latents_matches_the_fused_forward_pass(float64, 
     assert torch.equal(out, again)  # decoding a given z is deterministic
 
 
-def test_interpolation_end_points_decode_the_encoded_trajectories(float64, digits):
+def test_interpolation_encodes_whole_sequences_and_its_end_points_decode_their_own_trajectories(float64, digits):
     torch.manual_seed(2)
     objective = build_objective(small_config(), "backward")
     first, second = digits.test[0], digits.test[1][:40]
+    assert len(first) == 64
+    encoded = []
+    proposal = objective.guide.proposal
+    objective.guide.proposal = lambda batch: encoded.append(batch.lengths.tolist()) or proposal(batch)
     torch.manual_seed(7)
     alphas, decoded = interpolate(objective, first, second, num=3)
-    assert alphas.tolist() == [0.0, 0.5, 1.0] and decoded.shape == (3, 40, 1)
+    assert encoded == [[64, 40]]  # both encoded whole, in one batch
+    assert alphas.tolist() == [0.0, 0.5, 1.0] and decoded.shape == (3, 64, 1)  # longer than the shorter input
     torch.manual_seed(7)
-    z = objective.guide.proposal(collate_sequences([first[:40], second]).to("cpu", torch.float64)).sample()
-    for row, a in ((0, 0), (2, 1)):
-        end = objective.model.generate(1, 40, z=z[a:a + 1], mean=True)
-        assert torch.allclose(decoded[row], end[0], atol=1e-12)
+    z = proposal(collate_sequences([first, second]).to("cpu", torch.float64)).sample()
+    # a = 0: the first sequence's own trajectory, decoded as any given z is
+    assert torch.allclose(decoded[0], objective.model.generate(1, 64, z=z[:1], mean=True)[0], atol=1e-12)
+    # a = 1: the second's own 40 steps (decoding is causal: these steps read z_{1:40} only) ...
+    assert torch.allclose(decoded[2, :40], objective.model.generate(1, 40, z=z[1:2, :40], mean=True)[0], atol=1e-12)
+    # ... then the prior's mean, as the second decoded alone past its end
+    alone = objective.model.generate(1, 64, z=PartialLatents(z[1:2, :40], torch.ones(1, 40)), mean=True)
+    assert torch.allclose(decoded[2], alone[0], atol=1e-12)
+    assert not torch.allclose(decoded[0], decoded[2])
     assert torch.all((decoded >= 0) & (decoded <= 1))  # pixel probabilities
+
+
+def test_partial_latents_fill_what_they_do_not_give_with_the_prior_mean(float64):
+    torch.manual_seed(0)
+    objective = build_objective(small_config(), "backward")
+    given = torch.randn(2, 3, 3)
+    weight = torch.tensor([[1.0, 0.0, 0.25], [1.0, 1.0, 1.0]])
+    loc = torch.randn(2, 3)
+    partial = PartialLatents(given, weight)
+    assert torch.equal(partial.at(0, lambda: (loc, None)), given[:, 0])
+    assert torch.allclose(partial.at(1, lambda: (loc, None))[0], given[0, 1] + loc[0])
+    assert torch.allclose(partial.at(2, lambda: (loc, None))[0], given[0, 2] + 0.75 * loc[0])
+    assert torch.equal(partial.at(5, lambda: (loc, None)), loc)
+    # given whole (weight 1 everywhere) it decodes as the plain tensor does
+    z = torch.randn(2, 6, 3)
+    plain = objective.model.generate(2, 6, z=z, mean=True)
+    assert torch.equal(objective.model.generate(2, 6, z=PartialLatents(z, torch.ones(2, 6)), mean=True), plain)
+    with pytest.raises(ValueError, match="weight"):
+        PartialLatents(given, torch.ones(2, 4))
+
+
+def test_text_interpolation_decodes_past_the_longer_sentence_and_reads_to_eos(tmp_path):
+    torch.manual_seed(0)
+    objective = build_objective(small_config(input_dim=6, emission="categorical"), "backward")
+    short, long = np.array([2, 3, 1]), np.array([2, 5, 5, 3, 4, 1])
+    assert interpolation_steps(TEXT, [3, 6]) == 12
+    _, decoded = interpolate(objective, short, long, num=3, steps=12)
+    assert decoded.shape == (3, 12)
+    assert decoded_length([2, 3, 1, 4], TEXT) == 3 and decoded_length([2, 3], TEXT) == 2
+    written = sample_all(objective, TEXT, [short, long], tmp_path, num=1, steps=4, prime_steps=1, interpolation=3)
+    lines = written["interpolation"][0].read_text().splitlines()
+    assert lines[0] == "real #0: the cat" and lines[-1] == "real #1: the down down cat sat"
 
 
 def test_primed_continuation_keeps_the_prime_and_checks_its_length(digits):

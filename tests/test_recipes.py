@@ -65,6 +65,11 @@ def fixture_for(dataset: str, root: Path) -> Path:
     if dataset == "imdb":
         _aclimdb(root)
         return root
+    if dataset == "text":  # a fortune file: entries between % lines, one or more sentences each
+        entries = ["The cat sat on the mat. It was red!", "A dog ran far away.", "Dogs and cats ran.",
+                   "Is the mat red? It is.", "The dog sat."] * 4
+        (root / "fortunes").write_text("\n%\n".join(entries) + "\n", encoding="utf-8")
+        return root
     raise AssertionError(dataset)
 
 
@@ -73,7 +78,7 @@ def read_json(path: Path) -> dict:
 
 
 def test_presets_ship_one_recipe_per_experiment_with_a_source_for_every_value():
-    assert preset_names() == ["blizzard", "imdb", "jsb-dmm", "jsb-rnn", "jsb-srnn", "jsb-storn", "jsb-vrnn",
+    assert preset_names() == ["blizzard", "fortunes", "imdb", "jsb-dmm", "jsb-rnn", "jsb-srnn", "jsb-storn", "jsb-vrnn",
                               "jsb-zforcing", "jsb-zforcing-noaux", "mnist", "musedata-dmm", "musedata-srnn",
                               "nottingham-dmm", "nottingham-srnn", "piano-dmm", "piano-srnn", "timit"]
     for name in preset_names():
@@ -84,7 +89,7 @@ def test_presets_ship_one_recipe_per_experiment_with_a_source_for_every_value():
 
 
 @requires_sox
-@pytest.mark.parametrize("name", ["timit", "blizzard", "mnist", "imdb"])
+@pytest.mark.parametrize("name", ["timit", "blizzard", "mnist", "imdb", "fortunes"])
 def test_every_preset_resolves_and_trains_one_step_on_its_real_format(tmp_path, name):
     recipe = load_recipe(preset_path(name))
     data_dir = tmp_path / "data"

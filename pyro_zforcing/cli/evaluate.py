@@ -24,6 +24,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
                         help="particles traced at once (default: as many as keep about 16M input values in memory)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="sequences per batch (default: %(default)s)")
     parser.add_argument("--no-plots", action="store_true", help="skip the KL-per-step and gap figures")
+    parser.add_argument("--no-latents", action="store_true",
+                        help="skip what z carries: active units, I(y; z) per step and, for text, the correlations of "
+                             "posterior means with sentence length and position (docs/evaluation.md)")
     parser.add_argument("--validate", action="store_true",
                         help="turn on Pyro's distribution validation (off by default: it costs time and memory)")
     parser.add_argument("--compile", action="store_true",
@@ -54,6 +57,10 @@ def command_evaluate(argv: List[str]) -> int:
                                 batch_size=args.batch_size, chunk=args.iwae_chunk, device=device, quiet=args.quiet,
                                 validate=args.validate, compile=args.compile, cuda_graphs=args.cuda_graphs,
                                 length_bucket=args.length_bucket)
+        if not args.no_latents:
+            from ..evaluation.latents import latent_summary
+            result.latents = latent_summary(objective, sequences, splits.info, batch_size=args.batch_size,
+                                            seed=args.seed)
         results.append(("eval", result, markdown_table))
     if args.protocol in ("paper", "both"):
         results.append(("eval_paper", evaluate_paper(objective, sequences, splits.info, device=device,

@@ -106,6 +106,10 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     obj.add_argument("--bwd-weight", type=finite_float, default=t.bwd_weight,
                      help="weight of the backward language-model cost on b, applied while the aux weight is > 0 (default: %(default)s)")
 
+    obj.add_argument("--word-dropout", type=finite_float, default=t.word_dropout, metavar="P",
+                     help="token data: replace each input word (never a target) by <unk> with probability P during "
+                          "training only (Bowman et al., 2016; default: %(default)s)")
+
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--batch-size", type=positive_int, default=t.batch_size, help="sequences per update (default: %(default)s)")
     opt.add_argument("--lr", type=finite_float, default=t.lr, help="Adam learning rate (default: %(default)s)")
@@ -156,7 +160,7 @@ def train_config_from(args) -> TrainConfig:
                        min_epochs=args.min_epochs, log_every=args.log_every,
                        checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, validate=args.validate,
                        kl=args.kl, compile=args.compile, cuda_graphs=args.cuda_graphs,
-                       length_bucket=args.length_bucket)
+                       length_bucket=args.length_bucket, word_dropout=args.word_dropout)
 
 
 def model_sizes_from(args) -> Dict:

@@ -29,7 +29,9 @@ def sample_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"),
                         help="where primes and interpolation end points come from (default: %(default)s)")
     parser.add_argument("--interpolate", type=non_negative_int, default=7, metavar="N",
-                        help="points on the latent interpolation, 0 for none (default: %(default)s)")
+                        help="points on the latent interpolation between two whole sequences (the shorter padded with "
+                             "the prior's mean; text decoded to <eos>, at most twice the longer), 0 for none "
+                             "(default: %(default)s)")
     parser.add_argument("--pair", type=pair_of, default=(0, 1), metavar="I,J",
                         help="the two sequences of --split to interpolate between (default: 0,1)")
     return parser

@@ -104,6 +104,9 @@ class Batch:
 
     ``first`` (B, D) or (B,) is the input u_1 each sequence starts from when it continues a
     longer signal (the frame before a window); None means the model's start frame or token.
+    ``inputs`` (B, T) token ids, when set, are what the inputs read in place of the targets:
+    u_{t+1} = inputs_t instead of y_t (word dropout during training, :func:`drop_words`); the
+    targets observed and everything a guide reads stay ``x``.
     ``observed`` False (:meth:`unobserved`) makes a model draw its observation site instead of
     observing ``x``; ``x`` still drives the inputs u_t = y_{t-1} (see ``docs/pyro-tools.md``).
     """
@@ -113,6 +116,7 @@ class Batch:
     lengths: torch.Tensor
     first: Optional[torch.Tensor] = None
     observed: bool = True
+    inputs: Optional[torch.Tensor] = None
 
     @property
     def batch_size(self) -> int:
@@ -128,19 +132,46 @@ class Batch:
             return t.to(dtype) if dtype is not None and t.is_floating_point() else t
 
         first = move(self.first) if self.first is not None else None
+        inputs = move(self.inputs) if self.inputs is not None else None
         return replace(self, x=move(self.x), mask=self.mask.to(device), lengths=self.lengths.to(device),
-                       first=first)
+                       first=first, inputs=inputs)
 
     def repeat(self, k: int) -> "Batch":
         """K copies of every sequence, particle-major: row ``i * B + b`` is copy i of sequence b."""
         reps = (k,) + (1,) * (self.x.dim() - 1)
         first = self.first.repeat(reps[:self.first.dim()]) if self.first is not None else None
-        return Batch(self.x.repeat(reps), self.mask.repeat(k, 1), self.lengths.repeat(k), first, self.observed)
+        inputs = self.inputs.repeat(k, 1) if self.inputs is not None else None
+        return Batch(self.x.repeat(reps), self.mask.repeat(k, 1), self.lengths.repeat(k), first, self.observed,
+                     inputs)
 
     def unobserved(self) -> "Batch":
         """This batch with its targets left to the model to draw (Pyro's ``Predictive``): the
         observation site ``"x"`` is sampled from the emission, the inputs stay ``x``'s."""
         return replace(self, observed=False)
+
+
+def word_dropout_id(info: DataInfo, *, flag: str = "--word-dropout") -> int:
+    """The ``<unk>`` id that word dropout feeds in place of a dropped word (``info.extra["unk_id"]``,
+    which the text loaders set). Token data without one (``--dataset arrays``: ids with no
+    vocabulary) and real-valued frames are refused with a one-line error naming ``flag``: an id
+    the data already use would read as a real word, and frames have no token to drop."""
+    if info.emission != "categorical":
+        raise ValueError(f"{flag} replaces input tokens: {info.name} has {info.emission} frames, not tokens")
+    unk = info.extra.get("unk_id")
+    if unk is None:
+        raise ValueError(f"{flag} needs an <unk> token: the token data of {info.name} have no vocabulary "
+                         f"with one (only the text loaders, text and imdb, reserve <unk>)")
+    return int(unk)
+
+
+def drop_words(batch: Batch, probability: float, *, unk_id: int) -> Batch:
+    """Word dropout (Bowman et al., 2016): ``batch`` with ``inputs`` = ``x`` where each real token
+    is replaced by ``unk_id`` independently with ``probability`` (torch's global RNG, which the
+    trainer seeds and checkpoints). ``x`` (the targets) is returned untouched. ``x``: (B, T) ids."""
+    if batch.x.is_floating_point():
+        raise ValueError("word dropout replaces token ids; this batch holds real-valued frames")
+    dropped = (torch.rand(batch.x.shape, device=batch.x.device) < probability) & batch.mask
+    return replace(batch, inputs=torch.where(dropped, torch.full_like(batch.x, unk_id), batch.x))
 
 
 def collate_sequences(sequences: Sequence[np.ndarray], *, first: Optional[Sequence[np.ndarray]] = None) -> Batch:

@@ -142,6 +142,7 @@ class SplitResult:
     time_s: float = 0.0
     meta: Dict = field(default_factory=dict)
     exact: bool = False  # a model without latents: ELBO = IWAE = log p(y), KL = 0
+    latents: Optional[Dict] = None  # what z carries (evaluation.latents.latent_summary), if measured
 
     @property
     def gap(self) -> np.ndarray:
@@ -212,6 +213,7 @@ class SplitResult:
             "per_unit": self.per_unit(),
             "perplexity": self.perplexity(),
             "kl_per_step": self.kl_per_step_summary(),
+            "latents": self.latents,
             "per_sequence": {**{key: getattr(self, key).tolist() for key in TERMS},
                              "kl_analytic": [float(k.sum()) for k in self.kl_steps] or None,
                              "lengths": self.lengths.tolist()},
@@ -361,6 +363,7 @@ def markdown_table(report: Dict) -> str:
         lines.append(f"Nats / time step divide the split's total by its total time steps (as the DMM paper's and "
                      f"Pyro's figures); the mean over {units['sequence']}s of each one's nats per time step (TSBN's "
                      f"convention) is ELBO {means['elbo']:.4f}, IWAE {means['iwae']:.4f}.")
+    lines += latent_lines(report.get("latents"), step=units["step"])
     if report.get("exact_likelihood"):
         lines.append("This model has no latent variables: its ELBO and IWAE are its exact log-likelihood "
                      "log p(y) (KL = 0, no sampling).")
@@ -374,3 +377,25 @@ def markdown_table(report: Dict) -> str:
         lines.append(f"Densities are of the normalised signal (x - mean) / std; for the full-scale waveform "
                      f"add -log(std) = {-math.log(std):.4f} nats per {units['unit']}.")
     return "\n".join(lines) + "\n"
+
+
+def latent_lines(summary: Optional[Dict], *, step: str) -> List[str]:
+    """Markdown lines of a report's ``latents`` (:func:`.latents.latent_summary`; none for ``None``),
+    ``step`` naming the unit of a step."""
+    if not summary:
+        return []
+    lines = [f"Latents: {summary['active_units']} of {summary['z_dim']} active units (variance > {summary['active_threshold']} "
+             f"of the posterior mean minus the prior's; {summary['active_units_raw']} without the prior removed)."]
+    mi = summary.get("mutual_information")
+    if mi:
+        lines.append(f"I(y; z_t) under the aggregate posterior: {mi['nats']:.4f} ± {mi['stderr']:.4f} nats / {step} "
+                     f"(He et al. 2019's estimator over {mi['pairs']} (sequence, {step}) pairs; at most log M = "
+                     f"{mi['log_pairs']:.2f}).")
+    correlations = summary.get("correlations")
+    if correlations:
+        for name, what in (("length", "sentence length"), ("position", "word position")):
+            values = [(abs(r), u, r) for u, r in enumerate(correlations[name]) if r is not None]
+            if values:
+                _, unit, r = max(values)
+                lines.append(f"Largest correlation of a posterior mean with {what}: r = {r:.3f} (dimension {unit}).")
+    return lines

@@ -13,8 +13,10 @@ Outputs by data kind (``DataInfo``):
 
 Conditional generation encodes the first P steps of real sequences with the guide
 (z_{1:P} ~ q(z | y_{1:P})), teacher-forces them, and continues from the prior. Interpolation
-encodes two sequences, mixes their latent trajectories linearly per step, and decodes each
-mixture: with the emission means for images and text, by sampling y given z for speech.
+encodes two whole sequences, mixes their latent trajectories linearly per step (the shorter
+padded with the prior's mean, :func:`interpolate`), and decodes each mixture: with the emission
+means for images and text (text until ``<eos>``, at most twice the longer sentence), by sampling
+y given z for speech; the real end points are shown padded to the decoded length.
 
 :func:`sample_all` checks every size and index it is given before it generates or writes
 anything (:func:`check_request`): memory, the figure's pixel limit, ``--pair``, the prime.
@@ -39,7 +41,7 @@ from .. import memory
 from ..data import collate_sequences
 from ..data.base import DataInfo
 from ..files import write_atomic
-from ..models.base import LATENT_SITE
+from ..models.base import LATENT_SITE, PartialLatents
 from .plots import save_figure
 
 log = logging.getLogger(__name__)
@@ -115,21 +117,61 @@ def primed_continuations(objective, sequences: Sequence[np.ndarray], *, prime_st
     return objective.model.generate(len(prefixes), steps, prime=prime, z=z)
 
 
+#: text interpolations decode up to this many times the longer sentence's length, or to <eos>
+TEXT_DECODE_FACTOR = 2
+
+
+def interpolation_steps(info: DataInfo, lengths: Sequence[int]) -> int:
+    """Steps an interpolation between sequences of ``lengths`` decodes: the longer length, times
+    :data:`TEXT_DECODE_FACTOR` for text (whose sentences end at their first ``<eos>``)."""
+    longest = max(lengths)
+    return TEXT_DECODE_FACTOR * longest if kind_of(info) == "text" else longest
+
+
 @torch.no_grad()
 def interpolate(objective, first: np.ndarray, second: np.ndarray, *, num: int = 7, mean: bool = True,
-                device="cpu"):
-    """Decode (1 - a) z_1 + a z_2 for ``num`` values of a in [0, 1] (z_i ~ q(z | y_i), cut to the
-    shorter length). Returns (alphas ``(num,)``, decoded sequences ``(num, T, ...)``): emission
-    means with ``mean``, else y sampled given each latent trajectory."""
+                steps: Optional[int] = None, device="cpu"):
+    """Decode a latent interpolation between two whole sequences of any lengths T_1, T_2.
+
+    Both are encoded whole, z_i ~ q(z | y_i) ``(T_i, Z)``. The point ``a`` in [0, 1] (``num`` of
+    them, evenly spaced) decodes z_t = (1 - a) z_{1,t} + a z_{2,t}, where a trajectory past its own
+    length is padded with the prior's mean mu^p_t of the sequence being decoded (its conditional
+    prior given the decoded past, :class:`~pyro_zforcing.models.base.PartialLatents`); past both
+    lengths z_t = mu^p_t. Why pad rather than resample in time: a resampled trajectory is no longer
+    the sequence's own (an endpoint would decode a time-stretched z), and a latent that carries
+    position or length would be distorted by the stretch; the prior's mean is what the model puts
+    where it is told nothing. So the endpoints a = 0 and 1 decode each sequence's own trajectory,
+    and the length of a decoded sentence is the model's to choose.
+
+    ``steps`` (default: the longer length; :func:`sample_all` passes :func:`interpolation_steps`,
+    twice that for text) is how many steps are decoded; text is read up to its first ``<eos>``
+    (:func:`decoded_length`). Returns
+    (alphas ``(num,)``, decoded sequences ``(num, steps, ...)``): emission means (the most likely
+    token) with ``mean``, else y sampled given each latent trajectory.
+    """
     if num < 2:
         raise ValueError(f"--interpolate needs at least 2 points, got {num}")
     if not objective.model.latent_sites:
         raise ValueError(f"the {objective.model.name} model has no latent variables to interpolate")
-    steps = min(len(first), len(second))
-    z = encode(objective, [first[:steps], second[:steps]], device=device)
+    lengths = (len(first), len(second))
+    steps = steps if steps is not None else max(lengths)
+    z = encode(objective, [first, second], device=device)  # (2, max(T_1, T_2), Z), each whole
+    given = (torch.arange(z.shape[1], device=z.device)[None] < torch.tensor(lengths, device=z.device)[:, None])
+    given = given.to(z.dtype)
+    z = z * given[..., None]
     alphas = torch.linspace(0, 1, num, dtype=z.dtype, device=z.device)
-    mixed = (1 - alphas)[:, None, None] * z[0] + alphas[:, None, None] * z[1]
-    return alphas.cpu().numpy(), objective.model.generate(num, steps, z=mixed, mean=mean)
+    mix = torch.stack([1 - alphas, alphas], dim=1)  # (num, 2)
+    values = torch.einsum("nk,ktz->ntz", mix, z)
+    weight = mix @ given
+    decoded = objective.model.generate(num, steps, z=PartialLatents(values, weight), mean=mean)
+    return alphas.cpu().numpy(), decoded
+
+
+def decoded_length(tokens: Sequence[int], info: DataInfo) -> int:
+    """Words of a decoded sentence up to and including its first ``<eos>`` (all of them if none)."""
+    tokens = np.asarray(tokens).tolist()
+    eos = info.extra.get("eos_id")
+    return tokens.index(eos) + 1 if eos in tokens else len(tokens)
 
 
 # ----------------------------------------------------------------------------- writers
@@ -377,7 +419,8 @@ def check_request(objective, info: DataInfo, sequences: Sequence[np.ndarray], *,
     device = next(objective.parameters()).device
     wanted = [("-n", num, steps, 2 * num)]  # primed samples are shown beside their real primes
     if interpolating:
-        wanted.append(("--interpolate", interpolation, min(len(sequences[i]) for i in pair), interpolation + 2))
+        wanted.append(("--interpolate", interpolation, interpolation_steps(info, [len(sequences[i]) for i in pair]),
+                       interpolation + 2))
     for flag, count, length, shown in wanted:
         memory.check_sampling_fits(model.config, num=count, steps=length, step_size=step_size, dtype=dtype,
                                    device=device, flag=flag)
@@ -406,6 +449,16 @@ def step_progress(model, *, desc: str, quiet: bool) -> Iterator[None]:
         yield
     finally:
         model.step_progress = None
+
+
+def padded(sequence: np.ndarray, steps: int, info: DataInfo) -> np.ndarray:
+    """A real sequence shown beside decoded ones of ``steps`` steps: padded with ``<eos>`` (text) or
+    zeros (the normalised data's mean) past its end."""
+    sequence = np.asarray(sequence)
+    pad = info.extra.get("eos_id", 0) if kind_of(info) == "text" else 0
+    out = np.full((steps,) + sequence.shape[1:], pad, dtype=sequence.dtype)
+    out[:min(steps, len(sequence))] = sequence[:steps]
+    return out
 
 
 def sample_all(objective, info: DataInfo, sequences: Sequence[np.ndarray], out_dir, *, num: int = 8,
@@ -443,10 +496,10 @@ def sample_all(objective, info: DataInfo, sequences: Sequence[np.ndarray], out_d
         # a Gaussian autoregression fed its own means decays to silence: speech is sampled given z
         with step_progress(model, desc="interpolation", quiet=quiet):
             alphas, decoded = interpolate(objective, sequences[first], sequences[second], num=interpolation,
-                                          mean=kind_of(info) != "speech", device=device)
+                                          mean=kind_of(info) != "speech", device=device,
+                                          steps=interpolation_steps(info, [len(sequences[i]) for i in pair]))
         decoded = decoded.cpu().numpy()
-        steps_used = decoded.shape[1]
-        ends = [np.asarray(sequences[i][:steps_used], dtype=decoded.dtype)[None] for i in (first, second)]
+        ends = [padded(sequences[i], decoded.shape[1], info)[None].astype(decoded.dtype) for i in (first, second)]
         labels = [f"real #{first}"] + [f"a={a:.2f}" for a in alphas] + [f"real #{second}"]
         written["interpolation"] = write_samples(np.concatenate([ends[0], decoded, ends[1]]), info, out_dir,
                                                  name="interpolation", labels=labels)

@@ -68,8 +68,9 @@ def active(weight) -> bool:
 
 
 def inputs_of(batch: Batch) -> tuple:
-    """The tensors the inputs u_{1:T} are made of: the targets, and the given first input if any."""
-    return (batch.x,) if batch.first is None else (batch.x, batch.first)
+    """The tensors the inputs u_{1:T} are made of: the targets, the given first input and the
+    dropped words (``batch.inputs``, word dropout) if any."""
+    return (batch.x,) + tuple(t for t in (batch.first, batch.inputs) if t is not None)
 
 
 class DrawObservations(Messenger):
@@ -81,6 +82,31 @@ class DrawObservations(Messenger):
             msg["is_observed"] = False
             msg["value"] = None
             msg["done"] = False
+
+
+class PartialLatents:
+    """A latent trajectory given only in part, for ``generate(z=...)``: z_t = ``values[:, t]`` +
+    (1 - ``weight[:, t]``) * mu^p_t, where mu^p_t is the prior's mean at step t of the sequence
+    being generated (its conditional prior given the decoded past). ``weight`` 1 gives z_t as is,
+    0 fills the step with the prior's mean, and steps past ``values`` are the prior's mean.
+    ``values``: (N, S, Z); ``weight``: (N, S). Latent interpolation mixes trajectories of different
+    lengths with it (:func:`pyro_zforcing.evaluation.samples.interpolate`)."""
+
+    def __init__(self, values: torch.Tensor, weight: torch.Tensor):
+        if weight.shape != values.shape[:2]:
+            raise ValueError(f"weight {tuple(weight.shape)} must be values' (N, S) {tuple(values.shape[:2])}")
+        self.values, self.weight = values, weight.to(values.dtype)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.values.shape
+
+    def at(self, t: int, prior) -> torch.Tensor:
+        """z_t ``(N, Z)`` given ``prior() -> (loc, scale)`` of step t."""
+        loc, _ = prior()
+        if t >= self.values.shape[1]:
+            return loc
+        return self.values[:, t] + (1 - self.weight[:, t, None]) * loc
 
 
 class SequenceModel(nn.Module):
@@ -146,22 +172,35 @@ class SequenceModel(nn.Module):
 
     def embedded(self, batch: Batch):
         """(e(u_{1:T}), e(y_{1:T})), each ``(B, T, E)``, for the inputs and targets of ``batch``;
-        u_1 is ``batch.first`` when given, else the start frame or token."""
+        u_1 is ``batch.first`` when given, else the start frame or token, and u_{t+1} is y_t, or
+        ``batch.inputs[:, t]`` when set (word dropout)."""
+        return self._embeddings(batch)[:2]
+
+    def fed_back(self, batch: Batch) -> torch.Tensor:
+        """e(y_{1:T}) as a recurrence that reads each emitted y_t reads it back, ``(B, T, E)``: the
+        targets' embedding, or ``batch.inputs``' under word dropout (VRNN's h_t reads phi_x(y_t))."""
+        return self._embeddings(batch)[2]
+
+    def _embeddings(self, batch: Batch):
         keys = inputs_of(batch)
         cached = self._embedded.get(*keys)
         if cached is None:
             targets = self.embed(batch.x)
+            fed = targets if batch.inputs is None else self.embed(batch.inputs)
             if batch.first is None:
                 first = self.embed.start(batch.batch_size, targets)
             else:
                 first = self.embed(batch.first.unsqueeze(1))
-            cached = (torch.cat([first, targets[:, :-1]], dim=1), targets)
+            cached = (torch.cat([first, fed[:, :-1]], dim=1), targets, fed)
             self._embedded.put(cached, *keys)
         return cached
 
     @staticmethod
-    def latent_at(t: int, z: Optional[torch.Tensor], prior) -> torch.Tensor:
-        """z_t of a generated sequence: ``z[:, t]`` where given, else a draw from ``prior()`` = (loc, scale)."""
+    def latent_at(t: int, z, prior) -> torch.Tensor:
+        """z_t of a generated sequence: ``z[:, t]`` where given, else a draw from ``prior()`` = (loc, scale);
+        ``z`` may be a :class:`PartialLatents`, which fills what it does not give with the prior's mean."""
+        if isinstance(z, PartialLatents):
+            return z.at(t, prior)
         if z is not None and t < z.shape[1]:
             return z[:, t]
         loc, scale = prior()

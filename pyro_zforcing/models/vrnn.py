@@ -75,7 +75,7 @@ class VRNN(SequenceModel):
         """h_{0:T} ``(B, T+1, H)`` for the inputs of ``batch`` and the latents ``z: (B, T, Z)``, fused."""
         cached = self._forward.get(*inputs_of(batch), z)
         if cached is None:
-            inputs = torch.cat([self.embedded(batch)[1], self.phi_z(z)], dim=-1)
+            inputs = torch.cat([self.fed_back(batch), self.phi_z(z)], dim=-1)
             if batch.first is None:
                 out, _ = self.lstm(inputs)
                 cached = torch.cat([out.new_zeros(out.shape[0], 1, out.shape[2]), out], dim=1)
@@ -117,7 +117,7 @@ class VRNN(SequenceModel):
         return LatentTrajectory(
             head=head, context=context, mask=batch.mask, z_dim=self.config.z_dim,
             states=lambda z: self.forward_states(batch, z),
-            recurrence=lambda: self.recurrence(embedded[1], first=first),
+            recurrence=lambda: self.recurrence(self.fed_back(batch), first=first),
             remember=lambda z, h: self._forward.put(h, *inputs_of(batch), z))
 
     def prior_trajectory(self, batch: Batch) -> LatentTrajectory:

@@ -42,7 +42,8 @@ from ..config import SPEED_ONLY_FIELDS, DataConfig, ModelConfig, TrainConfig, to
 from ..data import load_dataset
 from ..data.base import SequenceSplits
 from ..evaluation.bounds import evaluate_split
-from ..evaluation.latents import ACTIVE_THRESHOLD, active_units, mean_aux, rank_correlation
+from ..evaluation.latents import (ACTIVE_THRESHOLD, active_units, mean_aux, mean_correlations, mutual_information,
+                                  posterior_steps, rank_correlation)
 from ..files import csv_text, prepare_output_dir, read_json, read_metrics, remove_orphans, write_atomic
 from ..infer import GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED, Objective, active_factors, parameter_counts
 from ..models import default_guide
@@ -75,6 +76,9 @@ VARIANTS: Dict[str, Dict] = {
     "filtering": {"guide": "filtering"},
     "future-only": {"guide": "future-only"},
     "prior": {"guide": "prior", "aux_weight": 0.0},
+    # text only: Bowman et al. (2016) word dropout, alone and with the aux cost
+    "word-dropout": {"aux_weight": 0.0, "word_dropout": 0.25},
+    "aux+word-dropout": {"word_dropout": 0.25},
 }
 
 # Models as variants (``run.py compare``): each trains with its default guide unless it names one.
@@ -191,6 +195,8 @@ def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study, *, 
     active = active_units(objective, splits.test, batch_size=study.eval_batch_size,
                           particles=study.active_particles)
     counts = parameter_counts(objective.model, objective.guide, factors=active_factors(train_config))
+    posteriors = posterior_steps(objective, splits.test, batch_size=study.eval_batch_size)
+    mi = mutual_information(posteriors)
     return {
         "test_elbo": means["elbo"], "test_iwae": means["iwae"], "test_kl": means["kl"],
         "test_rec": means["rec"], "test_gap": means["gap"],
@@ -204,6 +210,8 @@ def evaluate_run(objective: Objective, splits: SequenceSplits, study: Study, *, 
         "test_aux": mean_aux(objective, splits.test, batch_size=study.eval_batch_size),
         "active_units": active["count"], "active_units_raw": active["raw_count"],
         "active_variance": active["variance"], "active_units_method": active["method"],
+        "test_mi": None if mi is None else mi["nats"], "test_mi_stderr": None if mi is None else mi["stderr"],
+        "latent_correlations": mean_correlations(posteriors) if splits.info.unit == "word" else None,
     }
 
 
@@ -502,10 +510,10 @@ CSV_COLUMNS = ("variant", "seed", "steps", "epochs", "stopped", "best_valid_elbo
                "params_training_only", "params_untrained")
 
 TABLE_COLUMNS = (("test_elbo", "ELBO"), ("test_iwae", "IWAE"), ("test_gap", "IWAE − ELBO"), ("test_kl", "KL"),
-                 ("test_kl_per_step", "KL / step"), ("test_aux", "aux score"), ("active_units", "active units"),
-                 ("epochs", "epochs"))
+                 ("test_kl_per_step", "KL / step"), ("test_mi", "MI / step"), ("test_aux", "aux score"),
+                 ("active_units", "active units"), ("epochs", "epochs"))
 
-DIGITS = {"active_units": 1, "test_kl_per_step": 3, "epochs": 1}
+DIGITS = {"active_units": 1, "test_kl_per_step": 3, "test_mi": 3, "epochs": 1}
 
 
 def mean_std(values: Sequence[float], digits: int = 2) -> str:
@@ -537,14 +545,16 @@ def markdown(results: List[Dict], info, *, iwae_samples: int) -> str:
     header = ["variant"] + [label for _, label in TABLE_COLUMNS] + ["stopped", f"IWAE − {baseline}'s (paired)"]
     lines = [f"{info.name}, test split: mean ± std over {len(seeds)} seed(s); bounds in nats per {unit}, "
              f"IWAE with K = {iwae_samples}; KL / step per time step; aux score = unweighted "
-             f"sum_t log p(b_t | .) per {unit}; active units of z_t (of z_dim; variance > {ACTIVE_THRESHOLD}, "
-             f"see pyro_zforcing/evaluation/latents.py); epochs trained, and how the runs stopped (early: "
+             f"sum_t log p(b_t | .) per {unit}; MI / step = I(y; z_t) under the aggregate posterior, nats "
+             f"per step; active units of z_t (of z_dim; variance > {ACTIVE_THRESHOLD}; both defined in "
+             f"pyro_zforcing/evaluation/latents.py); epochs trained, and how the runs stopped (early: "
              f"validation early stopping, converged; epochs or max_steps: the budget's cap); the last column "
              f"compares runs of the same seed.",
              "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for variant in variants:
         rows = [r for r in results if r["variant"] == variant]
-        cells = [mean_std([r[key] for r in rows], DIGITS.get(key, 2)) for key, _ in TABLE_COLUMNS]
+        cells = [mean_std([r[key] for r in rows], DIGITS.get(key, 2)) if all(r.get(key) is not None for r in rows)
+                 else "–" for key, _ in TABLE_COLUMNS]  # MI: none without latents or from results before it
         cells.append(stopped_summary(rows))
         delta = paired_difference(results, variant, baseline, "test_iwae")
         cells.append(mean_std(delta) if delta and variant != baseline else "")

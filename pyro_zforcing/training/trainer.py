@@ -32,6 +32,7 @@ from ..checkpoint import (CheckpointError, config_payload, load_checkpoint, load
                           set_rng_state)
 from ..config import SPEED_ONLY_FIELDS, DataConfig, ModelConfig, TrainConfig
 from ..data import Batch, SequenceSplits, load_dataset
+from ..data.base import drop_words, word_dropout_id
 from ..evaluation.bounds import evaluate_elbo, units_of
 from ..evaluation.progress import progress as progress_bar
 from ..files import JSONFileError, append_line, metrics_problem, read_json, read_jsonl, write_atomic
@@ -145,6 +146,7 @@ class Trainer:
         self.rank = rank
         self.world_size = world_size
         self.device = resolve_device(train_config.device)
+        self.unk_id = check_word_dropout(train_config, splits.info, model_config)
         self.dtype = next(objective.parameters()).dtype
         objective.to(self.device)
         check_speed_settings(train_config, self.device, world_size=world_size)
@@ -194,6 +196,7 @@ class Trainer:
                             steps=max(len(s) for s in splits.train), step_size=int(np.prod(splits.train[0].shape[1:])),
                             device=resolve_device(train_config.device))
         check_speed_settings(train_config, resolve_device(train_config.device), world_size=world_size)
+        check_word_dropout(train_config, splits.info, model_config)
         if is_guide_spec(train_config.guide):
             build_objective(model_config, train_config.guide)  # the user's guide keeps the contract (check_guide)
         lock = claim_new(out_dir, overwrite=overwrite) if rank == 0 else None  # nothing is written before the checks
@@ -450,8 +453,9 @@ class Trainer:
             loss, grad_norm = self._updates(batch, weights)
         else:
             batch = batch.to(self.device, self.dtype)
+            fed = batch if self.unk_id is None else drop_words(batch, self.config.word_dropout, unk_id=self.unk_id)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_module(batch, weights)
+            loss = self.loss_module(fed, weights)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.config.clip_norm)
             finite = torch.isfinite(grad_norm) if self.world_size > 1 else torch.isfinite(grad_norm + loss.detach())
@@ -561,6 +565,22 @@ class Trainer:
             self.save("best")
         self.save("last")
         return stop
+
+
+def check_word_dropout(config: TrainConfig, info, model_config: ModelConfig) -> Optional[int]:
+    """The ``<unk>`` id word dropout feeds (None when ``word_dropout`` is 0); a one-line error on
+    data without tokens or ``<unk>`` (:func:`~pyro_zforcing.data.base.word_dropout_id`), for a model
+    that reads no past word (dmm: its emission depends on z_t only) and with ``cuda_graphs``."""
+    if config.word_dropout == 0:
+        return None
+    unk = word_dropout_id(info)
+    if model_config.model == "dmm":
+        raise ValueError("--word-dropout: the dmm model reads no past word (its emission depends on z_t only), "
+                         "so there is nothing to drop")
+    if config.cuda_graphs:
+        raise ValueError("--word-dropout draws new inputs every update, which --cuda-graphs does not capture; "
+                         "train without one of them")
+    return unk
 
 
 def check_speed_settings(config: TrainConfig, device: torch.device, *, world_size: int) -> None:
