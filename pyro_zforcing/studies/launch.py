@@ -39,7 +39,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..training.interrupt import SIGNALS, Interrupted
+from ..training.interrupt import Interrupted, SignalCatcher
 
 log = logging.getLogger(__name__)
 
@@ -153,24 +153,14 @@ def run_task(task: Task, threads: int, level: int) -> Dict:
 
 # ----------------------------------------------------------------------------- the parent
 
-class _Signals:
+class _Signals(SignalCatcher):
     """Records SIGINT/SIGTERM (main thread only) for the scheduling loop; ``count`` of them."""
 
     def __init__(self):
+        super().__init__()
         self.first: Optional[int] = None
         self.last: Optional[int] = None
         self.count = 0
-        self._previous = {}
-
-    def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            for signum in SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._record)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
     def _record(self, signum, frame) -> None:
         self.first = self.first if self.first is not None else signum

@@ -27,14 +27,14 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
 
 
-class StopRequests:
-    """Context manager: catches SIGINT/SIGTERM (main thread only; elsewhere a no-op)."""
+class SignalCatcher:
+    """Context manager: routes SIGINT/SIGTERM to ``_record(signum, frame)`` while inside (main
+    thread only; elsewhere a no-op) and restores the previous handlers on exit."""
 
     def __init__(self):
-        self.signum: Optional[int] = None
         self._previous = {}
 
-    def __enter__(self) -> "StopRequests":
+    def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._record)
@@ -44,6 +44,17 @@ class StopRequests:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+    def _record(self, signum, frame) -> None:
+        raise NotImplementedError
+
+
+class StopRequests(SignalCatcher):
+    """Catches SIGINT/SIGTERM as a request to stop after the current update."""
+
+    def __init__(self):
+        super().__init__()
+        self.signum: Optional[int] = None
 
     def _record(self, signum, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
