@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..build import set_seed
-from ..checkpoint import TRAIN_BEFORE_FIELDS, load_checkpoint
+from ..checkpoint import BEFORE_FIDELITY_FIELDS, TRAIN_BEFORE_FIELDS, load_checkpoint
 from ..config import SPEED_ONLY_FIELDS, DataConfig, ModelConfig, TrainConfig, to_dict
 from ..data import load_dataset
 from ..data.base import SequenceSplits
@@ -230,6 +230,14 @@ def what_trains(train: Dict) -> Dict:
     return {k: v for k, v in train.items() if k not in SPEED_ONLY_FIELDS and k != "epochs"}
 
 
+def saved_with_defaults(cls, before: Dict, saved: Dict) -> Dict:
+    """A saved config dict completed as a checkpoint of it loads: fields it predates take their
+    ``before`` value (what it was trained with) or, failing that, ``cls``'s default (fields added
+    with a default that keeps the earlier behaviour)."""
+    defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+    return {**defaults, **before, **saved}
+
+
 def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) -> None:
     """An existing run must have been started with the settings this study asks for, aside from
     the speed-only ones and the epoch cap (:func:`raised_cap` decides about that)."""
@@ -240,8 +248,9 @@ def check_same_run(run_dir: Path, train_config: TrainConfig, model_sizes: Dict) 
     if not isinstance(saved.get("model_config"), dict) or not isinstance(saved.get("train_config"), dict):
         raise ValueError(f"{path}: no 'model_config' and 'train_config' objects; this is not the config.json of a "
                          f"run; use another --study-dir or remove {run_dir}")
-    model = {k: v for k, v in saved["model_config"].items() if k in model_sizes}
-    saved_train = {**TRAIN_BEFORE_FIELDS, **saved["train_config"]}
+    saved_model = saved_with_defaults(ModelConfig, BEFORE_FIDELITY_FIELDS, saved["model_config"])
+    model = {k: v for k, v in saved_model.items() if k in model_sizes}
+    saved_train = saved_with_defaults(TrainConfig, TRAIN_BEFORE_FIELDS, saved["train_config"])
     if what_trains(saved_train) != what_trains(to_dict(train_config)) or model != model_sizes:
         raise ValueError(f"{run_dir}: existing run was started with other settings than this study "
                          f"asks for; use another --study-dir or remove {run_dir}")
