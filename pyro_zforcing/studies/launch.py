@@ -135,6 +135,8 @@ def _child(task: Task, threads: int, level: int, parent: int, results) -> None:
         outcome, code = ("stopped", "stopped by SIGINT without saving (a second Ctrl-C)"), 130
     except BaseException as error:  # noqa: B902 - every failure is reported, named, to the parent
         outcome, code = ("failed", one_line(error)), 1
+    for signum in (signal.SIGTERM, signal.SIGINT):  # the outcome is decided: a late signal must not
+        signal.signal(signum, signal.SIG_IGN)       # interrupt sending it or the interpreter's exit
     try:
         results.send(outcome)
     except (BrokenPipeError, OSError):
