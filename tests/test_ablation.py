@@ -159,7 +159,7 @@ def test_unknown_variants_and_settings_are_named():
 
 def test_mean_std_uses_the_sample_standard_deviation():
     assert mean_std([1.0, 2.0, 3.0]) == "2.00 ± 1.00"
-    assert mean_std([5.0]) == "5.00 ± 0.00"
+    assert mean_std([5.0]) == "5.00"  # one run has no spread to show, not a spread of 0
 
 
 def test_markdown_table_has_one_row_per_variant(digits):
@@ -174,6 +174,17 @@ def test_markdown_table_has_one_row_per_variant(digits):
     assert "| 0.100 ± 0.000 | – | -3.00" in rows[1]  # no MI (results from before it was measured)
     assert rows[1].endswith("| early 1/2, epochs 1/2 | 1.50 ± 0.71 |")  # b - a per seed: 1 and 2
     assert len(rows) == 2
+
+
+def test_markdown_of_one_seed_shows_values_without_a_spread(digits):
+    results = [{"variant": v, "seed": 0, "test_elbo": -1.0, "test_iwae": -0.5 - (v == "b"), "test_gap": 0.5,
+                "test_kl": 1.0, "test_kl_per_step": 0.1, "test_aux": -3.0, "active_units": 2, "epochs": 10,
+                "stopped": "early"} for v in ("a", "b")]
+    table = markdown(results, digits.info, iwae_samples=25)
+    assert "one seed" in table.splitlines()[0]
+    rows = [line for line in table.splitlines() if line.startswith(("| a", "| b"))]
+    assert rows[0] == "| a | -1.00 | -0.50 | 0.50 | 1.00 | 0.100 | – | -3.00 | 2.0 | 10.0 | early 1/1 |  |"
+    assert rows[1].endswith("| early 1/1 | -1.00 |") and "±" not in table
 
 
 class ShiftedPriorGuide(TrajectoryGuide):

@@ -525,10 +525,16 @@ TABLE_COLUMNS = (("test_elbo", "ELBO"), ("test_iwae", "IWAE"), ("test_gap", "IWA
 DIGITS = {"active_units": 1, "test_kl_per_step": 3, "test_mi": 3, "epochs": 1}
 
 
+def value_text(mean: float, std: float, *, seeds: int, digits: int) -> str:
+    """``mean ± std`` over several seeds; the value alone for one (a std of one run is not 0)."""
+    return f"{mean:.{digits}f}" if seeds == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
 def mean_std(values: Sequence[float], digits: int = 2) -> str:
+    """The mean ± sample standard deviation of ``values``, or the value alone if there is one."""
     values = np.asarray(values, dtype=float)
     std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
+    return value_text(values.mean(), std, seeds=len(values), digits=digits)
 
 
 def stopped_summary(runs: List[Dict]) -> str:
@@ -552,7 +558,8 @@ def markdown(results: List[Dict], info, *, iwae_samples: int) -> str:
     seeds = sorted({r["seed"] for r in results})
     unit = info.extra.get("sequence_unit", "sequence")
     header = ["variant"] + [label for _, label in TABLE_COLUMNS] + ["stopped", f"IWAE − {baseline}'s (paired)"]
-    lines = [f"{info.name}, test split: mean ± std over {len(seeds)} seed(s); bounds in nats per {unit}, "
+    over = "one seed" if len(seeds) == 1 else f"mean ± std over {len(seeds)} seeds"
+    lines = [f"{info.name}, test split: {over}; bounds in nats per {unit}, "
              f"IWAE with K = {iwae_samples}; KL / step per time step; aux score = unweighted "
              f"sum_t log p(b_t | .) per {unit}; MI / step = I(y; z_t) under the aggregate posterior, nats "
              f"per step; active units of z_t (of z_dim; variance > {ACTIVE_THRESHOLD}; both defined in "

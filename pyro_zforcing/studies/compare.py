@@ -29,7 +29,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .ablation import VARIANTS, Study, stopped_summary
+from .ablation import VARIANTS, Study, stopped_summary, value_text
 from ..config import ModelConfig
 from ..emissions import Emission
 from ..evaluation.bounds import step_unit
@@ -170,11 +170,6 @@ def comparison_rows(results: List[Dict]) -> List[Dict]:
                 row[f"{bound}{suffix}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         rows.append(row)
     return rows
-
-
-def value_text(mean: float, std: float, *, seeds: int, digits: int) -> str:
-    """``mean ± std`` over several seeds; the value alone for one (a std of one run is not 0)."""
-    return f"{mean:.{digits}f}" if seeds == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def comparison_markdown(rows: List[Dict], info, *, iwae_samples: int) -> str:
