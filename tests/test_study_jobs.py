@@ -68,6 +68,7 @@ def test_a_failed_run_is_named_and_the_other_finishes(tmp_path, one_job, capsys)
     assert code == 1
     err = capsys.readouterr().err
     assert "1 of 2 runs failed (diverges-seed0: " in err
+    assert "training diverged: after update 1 (epoch 0)" in err  # said as a divergence, not as Pyro's bare check
     error_lines = [line for line in err.splitlines() if line.startswith("zforcing ablate: error:")]
     assert len(error_lines) == 1 and "Traceback" not in err
     assert not (study / "diverges-seed0" / "result.json").exists()

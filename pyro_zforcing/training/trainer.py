@@ -54,7 +54,12 @@ RESUMABLE = ("epochs", "max_steps", "device", *SPEED_ONLY_FIELDS)
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the step."""
+    """The loss became NaN or infinite, or an update left parameters that make a distribution's
+    arguments invalid; the message names the step."""
+
+
+# torch.distributions' argument check says this when a parameter is NaN, infinite or out of support
+INVALID_PARAMETERS = "but found invalid values"
 
 
 def epoch_batches(num_items: int, batch_size: int, *, seed: int, epoch: int,
@@ -340,6 +345,13 @@ class Trainer:
                 return self._fit()
         except (CompileUnavailable, CaptureFailed) as error:  # Pyro appends its trace's shapes: one line
             raise type(error)(str(error).splitlines()[0]) from error.__cause__
+        except ValueError as error:
+            if self.progress.step == 0 or INVALID_PARAMETERS not in str(error):
+                raise  # before any update an invalid parameter is the model's fault, not the optimiser's
+            raise TrainingDiverged(
+                f"training diverged: after update {self.progress.step} (epoch {self.progress.epoch}) a distribution "
+                f"got parameters that are not finite or outside their support (try a lower --lr or --clip-norm); "
+                f"stopped, {self._kept_checkpoint()}. Pyro's check: {str(error).splitlines()[0].rstrip(':')}") from error
         finally:
             self._stops = None
             if self.board is not None:
