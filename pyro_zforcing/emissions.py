@@ -89,6 +89,11 @@ class Emission(nn.Module):
     step_elements: int
     inner_elements: int = 0
 
+    def masked_weights(self) -> Tuple[Tuple[nn.Parameter, torch.Tensor], ...]:
+        """(weight, 0/1 mask) pairs of weights used only through a fixed mask: an entry the mask
+        removes never acts and is not counted as a parameter. None for an unmasked family."""
+        return ()
+
     def step_dist(self, state: torch.Tensor) -> TorchDistribution:
         raise NotImplementedError
 
@@ -379,6 +384,9 @@ class ARGMMEmission(Emission):
         self.register_buffer("mask_out", mask_out.repeat_interleave(self.per_dim, dim=0), persistent=False)
         self.step_elements = hidden + out_dim * self.per_dim
         self.inner_elements = 2 * self.step_elements
+
+    def masked_weights(self):
+        return ((self.frame_in.weight, self.mask_in), (self.hidden_out.weight, self.mask_out))
 
     def _params(self, out: torch.Tensor):
         """(log mixing weights or None, loc, logvar), each ``(..., K)``, from outputs ``(..., per_dim)``."""

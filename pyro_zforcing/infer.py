@@ -33,6 +33,7 @@ from pyro.util import check_model_guide_match, warn_if_nan
 
 from .config import DEFAULT_KL, KL_ESTIMATORS
 from .data.base import Batch
+from .emissions import Emission
 from .models.base import AUX_SITE, BWD_SITE, GUIDE_READS, LATENT_SITE, OBS_SITE
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,22 @@ def parameter_roles(model: nn.Module, guide: nn.Module, *, factors: Collection[s
     return roles
 
 
+def weight_masks(*modules: nn.Module) -> Dict[int, torch.Tensor]:
+    """``id(weight) -> mask`` of every masked weight in ``modules`` (:meth:`Emission.masked_weights`)."""
+    return {id(weight): mask for root in modules for module in root.modules() if isinstance(module, Emission)
+            for weight, mask in module.masked_weights()}
+
+
+def scalar_count(params, masks: Dict[int, torch.Tensor]) -> int:
+    """Scalars of ``params`` that act: every entry of a plain parameter, the entries a mask keeps of
+    a masked one (MADE's W and V: the masked-out entries are stored but never act)."""
+    return sum(int(masks[id(p)].count_nonzero()) if id(p) in masks else p.numel() for p in params)
+
+
 def parameter_counts(model: nn.Module, guide: nn.Module, *, factors: Collection[str]) -> Dict[str, int]:
-    """Scalars per role of :func:`parameter_roles`."""
-    return {role: sum(p.numel() for p in params)
+    """Acting scalars (:func:`scalar_count`) per role of :func:`parameter_roles`."""
+    masks = weight_masks(model, guide)
+    return {role: scalar_count(params, masks)
             for role, params in parameter_roles(model, guide, factors=factors).items()}
 
 

@@ -21,6 +21,7 @@ from pyro_zforcing.config import EMISSIONS as EMISSION_NAMES, MODEL_NAMES, DataC
 from pyro_zforcing.data import collate_sequences
 from pyro_zforcing.data.base import DataInfo
 from pyro_zforcing.emissions import EMISSIONS, ARGMMEmission, NADEEmission
+from pyro_zforcing.infer import scalar_count, weight_masks
 from pyro_zforcing.infer import Weights, importance_terms, sequence_terms
 from pyro_zforcing.models import OBS_SITE
 
@@ -230,6 +231,26 @@ def test_argmm_one_dimension_samples_have_the_mixtures_mean_and_variance(float64
     assert draws.mean().item() == pytest.approx(mean, abs=5 * math.sqrt(variance / len(draws)))
     assert draws.var().item() == pytest.approx(variance, rel=0.03)
     assert head.mean(state).item() == pytest.approx(mean, rel=1e-12)
+
+
+@pytest.mark.parametrize("family", ["ar-gmm", "nade"])
+def test_counted_parameters_are_the_entries_a_gradient_reaches(float64, family):
+    """A masked-out MADE entry never acts: the count is the scalars log p's gradient reaches
+    (NADE: all but W's last column)."""
+    emission = ARGMMEmission(3, 5, mixtures=2, hidden=7) if family == "ar-gmm" else NADEEmission(3, 6, hidden=4)
+    head = randomised(emission, seed=5)
+    torch.manual_seed(0)
+    state = torch.randn(64, 3)
+    frames = (torch.rand(64, head.out_dim) < 0.5).double() if isinstance(head, NADEEmission) else torch.randn(64, 5)
+    head.step_log_prob(state, frames).sum().backward()
+    reached = sum(int((p.grad != 0).sum()) for p in head.parameters())
+    if family == "ar-gmm":
+        assert scalar_count(head.parameters(), weight_masks(head)) == reached
+        zeros = int((head.mask_in == 0).sum() + (head.mask_out == 0).sum())
+        assert sum(p.numel() for p in head.parameters()) - reached == zeros > 0
+    else:  # no key reads the last key's column of W (as in any NADE): stored and counted, documented
+        assert not weight_masks(head) and (head.weight_in.grad[:, -1] == 0).all()
+        assert scalar_count(head.parameters(), {}) == reached + head.hidden
 
 
 def test_argmm_log_variance_is_unclamped_but_for_the_float_range(float64):

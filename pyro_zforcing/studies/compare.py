@@ -35,7 +35,8 @@ from ..emissions import Emission
 from ..evaluation.bounds import step_unit
 from ..files import csv_text, write_atomic
 from ..build import build_objective, model_config_for
-from ..infer import GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED, active_factors, parameter_counts
+from ..infer import (GENERATIVE, INFERENCE, TRAINING_ONLY, UNTRAINED, active_factors, parameter_counts, scalar_count,
+                     weight_masks)
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ def emission_count(study: Study, variant: str, info) -> Tuple[str, int]:
     config = model_config_for(info, **sizes)
     model = build_objective(config).model
     side = tuple(model.side_modules)
-    count = sum(p.numel() for name, module in model.named_modules() if isinstance(module, Emission)
-                and name.split(".")[0] not in side for p in module.parameters())
+    count = sum(scalar_count(module.parameters(), weight_masks(module)) for name, module in model.named_modules()
+                if isinstance(module, Emission) and name.split(".")[0] not in side)
     return config.emission, count
 
 
