@@ -106,6 +106,29 @@ def test_sigterm_stops_every_run_with_its_checkpoint_and_a_rerun_gives_the_same_
     assert (study / "study.csv").read_bytes() == (whole / "study.csv").read_bytes()
 
 
+def test_sigterm_with_runs_not_yet_started_ends_the_study_and_names_them(tmp_path):
+    """Three runs on two processes: the signal stops the two running, and the third never starts
+    (the parent used to keep waiting for it)."""
+    study = tmp_path / "study"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    three = [arg if arg != "aux,no-aux" else "aux,no-aux,kla" for arg in TINY]
+    command = [sys.executable, "-m", "pyro_zforcing", "ablate", *three, "--max-steps", "160", "--jobs", "2",
+               "--study-dir", str(study), "--quiet"]
+    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    deadline = time.time() + 120
+    while not all('"kind": "step"' in _read(study / run / "metrics.jsonl") for run in RUNS):
+        assert parent.poll() is None and time.time() < deadline, parent.communicate()
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGTERM)
+    try:
+        _, err = parent.communicate(timeout=60)
+    finally:
+        parent.kill()  # a parent that hangs must not outlive the test
+    assert parent.returncode == 143, err
+    assert "1 not started" in err and "Traceback" not in err, err
+    assert not (study / "kla-seed0").exists()
+
+
 def test_submitit_local_executor_gives_the_table_of_one_job(tmp_path, one_job, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs import this checkout
     study = tmp_path / "study"

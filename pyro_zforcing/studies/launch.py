@@ -224,7 +224,7 @@ class LocalProcesses:
         forwarded = 0
         with _Signals() as signals, logging_redirect_tqdm():
             try:
-                while pending or running:
+                while running or (pending and signals.first is None):  # after a signal, start nothing more
                     while pending and len(running) < self.jobs and signals.first is None:
                         task = pending.pop(0)
                         receive, send = context.Pipe(duplex=False)
