@@ -91,7 +91,7 @@ class Emission(nn.Module):
 
     def masked_weights(self) -> Tuple[Tuple[nn.Parameter, torch.Tensor], ...]:
         """(weight, 0/1 mask) pairs of weights used only through a fixed mask: an entry the mask
-        removes never acts and is not counted as a parameter. None for an unmasked family."""
+        removes never acts and is not counted as a parameter. Empty for an unmasked family."""
         return ()
 
     def step_dist(self, state: torch.Tensor) -> TorchDistribution:
