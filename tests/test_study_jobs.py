@@ -81,17 +81,10 @@ def test_a_failed_run_is_named_and_the_other_finishes(tmp_path, one_job, capsys)
 def test_sigterm_stops_every_run_with_its_checkpoint_and_a_rerun_gives_the_same_table(tmp_path, one_job):
     study = tmp_path / "study"
     longer = ["--max-steps", "160"]  # long enough to be stopped in training; the table is another one
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "pyro_zforcing", "ablate", *TINY, *longer, "--jobs", "2",
                "--study-dir", str(study), "--quiet"]
-    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-    deadline = time.time() + 120
-    while not all('"kind": "step"' in _read(study / run / "metrics.jsonl") for run in RUNS):
-        assert parent.poll() is None and time.time() < deadline, parent.communicate()
-        time.sleep(0.05)
-    parent.send_signal(signal.SIGTERM)
-    _, err = parent.communicate(timeout=120)
-    assert parent.returncode == 143, err
+    returncode, err = _sigterm_once_training(command, study)
+    assert returncode == 143, err
     assert "stopped by SIGTERM: " in err and "Traceback" not in err, err
     # a run whose last update was under way when the signal came may finish; every other run stopped
     # with its checkpoint and without a result
@@ -99,7 +92,7 @@ def test_sigterm_stops_every_run_with_its_checkpoint_and_a_rerun_gives_the_same_
     assert stopped and f"{len(stopped)} run(s) stopped" in err, err
     for run in stopped:
         assert (study / run / "checkpoints" / "last.pt").exists()
-    rerun = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    rerun = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=SUBPROCESS_ENV, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     whole = tmp_path / "whole"
     assert zforcing(["ablate", *TINY, *longer, "--jobs", "1", "--study-dir", str(whole), "--quiet"]) == 0
@@ -110,21 +103,11 @@ def test_sigterm_with_runs_not_yet_started_ends_the_study_and_names_them(tmp_pat
     """Three runs on two processes: the signal stops the two running, and the third never starts
     (the parent used to keep waiting for it)."""
     study = tmp_path / "study"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     three = [arg if arg != "aux,no-aux" else "aux,no-aux,kla" for arg in TINY]
     command = [sys.executable, "-m", "pyro_zforcing", "ablate", *three, "--max-steps", "160", "--jobs", "2",
                "--study-dir", str(study), "--quiet"]
-    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-    deadline = time.time() + 120
-    while not all('"kind": "step"' in _read(study / run / "metrics.jsonl") for run in RUNS):
-        assert parent.poll() is None and time.time() < deadline, parent.communicate()
-        time.sleep(0.05)
-    parent.send_signal(signal.SIGTERM)
-    try:
-        _, err = parent.communicate(timeout=60)
-    finally:
-        parent.kill()  # a parent that hangs must not outlive the test
-    assert parent.returncode == 143, err
+    returncode, err = _sigterm_once_training(command, study)
+    assert returncode == 143, err
     assert "1 not started" in err and "Traceback" not in err, err
     assert not (study / "kla-seed0").exists()
 
@@ -148,6 +131,26 @@ def test_jobs_rule_divides_the_cores_and_names_its_flag(capsys):
     assert [threads_per_job(n, cores=32) for n in (1, 2, 3, 32, 64)] == [32, 16, 10, 1, 1]
     assert zforcing(["ablate", "--jobs", "0", "--quiet"]) == 2
     assert "--jobs" in capsys.readouterr().err
+
+
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _sigterm_once_training(command, study: Path):
+    """Start the study ``command``, send it SIGTERM once both of ``RUNS`` have logged an update, and
+    return (exit code, stderr); a parent still running two minutes later is killed and fails the test."""
+    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env=SUBPROCESS_ENV)
+    try:
+        deadline = time.time() + 120
+        while not all('"kind": "step"' in _read(study / run / "metrics.jsonl") for run in RUNS):
+            assert parent.poll() is None and time.time() < deadline, parent.communicate()
+            time.sleep(0.05)
+        parent.send_signal(signal.SIGTERM)
+        _, err = parent.communicate(timeout=120)
+    finally:
+        parent.kill()  # a parent that hangs must not outlive the test
+    return parent.returncode, err
 
 
 def _read(path: Path) -> str:
