@@ -39,6 +39,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from ..evaluation.progress import duration_text
 from ..training.interrupt import Interrupted, SignalCatcher
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,6 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def elapsed(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
-
-
 # ----------------------------------------------------------------------------- inside a run's process
 
 def set_threads(threads: int) -> None:
@@ -105,6 +101,13 @@ def set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _prepare_run_process(task: Task, threads: int, level: int) -> None:
+    """A run's process or job: its threads, and log lines prefixed by the run's name."""
+    set_threads(threads)
+    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{task.name}] %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
 
 
 def _raise_interrupted(signum, frame):
@@ -122,9 +125,7 @@ def _watch_parent(parent: int) -> None:
 def _child(task: Task, threads: int, level: int, parent: int, results) -> None:
     """A run's process (``spawn``): its threads, its signals, its log lines prefixed by its name;
     sends ``(status, result or one-line message)`` and exits with the run's exit code."""
-    set_threads(threads)
-    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{task.name}] %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    _prepare_run_process(task, threads, level)
     signal.signal(signal.SIGTERM, _raise_interrupted)  # training replaces it by its own, which saves
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     try:
@@ -147,9 +148,7 @@ def _child(task: Task, threads: int, level: int, parent: int, results) -> None:
 
 def run_task(task: Task, threads: int, level: int) -> Dict:
     """A run inside a submitted job: its threads and log format, then the task."""
-    set_threads(threads)
-    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{task.name}] %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    _prepare_run_process(task, threads, level)
     return task.function(**task.kwargs)
 
 
@@ -184,7 +183,7 @@ class _Tally:
     def done(self, name: str, result: Dict, seconds: float) -> None:
         self.results[name] = result
         self.bar.update(1)
-        log.info("%s: finished in %s (%d of %d runs done)", name, elapsed(seconds), len(self.results), self.total)
+        log.info("%s: finished in %s (%d of %d runs done)", name, duration_text(seconds), len(self.results), self.total)
 
     def failed(self, name: str, message: str) -> None:
         self.failures[name] = message
