@@ -270,16 +270,6 @@ def raised_cap(run_dir: Path, epochs: int) -> bool:
     return trained_under < epochs
 
 
-def check_existing_runs(study: Study, study_dir: Path) -> None:
-    """Every run already in ``study_dir`` fits what ``study`` asks of it (:func:`check_same_run`,
-    :func:`raised_cap`): checked for all runs before anything is written."""
-    for variant in study.variants:
-        for seed in study.seeds:
-            train_config, model_sizes = study.configs(variant, seed)
-            check_same_run(study_dir / run_name(variant, seed), train_config, model_sizes)
-            raised_cap(study_dir / run_name(variant, seed), train_config.epochs)
-
-
 def how_it_stopped(trainer: Trainer) -> str:
     """``early`` (validation early stopping: converged), ``max_steps`` or ``epochs`` (the cap)."""
     if trainer.progress.early_stopped:
@@ -443,14 +433,14 @@ def default_jobs(study: Study, splits: SequenceSplits, *, runs: int) -> int:
 
 
 def finished_runs(study: Study, study_dir: Path) -> Dict[Tuple[str, int], Dict]:
-    """The results of the runs of ``study`` that are finished and kept (see :func:`finished_result`)."""
+    """Every run already in ``study_dir`` checked against what ``study`` asks of it, and the
+    results of those finished and kept (:func:`finished_result`)."""
     kept = {}
     for variant in study.variants:
         for seed in study.seeds:
-            if (study_dir / run_name(variant, seed) / RESULT_FILE).exists():
-                result = finished_result(study, study_dir, variant, seed)
-                if result is not None:
-                    kept[variant, seed] = result
+            result = finished_result(study, study_dir, variant, seed)
+            if result is not None:
+                kept[variant, seed] = result
     return kept
 
 
@@ -474,7 +464,7 @@ def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[S
     spec = {"data": to_dict(study.data), "train": to_dict(study.train), "model": study.model,
             "variants": study.variants, "seeds": list(study.seeds), "iwae_samples": study.iwae_samples,
             "budget": budget}
-    check_existing_runs(study, study_dir)  # a refused study changes nothing, study.json included
+    kept = finished_runs(study, study_dir)  # before any write: a refused study changes nothing, study.json included
     write_json_atomic(study_dir / "study.json", spec)
     if launcher is None:
         results = []
@@ -482,15 +472,15 @@ def run_study(study: Study, study_dir, *, quiet: bool = True, splits: Optional[S
             for seed in study.seeds:
                 results.append(run_one(study, splits, study_dir, variant, seed, quiet=quiet))
     else:
-        results = run_launched(study, study_dir, splits, launcher, quiet=quiet)
+        results = run_launched(study, study_dir, splits, launcher, kept=kept, quiet=quiet)
     write_outputs(study_dir, results, splits.info, iwae_samples=study.iwae_samples)
     return results
 
 
-def run_launched(study: Study, study_dir: Path, splits: SequenceSplits, launcher, *, quiet: bool) -> List[Dict]:
-    """The study's results in its variant and seed order: finished runs read back, the others
-    trained by ``launcher``."""
-    kept = finished_runs(study, Path(study_dir))
+def run_launched(study: Study, study_dir: Path, splits: SequenceSplits, launcher, *, kept: Dict[Tuple[str, int], Dict],
+                 quiet: bool) -> List[Dict]:
+    """The study's results in its variant and seed order: the finished runs ``kept``
+    (:func:`finished_runs`), the others trained by ``launcher``."""
     for variant, seed in kept:
         log.info("%s: finished earlier, skipped", run_name(variant, seed))
     shipped = {"splits": splits} if isinstance(launcher, LocalProcesses) else {"data": data_summary(splits)}
