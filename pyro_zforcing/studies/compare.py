@@ -45,24 +45,23 @@ MATCH_KINDS = ("generative", "all", "none")  # --match-params
 SIZES_FILE = "sizes.json"
 
 
-def role_counts(study: Study, variant: str, info) -> Dict[str, int]:
+def role_counts(study: Study, variant: str, info) -> Tuple[Dict[str, int], Tuple[str, int]]:
     """Parameters by role (generative, inference, training_only, untrained) of one variant of
-    ``study`` on data described by ``info``, for the training-only factors its run switches on."""
+    ``study`` on data described by ``info``, for the training-only factors its run switches on;
+    and (its emission family, how many of the p(y, z) parameters are the emission's)."""
     train, sizes = study.configs(variant, seed=0)
-    objective = build_objective(model_config_for(info, **sizes), train.guide)
-    return parameter_counts(objective.model, objective.guide, factors=active_factors(train))
-
-
-def emission_count(study: Study, variant: str, info) -> Tuple[str, int]:
-    """(emission family, parameters of p(y | .) among p(y, z)'s) of one variant: every
-    :class:`~pyro_zforcing.emissions.Emission` of the model outside its ``side_modules``."""
-    _, sizes = study.configs(variant, seed=0)
     config = model_config_for(info, **sizes)
-    model = build_objective(config).model
+    objective = build_objective(config, train.guide)
+    return (parameter_counts(objective.model, objective.guide, factors=active_factors(train)),
+            (config.emission, emission_count(objective.model)))
+
+
+def emission_count(model) -> int:
+    """Parameters of p(y | .) among p(y, z)'s: every :class:`~pyro_zforcing.emissions.Emission`
+    of ``model`` outside its ``side_modules``."""
     side = tuple(model.side_modules)
-    count = sum(scalar_count(module.parameters(), weight_masks(module)) for name, module in model.named_modules()
-                if isinstance(module, Emission) and name.split(".")[0] not in side)
-    return config.emission, count
+    return sum(scalar_count(module.parameters(), weight_masks(module)) for name, module in model.named_modules()
+               if isinstance(module, Emission) and name.split(".")[0] not in side)
 
 
 def matched_count(counts: Dict[str, int], match: str) -> int:
@@ -94,10 +93,10 @@ def match_parameters(study: Study, info, *, reference: str, match: str = "genera
     if match not in ("generative", "all"):
         raise ValueError(f"--match-params must be generative or all to match, got {match!r}")
     if reference in study.variants:
-        target = matched_count(role_counts(study, reference, info), match)
+        target = matched_count(role_counts(study, reference, info)[0], match)
     elif reference in VARIANTS:  # matched to a model trained elsewhere (a study sharded over processes)
         target = matched_count(role_counts(replace(study, variants={**study.variants, reference: VARIANTS[reference]}),
-                                           reference, info), match)
+                                           reference, info)[0], match)
     else:
         raise ValueError(f"--match-to {reference}: unknown variant; known: {', '.join(VARIANTS)}")
     defaults = ModelConfig(input_dim=1)
@@ -107,7 +106,7 @@ def match_parameters(study: Study, info, *, reference: str, match: str = "genera
         base = (sizes.get("rnn_dim", defaults.rnn_dim), sizes.get("mlp_dim", defaults.mlp_dim))
         if variant != reference:
             def count(width):
-                return matched_count(role_counts(_sized(study, variant, width, base)[0], variant, info), match)
+                return matched_count(role_counts(_sized(study, variant, width, base)[0], variant, info)[0], match)
             low, high = 1, 2 * base[0]
             while count(high) < target:
                 high *= 2
@@ -116,12 +115,11 @@ def match_parameters(study: Study, info, *, reference: str, match: str = "genera
                 low, high = (middle, high) if count(middle) < target else (low, middle)
             width = min((low, high), key=lambda w: abs(count(w) - target))
             study, sizes = _sized(study, variant, width, base)
-        counts = role_counts(study, variant, info)
+        counts, (emission, in_emission) = role_counts(study, variant, info)
         matched = matched_count(counts, match)
         if abs(matched - target) > tolerance * target:
             raise ValueError(f"--match-params {match}: {variant} has {matched} parameters at its closest size, more "
                              f"than {tolerance:.0%} from {reference}'s {target}; change --rnn-dim/--mlp-dim")
-        emission, in_emission = emission_count(study, variant, info)
         chosen[variant] = {"rnn_dim": sizes.get("rnn_dim", base[0]), "mlp_dim": sizes.get("mlp_dim", base[1]),
                            "matched": matched, **counts, "emission": emission, "emission_params": in_emission}
     return study, chosen
