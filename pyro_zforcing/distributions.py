@@ -24,6 +24,12 @@ Head = Callable[..., Tuple[torch.Tensor, torch.Tensor]]
 LOG_2PI = math.log(2 * math.pi)
 
 
+def logvar_normal_log_prob(value: torch.Tensor, loc: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(value; loc, exp(logvar)) elementwise, from the log-variance directly:
+    -(log 2pi + logvar + (value - loc)^2 exp(-logvar)) / 2, without a scale's sqrt, log and square."""
+    return -0.5 * (LOG_2PI + logvar + (value - loc) ** 2 * torch.exp(-logvar))
+
+
 def standard_normal(shape: Tuple[int, ...], *, like: torch.Tensor) -> torch.Tensor:
     """The trajectory's noise eps ~ N(0, I) of ``shape`` (B, T, Z), with ``like``'s dtype and device."""
     return torch.randn(shape, dtype=like.dtype, device=like.device)

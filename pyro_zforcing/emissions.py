@@ -36,9 +36,7 @@ import pyro.distributions as dist
 from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.util import is_validation_enabled
 
-from .distributions import MaskedEmission
-
-LOG_2PI = math.log(2 * math.pi)
+from .distributions import MaskedEmission, logvar_normal_log_prob
 
 
 def safe_logvar(logvar: torch.Tensor) -> torch.Tensor:
@@ -69,7 +67,7 @@ class LogVarNormal(dist.Normal):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        return -0.5 * (LOG_2PI + self.logvar + (value - self.loc) ** 2 * torch.exp(-self.logvar))
+        return logvar_normal_log_prob(value, self.loc, self.logvar)
 
 
 class Emission(nn.Module):
@@ -403,7 +401,7 @@ class ARGMMEmission(Emission):
         hidden = torch.relu(self.state_in(state) + F.linear(y, self.frame_in.weight * self.mask_in))
         out = self.state_out(state) + F.linear(hidden, self.hidden_out.weight * self.mask_out)
         log_weight, loc, logvar = self._params(out.unflatten(-1, (self.out_dim, self.per_dim)))
-        log_normal = -0.5 * (LOG_2PI + logvar + (y[..., None] - loc) ** 2 * torch.exp(-logvar))
+        log_normal = logvar_normal_log_prob(y[..., None], loc, logvar)
         if log_weight is None:
             return log_normal.squeeze(-1).sum(-1)
         return torch.logsumexp(log_weight + log_normal, dim=-1).sum(-1)

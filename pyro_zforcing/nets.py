@@ -17,11 +17,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 import pyro.distributions as dist
 
+from .distributions import logvar_normal_log_prob
 from .emissions import emission_head
 from .steps import Recurrence, StepFunction, call_with_context
 
 LEAKY_SLOPE = 1.0 / 3.0
-LOG_2PI = math.log(2 * math.pi)
 LEAKY_BOUND = 3.0
 GATE_BOUND = 3.0  # the authors' clamp on cond_ln's z-given gains and biases
 LAYER_NORM_EPS = 1e-5
@@ -304,7 +304,7 @@ class AuxHead(nn.Module):
             return -((b - mean) ** 2).sum(-1)
         # log N(b; mean, exp(logvar)) from the log-variance directly: b is (B, T, H), the largest
         # tensor of the step, and Normal(mean, exp(logvar / 2)) would add a sqrt, a log and a square
-        return -0.5 * (LOG_2PI + logvar + (b - mean) ** 2 * torch.exp(-logvar)).sum(-1)
+        return logvar_normal_log_prob(b, mean, logvar).sum(-1)
 
 
 class ConditionalEmission(nn.Module):
