@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
+from pyro_zforcing.studies.ablation import mean_std
 
 COLUMNS = ("ELBO / sentence", "IWAE / sentence", "perplexity (ELBO)", "perplexity (IWAE)", "KL / word",
            "MI / word", "active units", "max abs r(mean, length)", "max abs r(mean, position)", "epochs", "stopped")
@@ -24,13 +24,6 @@ def cells(result: dict) -> list:
     return [result["test_elbo"], result["test_iwae"], math.exp(-result["test_elbo_per_unit"]),
             math.exp(-result["test_iwae_per_unit"]), result["test_kl_per_step"], result["test_mi"],
             result["active_units"], *largest, result["epochs"]]
-
-
-def shown(values, digits: int) -> str:
-    values = np.asarray(values, dtype=float)
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
 def main(study_dir: str) -> None:
@@ -46,7 +39,7 @@ def main(study_dir: str) -> None:
             continue
         columns = list(zip(*(cells(r) for r in results)))
         stopped = ", ".join(sorted({r["stopped"] for r in results}))
-        print(f"| {variant} | " + " | ".join(shown(c, d) for c, d in zip(columns, digits))
+        print(f"| {variant} | " + " | ".join(mean_std(c, d) for c, d in zip(columns, digits))
               + f" | {stopped} {len(results)}/{len(study['seeds'])} |")
 
 
