@@ -351,7 +351,7 @@ class Trainer:
             raise TrainingDiverged(
                 f"training diverged: after update {self.progress.step} (epoch {self.progress.epoch}) a distribution "
                 f"got parameters that are not finite or outside their support (try a lower --lr or --clip-norm); "
-                f"stopped, {self._kept_checkpoint()}. the argument check: {str(error).splitlines()[0].rstrip(':')}") from error
+                f"stopped, {self._kept_checkpoint()}; the argument check: {str(error).splitlines()[0].rstrip(':')}") from error
         finally:
             self._stops = None
             if self.board is not None:
