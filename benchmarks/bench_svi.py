@@ -29,12 +29,12 @@ one process; each is reported by its median (``*_ms``) and its minimum (``*_min_
 ``--config timit`` times the TIMIT recipe's full-size update (rnn 1024, z 256, emb 512, mlp 512,
 batch 32, 40 frames; KL weight 0.2, no aux, as the recipe's first updates).
 
-``--emission nade|ar-gmm`` times the cost of an autoregressive emission instead: the library's
+``--emission nade|ar-gmm|ar-rnn`` times the cost of an autoregressive emission instead: the library's
 update with it (``pyro``) against the library's update of the same model, sizes and batch with
 the factorised emission of that data (``factorised``: bernoulli for nade, on binary frames;
-gaussian for ar-gmm); ``emission_cost`` = pyro / factorised. ``--config jsb`` is RNN-NADE's
-scale (88 keys, LSTM 150, batch 20, 100 steps); ``--nade-hidden``, ``--made-hidden`` and
-``--mixtures`` size the emission (defaults: the library's):
+gaussian for ar-gmm and ar-rnn); ``emission_cost`` = pyro / factorised. ``--config jsb`` is RNN-NADE's
+scale (88 keys, LSTM 150, batch 20, 100 steps); ``--nade-hidden``, ``--made-hidden``,
+``--frame-rnn-hidden`` and ``--mixtures`` size the emission (defaults: the library's):
 
     OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --config jsb --emission nade --model rnn --model zforcing
     OMP_NUM_THREADS=1 python benchmarks/bench_svi.py --config small --emission ar-gmm --model rnn --model srnn
@@ -118,7 +118,7 @@ def library_steps(objective, batch, weights, device, *, compiled: bool, graphs: 
     return steps
 
 
-AUTOREGRESSIVE = ("ar-gmm", "nade")  # timed against the factorised emission of the same data (EMISSION_DATA)
+AUTOREGRESSIVE = ("ar-gmm", "ar-rnn", "nade")  # timed against the factorised emission of the same data (EMISSION_DATA)
 
 
 def emission_steps(config_name: str, device: torch.device, model: str, emission: str, sizes: dict):
@@ -205,7 +205,10 @@ def main(argv=None) -> int:
                         help="time the library's update with this emission against the factorised one (see above)")
     parser.add_argument("--nade-hidden", type=int, default=None, help="nade's hidden units (default: the library's)")
     parser.add_argument("--made-hidden", type=int, default=None, help="ar-gmm's MADE units (default: the library's)")
-    parser.add_argument("--mixtures", type=int, default=None, help="ar-gmm's components (default: the library's)")
+    parser.add_argument("--frame-rnn-hidden", type=int, default=None,
+                        help="ar-rnn's GRU units (default: the library's)")
+    parser.add_argument("--mixtures", type=int, default=None,
+                        help="ar-gmm's and ar-rnn's components (default: the library's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--measure-memory", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -215,7 +218,7 @@ def main(argv=None) -> int:
         parser.error(f"--cuda-graphs needs --device cuda (got {device})")
     if args.emission and (args.compile or args.cuda_graphs):
         parser.error("--emission times eager updates; leave out --compile and --cuda-graphs")
-    sizes = {name: getattr(args, name) for name in ("nade_hidden", "made_hidden", "mixtures")
+    sizes = {name: getattr(args, name) for name in ("nade_hidden", "made_hidden", "frame_rnn_hidden", "mixtures")
              if getattr(args, name) is not None}
     configs = args.config or sorted(CONFIGS, key=lambda name: CONFIGS[name].hidden)
     flags = dict(compiled=args.compile, graphs=args.cuda_graphs, emission=args.emission, sizes=sizes)

@@ -11,11 +11,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-EMISSIONS = ("gaussian", "bernoulli", "categorical", "gmm", "nade", "ar-gmm")  # pyro_zforcing.emissions.EMISSIONS
+EMISSIONS = ("gaussian", "bernoulli", "categorical", "gmm", "nade", "ar-gmm", "ar-rnn")  # pyro_zforcing.emissions.EMISSIONS
 # the data each emission models (a dataset's DataInfo.emission): binary frames, real frames or tokens
 EMISSION_DATA = {"bernoulli": "bernoulli", "nade": "bernoulli", "gaussian": "gaussian", "gmm": "gaussian",
-                 "ar-gmm": "gaussian", "categorical": "categorical"}
-MIXTURE_EMISSIONS = ("gmm", "ar-gmm")
+                 "ar-gmm": "gaussian", "ar-rnn": "gaussian", "categorical": "categorical"}
+MIXTURE_EMISSIONS = ("gmm", "ar-gmm", "ar-rnn")
 MODEL_NAMES = ("zforcing", "rnn", "vrnn", "srnn", "dmm", "storn")  # pyro_zforcing.models.MODELS, checked by a test
 PRIORS = ("conditional", "standard")
 FIRST_PRIORS = ("transition", "standard")  # the DMM's p(z_1)
@@ -51,7 +51,8 @@ class ModelConfig:
 
     ``emission="gmm"`` is a mixture of ``mixtures`` diagonal Gaussians; ``"nade"`` an RNN-NADE
     frame of ``nade_hidden`` hidden units (binary frames); ``"ar-gmm"`` a MADE of ``made_hidden``
-    hidden units giving each dimension a mixture of ``mixtures`` 1-D Gaussians (real frames)
+    hidden units giving each dimension a mixture of ``mixtures`` 1-D Gaussians (real frames),
+    ``"ar-rnn"`` the same mixtures from a GRU of ``frame_rnn_hidden`` units run across the frame
     (:mod:`pyro_zforcing.emissions`); ``prior="standard"`` is VRNN-I's N(0, I) prior (vrnn only).
     ``first_prior`` is the DMM's p(z_1) (dmm only):
     ``"transition"`` pushes a learned z_0 through the transition (Pyro's ``examples/dmm.py``),
@@ -87,6 +88,7 @@ class ModelConfig:
     prior: str = "conditional"
     nade_hidden: int = 150
     made_hidden: int = 256
+    frame_rnn_hidden: int = 64
     first_prior: str = "transition"
 
     def __post_init__(self):
@@ -113,7 +115,7 @@ class ModelConfig:
             raise ValueError(f"aux_input must be one of {AUX_INPUTS}, got {self.aux_input!r}")
         if self.aux_loss not in AUX_LOSSES:
             raise ValueError(f"aux_loss must be one of {AUX_LOSSES}, got {self.aux_loss!r}")
-        for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim", "nade_hidden", "made_hidden"):
+        for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim", "nade_hidden", "made_hidden", "frame_rnn_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.logvar_clamp <= 0:

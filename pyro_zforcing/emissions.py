@@ -18,7 +18,9 @@ Families (:data:`EMISSIONS`, the registry; ``config.EMISSIONS`` lists the same n
 - ``nade``: :class:`NADEEmission`, binary frames, NADE (Larochelle and Murray 2011) with
   biases affine in s_t as RNN-NADE (Boulanger-Lewandowski et al. 2012);
 - ``ar-gmm``: :class:`ARGMMEmission`, real frames, each dimension's K-component Gaussian
-  mixture from [s_t, y_{t,<d}] through MADE masks (Germain et al. 2015).
+  mixture from [s_t, y_{t,<d}] through MADE masks (Germain et al. 2015);
+- ``ar-rnn``: :class:`ARRNNEmission`, the same mixtures from a GRU run across the frame's
+  dimensions, started from s_t (the low-level RNN of Dai, Lai et al. 2019).
 
 Log-variances of real-valued emissions are unclamped but for :func:`safe_logvar`'s float range
 (DESIGN.md pitfalls: a likelihood is never bounded where the data wants to go).
@@ -324,13 +326,14 @@ def made_degrees(out_dim: int, hidden: int) -> torch.Tensor:
     return 1 + torch.arange(hidden) % max(1, out_dim - 1)
 
 
-class ARGMMFrame(TorchDistribution):
-    """One real frame per batch element from :class:`ARGMMEmission`: batch ``state.shape[:-1]``, event ``(D,)``."""
+class ARFrame(TorchDistribution):
+    """One real frame per batch element from an :class:`ARMixtureEmission`: batch ``state.shape[:-1]``,
+    event ``(D,)``."""
 
     arg_constraints = {}
     support = constraints.independent(constraints.real, 1)
 
-    def __init__(self, head: "ARGMMEmission", state: torch.Tensor):
+    def __init__(self, head: "ARMixtureEmission", state: torch.Tensor):
         self.head, self.state = head, state
         super().__init__(state.shape[:-1], torch.Size([head.out_dim]), validate_args=False)
 
@@ -344,32 +347,87 @@ class ARGMMFrame(TorchDistribution):
 
     @property
     def mean(self) -> torch.Tensor:
-        """The greedy chain of conditional means (see :class:`ARGMMEmission`)."""
+        """The greedy chain of conditional means (see :class:`ARMixtureEmission`)."""
         return self.head.ancestral(self.state, greedy=True)
 
 
-class ARGMMEmission(Emission):
-    """p(y_t | s_t) = prod_d sum_k pi_{d,k} N(y_d; mu_{d,k}, exp(logvar_{d,k})) of a real frame,
-    each dimension's mixture of K 1-D Gaussians (``mixtures``; K = 1 a Gaussian) from
-    [s_t, y_{<d}] through one MADE hidden layer (Germain et al. 2015):
+class ARMixtureEmission(Emission):
+    """p(y_t | s_t) = prod_d sum_k pi_{d,k} N(y_d; mu_{d,k}, exp(logvar_{d,k})) of a real frame:
+    each dimension a mixture of K 1-D Gaussians (``mixtures``; K = 1 a Gaussian, with no logit)
+    whose ``per_dim`` parameters a subclass computes from [s_t, y_{<d}]: ``outputs(state, y)``
+    for every dimension at once (teacher-forced), ``ancestral`` dimension by dimension.
+    The log-variances are unclamped but for :func:`safe_logvar`. ``mean``: the greedy chain
+    m_d = E[y_d | y_{<d} = m_{<d}, s] (the exact conditional mean for d = 1, not the marginal
+    mean of later dimensions); ``mean_and_mode`` returns it twice.
+    """
+
+    def __init__(self, out_dim: int, mixtures: int):
+        super().__init__()
+        self.out_dim, self.mixtures = out_dim, mixtures
+        self.per_dim = 2 * mixtures + (mixtures if mixtures > 1 else 0)
+
+    def outputs(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Every dimension's mixture parameters given the earlier dimensions: ``state.shape[:-1] + (D, per_dim)``."""
+        raise NotImplementedError
+
+    def params(self, out: torch.Tensor):
+        """(log mixing weights or None, loc, logvar), each ``(..., K)``, from outputs ``(..., per_dim)``."""
+        k = self.mixtures
+        if k == 1:
+            return None, out[..., :1], safe_logvar(out[..., 1:])
+        return torch.log_softmax(out[..., :k], dim=-1), out[..., k:2 * k], safe_logvar(out[..., 2 * k:])
+
+    def draw(self, out: torch.Tensor, *, greedy: bool) -> torch.Tensor:
+        """One dimension from its mixture's outputs ``(..., per_dim)``: a draw, or (``greedy``) its mean."""
+        log_weight, loc, logvar = self.params(out)
+        if greedy:
+            return loc[..., 0] if log_weight is None else (log_weight.exp() * loc).sum(-1)
+        if log_weight is not None:
+            pick = torch.distributions.Categorical(logits=log_weight).sample()[..., None]
+            loc, logvar = loc.gather(-1, pick), logvar.gather(-1, pick)
+        return (loc + torch.exp(0.5 * logvar) * torch.randn_like(loc))[..., 0]
+
+    def step_dist(self, state: torch.Tensor) -> ARFrame:
+        return ARFrame(self, state)
+
+    def step_log_prob(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p(y_t | s_t) from one teacher-forced pass: ``state.shape[:-1]``."""
+        log_weight, loc, logvar = self.params(self.outputs(state, y))
+        log_normal = logvar_normal_log_prob(y[..., None], loc, logvar)
+        if log_weight is None:
+            return log_normal.squeeze(-1).sum(-1)
+        return torch.logsumexp(log_weight + log_normal, dim=-1).sum(-1)
+
+    def ancestral(self, state: torch.Tensor, *, greedy: bool) -> torch.Tensor:
+        """y ``state.shape[:-1] + (D,)`` dimension by dimension."""
+        raise NotImplementedError
+
+    def mean(self, state: torch.Tensor) -> torch.Tensor:
+        return self.ancestral(state, greedy=True)
+
+    def mean_and_mode(self, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        m = self.ancestral(state, greedy=True)
+        return m, m
+
+
+class ARGMMEmission(ARMixtureEmission):
+    """:class:`ARMixtureEmission` whose parameters come from [s_t, y_{<d}] through one MADE
+    hidden layer (Germain et al. 2015):
 
         g = relu(U s + (W * M_in) y + c),                     hidden degrees m(k) in 1..D-1
         [logits, mu, logvar]_d = A_d s + ((V * M_out) g)_d + e_d,
 
     M_in[k, j] = [j <= m(k)], M_out[d, k] = [m(k) < d] (dims 1..D): output d sees y_{<d} only;
-    the state reaches every output directly (dim 1 depends on s alone). K = 1 has no logit.
-    The log-variances are unclamped but for :func:`safe_logvar`. log p is one masked pass;
-    sampling is D passes (the hidden pre-activation is updated by one key's column at a time).
-    ``mean``: the greedy chain m_d = E[y_d | y_{<d} = m_{<d}, s] (the exact conditional mean
-    for d = 1, not the marginal mean of later dimensions); ``mean_and_mode`` returns it twice.
+    the state reaches every output directly (dim 1 depends on s alone). log p is one masked
+    pass; sampling is D passes (the hidden pre-activation is updated by one dimension's column
+    at a time).
     """
 
     family = "ar-gmm"
 
     def __init__(self, state_dim: int, out_dim: int, *, mixtures: int, hidden: int):
-        super().__init__()
-        self.out_dim, self.mixtures, self.hidden = out_dim, mixtures, hidden
-        self.per_dim = 2 * mixtures + (mixtures if mixtures > 1 else 0)
+        super().__init__(out_dim, mixtures)
+        self.hidden = hidden
         self.state_in = nn.Linear(state_dim, hidden)  # U s + c
         self.frame_in = nn.Linear(out_dim, hidden, bias=False)  # W (masked)
         self.state_out = nn.Linear(state_dim, out_dim * self.per_dim)  # A s + e
@@ -386,54 +444,67 @@ class ARGMMEmission(Emission):
     def masked_weights(self):
         return ((self.frame_in.weight, self.mask_in), (self.hidden_out.weight, self.mask_out))
 
-    def _params(self, out: torch.Tensor):
-        """(log mixing weights or None, loc, logvar), each ``(..., K)``, from outputs ``(..., per_dim)``."""
-        k = self.mixtures
-        if k == 1:
-            return None, out[..., :1], safe_logvar(out[..., 1:])
-        return torch.log_softmax(out[..., :k], dim=-1), out[..., k:2 * k], safe_logvar(out[..., 2 * k:])
-
-    def step_dist(self, state: torch.Tensor) -> ARGMMFrame:
-        return ARGMMFrame(self, state)
-
-    def step_log_prob(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """log p(y_t | s_t) in one masked pass: ``state.shape[:-1]``."""
+    def outputs(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         hidden = torch.relu(self.state_in(state) + F.linear(y, self.frame_in.weight * self.mask_in))
         out = self.state_out(state) + F.linear(hidden, self.hidden_out.weight * self.mask_out)
-        log_weight, loc, logvar = self._params(out.unflatten(-1, (self.out_dim, self.per_dim)))
-        log_normal = logvar_normal_log_prob(y[..., None], loc, logvar)
-        if log_weight is None:
-            return log_normal.squeeze(-1).sum(-1)
-        return torch.logsumexp(log_weight + log_normal, dim=-1).sum(-1)
+        return out.unflatten(-1, (self.out_dim, self.per_dim))
 
     def ancestral(self, state: torch.Tensor, *, greedy: bool) -> torch.Tensor:
-        """y ``state.shape[:-1] + (D,)`` dimension by dimension: a draw from each conditional
-        mixture, or (``greedy``) its mean."""
         pre = self.state_in(state)
         direct = self.state_out(state).unflatten(-1, (self.out_dim, self.per_dim))
         w_in = self.frame_in.weight * self.mask_in
         w_out = (self.hidden_out.weight * self.mask_out).unflatten(0, (self.out_dim, self.per_dim))
         ys = []
         for d in range(self.out_dim):
-            out = direct[..., d, :] + torch.relu(pre) @ w_out[d].t()
-            log_weight, loc, logvar = self._params(out)
-            if greedy:
-                y = loc[..., 0] if log_weight is None else (log_weight.exp() * loc).sum(-1)
-            else:
-                if log_weight is not None:
-                    pick = torch.distributions.Categorical(logits=log_weight).sample()[..., None]
-                    loc, logvar = loc.gather(-1, pick), logvar.gather(-1, pick)
-                y = (loc + torch.exp(0.5 * logvar) * torch.randn_like(loc))[..., 0]
+            y = self.draw(direct[..., d, :] + torch.relu(pre) @ w_out[d].t(), greedy=greedy)
             pre = pre + y[..., None] * w_in[:, d]
             ys.append(y)
         return torch.stack(ys, dim=-1)
 
-    def mean(self, state: torch.Tensor) -> torch.Tensor:
-        return self.ancestral(state, greedy=True)
 
-    def mean_and_mode(self, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        m = self.ancestral(state, greedy=True)
-        return m, m
+class ARRNNEmission(ARMixtureEmission):
+    """:class:`ARMixtureEmission` whose parameters come from a GRU run across the frame's
+    dimensions, the low-level RNN of Dai, Lai et al. (NeurIPS 2019), started from the state:
+
+        r_0 = tanh(U s + c),   r_d = GRU(y_{d-1}, r_{d-1}) (y_0 = 0),
+        [logits, mu, logvar]_d = A_d s + e_d + V r_d,
+
+    V shared over the dimensions, A_d s giving each dimension its own offset from the state.
+    log p is one teacher-forced GRU pass of D steps; sampling is D GRU steps.
+    """
+
+    family = "ar-rnn"
+
+    def __init__(self, state_dim: int, out_dim: int, *, mixtures: int, hidden: int):
+        super().__init__(out_dim, mixtures)
+        self.hidden = hidden
+        self.start = nn.Linear(state_dim, hidden)  # U s + c
+        self.rnn = nn.GRU(1, hidden, batch_first=True)
+        self.state_out = nn.Linear(state_dim, out_dim * self.per_dim)  # A s + e
+        self.hidden_out = nn.Linear(hidden, self.per_dim, bias=False)  # V
+        self.step_elements = hidden + out_dim * self.per_dim
+        self.inner_elements = 6 * out_dim * hidden  # the GRU's gates and states at every dimension
+
+    def outputs(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        lead = state.shape[:-1]
+        flat_state = state.reshape(-1, state.shape[-1])
+        previous = F.pad(y.reshape(-1, self.out_dim)[:, :-1], (1, 0))[..., None]  # y_{d-1}, y_0 = 0
+        runs, _ = self.rnn(previous, torch.tanh(self.start(flat_state))[None])
+        out = self.state_out(flat_state).unflatten(-1, (self.out_dim, self.per_dim)) + self.hidden_out(runs)
+        return out.reshape(lead + (self.out_dim, self.per_dim))
+
+    def ancestral(self, state: torch.Tensor, *, greedy: bool) -> torch.Tensor:
+        lead = state.shape[:-1]
+        flat_state = state.reshape(-1, state.shape[-1])
+        direct = self.state_out(flat_state).unflatten(-1, (self.out_dim, self.per_dim))
+        hidden = torch.tanh(self.start(flat_state))[None]
+        y = flat_state.new_zeros(len(flat_state))
+        ys = []
+        for d in range(self.out_dim):
+            run, hidden = self.rnn(y[:, None, None], hidden)
+            y = self.draw(direct[:, d] + self.hidden_out(run[:, 0]), greedy=greedy)
+            ys.append(y)
+        return torch.stack(ys, dim=-1).reshape(lead + (self.out_dim,))
 
 
 def _factorised(config, in_dim: int) -> FactorisedEmission:
@@ -449,6 +520,8 @@ EMISSIONS: Dict[str, Callable[..., Emission]] = {
     "nade": lambda config, in_dim: NADEEmission(in_dim, config.input_dim, hidden=config.nade_hidden),
     "ar-gmm": lambda config, in_dim: ARGMMEmission(in_dim, config.input_dim, mixtures=config.mixtures,
                                                   hidden=config.made_hidden),
+    "ar-rnn": lambda config, in_dim: ARRNNEmission(in_dim, config.input_dim, mixtures=config.mixtures,
+                                                  hidden=config.frame_rnn_hidden),
 }
 
 

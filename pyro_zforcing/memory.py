@@ -194,7 +194,8 @@ def training_bytes(model_config: ModelConfig, *, guide: str, batch_size: int, st
                    dtype: torch.dtype = torch.float32) -> Tuple[int, int]:
     """(bytes of the parameters with their gradients and Adam's moments, bytes of the activations of
     one batch of ``batch_size`` x ``steps``) of a training run."""
-    for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim", "mixtures", "nade_hidden", "made_hidden"):
+    for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim", "mixtures", "nade_hidden", "made_hidden",
+                 "frame_rnn_hidden"):
         if getattr(model_config, name) >= MAX_DIMENSION:
             raise ValueError(f"{name} {getattr(model_config, name)} is beyond any tensor's size (2^31 per dimension)")
     size = torch.empty((), dtype=dtype).element_size()

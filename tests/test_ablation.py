@@ -105,7 +105,8 @@ def test_changed_settings_in_an_existing_study_dir_are_refused(tmp_path, tiny_sp
 
 
 @pytest.mark.parametrize("added", [("model_config", "first_prior"), ("model_config", "nade_hidden"),
-                                   ("model_config", "made_hidden"), ("train_config", "word_dropout")])
+                                   ("model_config", "made_hidden"), ("model_config", "frame_rnn_hidden"),
+                                   ("train_config", "word_dropout")])
 def test_a_run_saved_before_a_defaulted_field_existed_is_continued(tmp_path, tiny_splits, added):
     """A run directory whose config.json predates a field added with a default that keeps the
     earlier behaviour is the same run: the study continues it instead of refusing it."""
@@ -114,7 +115,8 @@ def test_a_run_saved_before_a_defaulted_field_existed_is_continued(tmp_path, tin
     from pyro_zforcing.config import ModelConfig
 
     study = tiny_study(["no-aux"], seeds=(0,))
-    defaults = {name: getattr(ModelConfig(input_dim=1), name) for name in ("first_prior", "nade_hidden", "made_hidden")}
+    defaults = {name: getattr(ModelConfig(input_dim=1), name) for name in ("first_prior", "nade_hidden", "made_hidden",
+                                                                                 "frame_rnn_hidden")}
     study = dataclasses.replace(study, model={**study.model, **defaults})  # every size, as the command line gives
     first = run_study(study, tmp_path, splits=tiny_splits)
     path = tmp_path / "no-aux-seed0" / "config.json"

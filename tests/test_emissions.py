@@ -20,7 +20,7 @@ from pyro_zforcing.checkpoint import config_payload, save_checkpoint
 from pyro_zforcing.config import EMISSIONS as EMISSION_NAMES, MODEL_NAMES, DataConfig, TrainConfig
 from pyro_zforcing.data import collate_sequences
 from pyro_zforcing.data.base import DataInfo
-from pyro_zforcing.emissions import EMISSIONS, ARGMMEmission, NADEEmission
+from pyro_zforcing.emissions import EMISSIONS, ARGMMEmission, ARRNNEmission, NADEEmission
 from pyro_zforcing.infer import scalar_count, weight_masks
 from pyro_zforcing.infer import Weights, importance_terms, sequence_terms
 from pyro_zforcing.models import OBS_SITE
@@ -170,12 +170,17 @@ def argmm_by_hand(head: ARGMMEmission, state: np.ndarray, y: np.ndarray) -> floa
     g = [max(0.0, u[k] @ state + c[k] + sum(w[k, j] * y[j] for j in range(d_all) if j + 1 <= degree[k]))
          for k in range(hidden)]
     per_dim = 2 * k_mix + (k_mix if k_mix > 1 else 0)
+    outputs = [[a[d * per_dim + r] @ state + e[d * per_dim + r]
+                + sum(v[d * per_dim + r, k] * g[k] for k in range(hidden) if degree[k] < d + 1)
+                for r in range(per_dim)] for d in range(d_all)]
+    return mixture_log_prob_by_hand(outputs, y, k_mix)
+
+
+def mixture_log_prob_by_hand(outputs, y: np.ndarray, k_mix: int) -> float:
+    """sum_d log sum_k pi_dk N(y_d; mu_dk, exp(logvar_dk)) from each dimension's outputs
+    ([logits,] mu, logvar), scipy's normal density."""
     total = 0.0
-    for d in range(d_all):
-        out = []
-        for r in range(per_dim):
-            row = d * per_dim + r
-            out.append(a[row] @ state + e[row] + sum(v[row, k] * g[k] for k in range(hidden) if degree[k] < d + 1))
+    for d, out in enumerate(outputs):
         if k_mix == 1:
             weights, loc, logvar = [1.0], out[:1], out[1:]
         else:
@@ -186,9 +191,55 @@ def argmm_by_hand(head: ARGMMEmission, state: np.ndarray, y: np.ndarray) -> floa
     return total
 
 
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def arrnn_by_hand(head: ARRNNEmission, state: np.ndarray, y: np.ndarray) -> float:
+    """log p(y | s) of one frame from the density in ARRNNEmission's docstring, with the GRU
+    written out unit by unit (PyTorch's gate order r, z, n) and plain loops."""
+    d_all, k_mix, hidden = len(y), head.mixtures, head.hidden
+    u, c = head.start.weight.detach().numpy(), head.start.bias.detach().numpy()
+    w_i, b_i = head.rnn.weight_ih_l0.detach().numpy()[:, 0], head.rnn.bias_ih_l0.detach().numpy()
+    w_h, b_h = head.rnn.weight_hh_l0.detach().numpy(), head.rnn.bias_hh_l0.detach().numpy()
+    a, e = head.state_out.weight.detach().numpy(), head.state_out.bias.detach().numpy()
+    v = head.hidden_out.weight.detach().numpy()
+    per_dim = 2 * k_mix + (k_mix if k_mix > 1 else 0)
+    r_state = [math.tanh(u[k] @ state + c[k]) for k in range(hidden)]
+    outputs = []
+    for d in range(d_all):
+        x = y[d - 1] if d > 0 else 0.0
+        gate = lambda block, k: w_i[block * hidden + k] * x + b_i[block * hidden + k]
+        recur = lambda block, k: sum(w_h[block * hidden + k, j] * r_state[j] for j in range(hidden)) + b_h[block * hidden + k]
+        reset = [sigmoid(gate(0, k) + recur(0, k)) for k in range(hidden)]
+        update = [sigmoid(gate(1, k) + recur(1, k)) for k in range(hidden)]
+        new = [math.tanh(gate(2, k) + reset[k] * recur(2, k)) for k in range(hidden)]
+        r_state = [(1 - update[k]) * new[k] + update[k] * r_state[k] for k in range(hidden)]
+        outputs.append([a[d * per_dim + r] @ state + e[d * per_dim + r] + sum(v[r, k] * r_state[k] for k in range(hidden))
+                        for r in range(per_dim)])
+    return mixture_log_prob_by_hand(outputs, y, k_mix)
+
+
+def random_arrnn(state_dim: int, dim: int, mixtures: int, seed: int) -> ARRNNEmission:
+    """Random weights, the GRU's input weights large enough that y_2 clearly depends on y_1."""
+    head = randomised(ARRNNEmission(state_dim, dim, mixtures=mixtures, hidden=4), seed=seed, scale=0.5)
+    with torch.no_grad():
+        head.rnn.weight_ih_l0.mul_(3.0)
+    return head
+
+
+# family -> (a head with random weights from (state_dim, D, mixtures, seed), its density written out by hand)
+REAL_HEADS = {"ar-gmm": (lambda state_dim, dim, mixtures, seed: randomised(
+                             ARGMMEmission(state_dim, dim, mixtures=mixtures, hidden=6), seed=seed, scale=0.3),
+                         argmm_by_hand),
+              "ar-rnn": (random_arrnn, arrnn_by_hand)}
+
+
 @pytest.mark.parametrize("mixtures", [1, 3])
-def test_argmm_in_two_dimensions_integrates_to_one_and_equals_a_plain_transcription(float64, mixtures):
-    head = randomised(ARGMMEmission(3, 2, mixtures=mixtures, hidden=6), seed=mixtures, scale=0.3)
+@pytest.mark.parametrize("family", sorted(REAL_HEADS))
+def test_real_head_in_two_dimensions_integrates_to_one_and_equals_a_plain_transcription(float64, family, mixtures):
+    build, by_hand_of = REAL_HEADS[family]
+    head = build(3, 2, mixtures, mixtures)
     state = torch.tensor([0.4, -0.7, 1.1])
     grid = torch.linspace(-12, 12, 1201, dtype=torch.float64)
     y1, y2 = torch.meshgrid(grid, grid, indexing="ij")
@@ -203,7 +254,7 @@ def test_argmm_in_two_dimensions_integrates_to_one_and_equals_a_plain_transcript
     points = frames[:: len(frames) // 40]
     with torch.no_grad():
         ours = head.step_log_prob(state.expand(len(points), 3), points).numpy()
-    by_hand = [argmm_by_hand(head, state.numpy(), y) for y in points.numpy()]
+    by_hand = [by_hand_of(head, state.numpy(), y) for y in points.numpy()]
     finite = np.isfinite(by_hand)  # far grid points underflow in scipy's pdf
     assert finite.sum() > 20
     np.testing.assert_allclose(ours[finite], np.array(by_hand)[finite], rtol=1e-9)
@@ -219,10 +270,12 @@ def test_argmm_in_two_dimensions_integrates_to_one_and_equals_a_plain_transcript
         assert draws[:, index].var().item() == pytest.approx(second - mean ** 2, rel=0.05)
 
 
-def test_argmm_one_dimension_samples_have_the_mixtures_mean_and_variance(float64):
-    head = randomised(ARGMMEmission(2, 1, mixtures=2, hidden=3), seed=4)
+@pytest.mark.parametrize("family", sorted(REAL_HEADS))
+def test_real_head_one_dimension_samples_have_the_mixtures_mean_and_variance(float64, family):
+    head = REAL_HEADS[family][0](2, 1, 2, 4)
     state = torch.tensor([0.9, -0.3])
-    out = head.state_out(state)  # one dimension: the state alone sets the mixture
+    with torch.no_grad():  # one dimension: the state alone sets the mixture, whatever y is
+        out = head.outputs(state, torch.full((1,), 7.0))[0]
     weights, loc, scale = torch.softmax(out[:2], 0), out[2:4], torch.exp(0.5 * out[4:6])
     mean = (weights * loc).sum().item()
     variance = (weights * (scale ** 2 + loc ** 2)).sum().item() - mean ** 2
@@ -233,18 +286,22 @@ def test_argmm_one_dimension_samples_have_the_mixtures_mean_and_variance(float64
     assert head.mean(state).item() == pytest.approx(mean, rel=1e-12)
 
 
-@pytest.mark.parametrize("family", ["ar-gmm", "nade"])
+@pytest.mark.parametrize("family", ["ar-gmm", "ar-rnn", "nade"])
 def test_counted_parameters_are_the_entries_a_gradient_reaches(float64, family):
     """A masked-out MADE entry never acts: the count is the scalars log p's gradient reaches
-    (NADE: all but W's last column)."""
-    emission = ARGMMEmission(3, 5, mixtures=2, hidden=7) if family == "ar-gmm" else NADEEmission(3, 6, hidden=4)
+    (NADE: all but W's last column; the low-level RNN: all)."""
+    emission = {"ar-gmm": lambda: ARGMMEmission(3, 5, mixtures=2, hidden=7),
+                "ar-rnn": lambda: ARRNNEmission(3, 5, mixtures=2, hidden=4),
+                "nade": lambda: NADEEmission(3, 6, hidden=4)}[family]()
     head = randomised(emission, seed=5)
     torch.manual_seed(0)
     state = torch.randn(64, 3)
     frames = (torch.rand(64, head.out_dim) < 0.5).double() if isinstance(head, NADEEmission) else torch.randn(64, 5)
     head.step_log_prob(state, frames).sum().backward()
     reached = sum(int((p.grad != 0).sum()) for p in head.parameters())
-    if family == "ar-gmm":
+    if family == "ar-rnn":
+        assert not weight_masks(head) and scalar_count(head.parameters(), {}) == reached
+    elif family == "ar-gmm":
         assert scalar_count(head.parameters(), weight_masks(head)) == reached
         zeros = int((head.mask_in == 0).sum() + (head.mask_out == 0).sum())
         assert sum(p.numel() for p in head.parameters()) - reached == zeros > 0
@@ -299,7 +356,8 @@ def real_batch():
 
 
 AUTOREGRESSIVE = {"nade": (dict(nade_hidden=5), binary_batch, "bernoulli"),
-                  "ar-gmm": (dict(made_hidden=7, mixtures=2), real_batch, "gaussian")}
+                  "ar-gmm": (dict(made_hidden=7, mixtures=2), real_batch, "gaussian"),
+                  "ar-rnn": (dict(frame_rnn_hidden=4, mixtures=2), real_batch, "gaussian")}
 
 
 def objective_for(model: str, emission: str):

@@ -54,14 +54,16 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                             "(Fraccaro et al. 2016), dmm (Krishnan et al. 2017), storn (Bayer and Osendorfer 2014) "
                             "(default: %(default)s)")
     model.add_argument("--emission", choices=EMISSIONS, default=None,
-                       help="output distribution (default: the dataset's; nade can replace bernoulli, gmm or "
-                            "ar-gmm gaussian; docs/emissions.md)")
+                       help="output distribution (default: the dataset's; nade can replace bernoulli, gmm, ar-gmm or "
+                            "ar-rnn gaussian; docs/emissions.md)")
     model.add_argument("--mixtures", type=positive_int, default=m.mixtures,
-                       help="components of the gmm and ar-gmm emissions (default: %(default)s)")
+                       help="components of the gmm, ar-gmm and ar-rnn emissions (default: %(default)s)")
     model.add_argument("--nade-hidden", type=positive_int, default=m.nade_hidden,
                        help="hidden units of the nade emission (default: %(default)s)")
     model.add_argument("--made-hidden", type=positive_int, default=m.made_hidden,
                        help="hidden units of the ar-gmm emission's MADE (default: %(default)s)")
+    model.add_argument("--frame-rnn-hidden", type=positive_int, default=m.frame_rnn_hidden,
+                       help="units of the ar-rnn emission's GRU across a frame's dimensions (default: %(default)s)")
     model.add_argument("--prior", choices=PRIORS, default=m.prior,
                        help="vrnn: conditional p(z_t | h_{t-1}) or standard N(0, I) (VRNN-I) (default: %(default)s)")
     model.add_argument("--first-prior", choices=FIRST_PRIORS, default=m.first_prior,
@@ -168,7 +170,8 @@ def model_sizes_from(args) -> Dict:
              "aux_input": args.aux_input, "aux_loss": args.aux_loss, "z_conditioning": args.z_conditioning,
              "embedding": args.embedding, "init": args.init, "emission_clamp": args.emission_clamp,
              "model": args.model, "mixtures": args.mixtures, "prior": args.prior,
-             "nade_hidden": args.nade_hidden, "made_hidden": args.made_hidden, "first_prior": args.first_prior}
+             "nade_hidden": args.nade_hidden, "made_hidden": args.made_hidden,
+             "frame_rnn_hidden": args.frame_rnn_hidden, "first_prior": args.first_prior}
     if args.emission is not None:
         sizes["emission"] = args.emission
     return sizes
