@@ -486,9 +486,10 @@ class ARRNNEmission(ARMixtureEmission):
         self.inner_elements = 6 * out_dim * hidden  # the GRU's gates and states at every dimension
 
     def outputs(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        lead = state.shape[:-1]
-        flat_state = state.reshape(-1, state.shape[-1])
-        previous = F.pad(y.reshape(-1, self.out_dim)[:, :-1], (1, 0))[..., None]  # y_{d-1}, y_0 = 0
+        lead = torch.broadcast_shapes(state.shape[:-1], y.shape[:-1])  # as the MADE's broadcasting sum
+        flat_state = state.expand(lead + state.shape[-1:]).reshape(-1, state.shape[-1])
+        flat_y = y.expand(lead + y.shape[-1:]).reshape(-1, self.out_dim)
+        previous = F.pad(flat_y[:, :-1], (1, 0))[..., None]  # y_{d-1}, y_0 = 0
         runs, _ = self.rnn(previous, torch.tanh(self.start(flat_state))[None])
         out = self.state_out(flat_state).unflatten(-1, (self.out_dim, self.per_dim)) + self.hidden_out(runs)
         return out.reshape(lead + (self.out_dim, self.per_dim))

@@ -286,6 +286,20 @@ def test_real_head_one_dimension_samples_have_the_mixtures_mean_and_variance(flo
     assert head.mean(state).item() == pytest.approx(mean, rel=1e-12)
 
 
+@pytest.mark.parametrize("family", sorted(REAL_HEADS))
+def test_real_head_broadcasts_the_states_and_the_frames_leading_dimensions(float64, family):
+    """States of K samples against one batch of frames (as importance sampling scores them) give
+    what the frames expanded to the states' shape give."""
+    head = REAL_HEADS[family][0](3, 5, 2, 6)
+    torch.manual_seed(3)
+    states, frames = torch.randn(7, 2, 3), torch.randn(2, 5)
+    with torch.no_grad():
+        broadcast = head.step_log_prob(states, frames)
+        expanded = head.step_log_prob(states, frames.expand(7, 2, 5))
+    assert broadcast.shape == (7, 2)
+    torch.testing.assert_close(broadcast, expanded, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("family", ["ar-gmm", "ar-rnn", "nade"])
 def test_counted_parameters_are_the_entries_a_gradient_reaches(float64, family):
     """A masked-out MADE entry never acts: the count is the scalars log p's gradient reaches
