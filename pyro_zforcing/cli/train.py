@@ -73,6 +73,7 @@ def command_train(argv: List[str]) -> int:
     args = parser.parse_args(argv)
     group = distributed.from_env(args.device)  # one process unless launched by torchrun
     setup_logging(args.quiet or not group.is_main)
+    finished = False
     try:
         ranks = {"rank": group.rank, "world_size": group.world_size}
         if args.resume:
@@ -96,8 +97,9 @@ def command_train(argv: List[str]) -> int:
             if group.is_main:
                 write_training_plots(trainer.out_dir)  # a stopped run has its learning curves too
             raise
+        finished = True
     finally:
-        distributed.shutdown()
+        distributed.shutdown(peers_finished=finished)
     if not group.is_main:
         return 0
     write_training_plots(trainer.out_dir)

@@ -82,9 +82,15 @@ def from_env(device_name: str) -> ProcessGroup:
     return group
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(*, peers_finished: bool) -> None:
+    """Leave the process group. After a run every rank finished (``peers_finished``), the ranks
+    first meet at a barrier, so none tears its connections down while rank 0 still writes its
+    checkpoints; after an error on one rank they may never arrive, and the group is left at once."""
+    if not dist.is_initialized():
+        return
+    if peers_finished and dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def wrap(objective: nn.Module, device: torch.device) -> nn.Module:
