@@ -65,7 +65,7 @@ from benchmarks.baselines_reference import PlainDMM, PlainRNN, PlainSRNN, PlainS
 from benchmarks.fast_reference import FastPlainZForcing  # noqa: E402
 from benchmarks.reference import PlainZForcing  # noqa: E402
 from pyro_zforcing.build import build_objective  # noqa: E402
-from pyro_zforcing.config import EMISSION_DATA, ModelConfig, TrainConfig  # noqa: E402
+from pyro_zforcing.config import EMISSION_DATA, EMISSION_SIZES, ModelConfig, TrainConfig  # noqa: E402
 from pyro_zforcing.graphs import GraphedUpdates  # noqa: E402
 from pyro_zforcing.infer import Weights  # noqa: E402
 from pyro_zforcing.models import MODELS  # noqa: E402
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
         parser.error(f"--cuda-graphs needs --device cuda (got {device})")
     if args.emission and (args.compile or args.cuda_graphs):
         parser.error("--emission times eager updates; leave out --compile and --cuda-graphs")
-    sizes = {name: getattr(args, name) for name in ("nade_hidden", "made_hidden", "frame_rnn_hidden", "mixtures")
+    sizes = {name: getattr(args, name) for name in EMISSION_SIZES + ("mixtures",)
              if getattr(args, name) is not None}
     configs = args.config or sorted(CONFIGS, key=lambda name: CONFIGS[name].hidden)
     flags = dict(compiled=args.compile, graphs=args.cuda_graphs, emission=args.emission, sizes=sizes)

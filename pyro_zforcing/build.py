@@ -54,7 +54,7 @@ def resolve_device(name: str) -> torch.device:
 def model_config_for(info: DataInfo, **sizes) -> ModelConfig:
     """A :class:`ModelConfig` whose input size, and emission unless ``emission`` is given, come
     from the dataset; an emission for the same kind of data may replace the dataset's
-    (``config.EMISSION_DATA``: nade for binary frames; gmm or ar-gmm for real-valued ones)."""
+    (``config.EMISSION_DATA``: nade for binary frames; gmm, ar-gmm or ar-rnn for real-valued ones)."""
     emission = sizes.pop("emission", None) or info.emission
     if EMISSION_DATA[emission] != info.emission:
         fits = ", ".join(name for name, data in EMISSION_DATA.items() if data == info.emission)

@@ -16,6 +16,8 @@ EMISSIONS = ("gaussian", "bernoulli", "categorical", "gmm", "nade", "ar-gmm", "a
 EMISSION_DATA = {"bernoulli": "bernoulli", "nade": "bernoulli", "gaussian": "gaussian", "gmm": "gaussian",
                  "ar-gmm": "gaussian", "ar-rnn": "gaussian", "categorical": "categorical"}
 MIXTURE_EMISSIONS = ("gmm", "ar-gmm", "ar-rnn")
+EMISSION_SIZES = ("nade_hidden", "made_hidden", "frame_rnn_hidden")  # the autoregressive emissions' hidden units
+LAYER_SIZES = ("emb_dim", "rnn_dim", "z_dim", "mlp_dim") + EMISSION_SIZES  # ModelConfig's widths, each >= 1
 MODEL_NAMES = ("zforcing", "rnn", "vrnn", "srnn", "dmm", "storn")  # pyro_zforcing.models.MODELS, checked by a test
 PRIORS = ("conditional", "standard")
 FIRST_PRIORS = ("transition", "standard")  # the DMM's p(z_1)
@@ -98,7 +100,8 @@ class ModelConfig:
         if self.mixtures < 1:
             raise ValueError(f"mixtures must be >= 1, got {self.mixtures}")
         if self.mixtures > 1 and self.emission not in MIXTURE_EMISSIONS:
-            raise ValueError(f"mixtures={self.mixtures} needs the gmm or ar-gmm emission, got {self.emission!r}")
+            raise ValueError(f"mixtures={self.mixtures} needs the {', '.join(MIXTURE_EMISSIONS[:-1])} or "
+                             f"{MIXTURE_EMISSIONS[-1]} emission, got {self.emission!r}")
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         if self.prior == "standard" and self.model != "vrnn":
@@ -115,7 +118,7 @@ class ModelConfig:
             raise ValueError(f"aux_input must be one of {AUX_INPUTS}, got {self.aux_input!r}")
         if self.aux_loss not in AUX_LOSSES:
             raise ValueError(f"aux_loss must be one of {AUX_LOSSES}, got {self.aux_loss!r}")
-        for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim", "nade_hidden", "made_hidden", "frame_rnn_hidden"):
+        for name in LAYER_SIZES:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.logvar_clamp <= 0:

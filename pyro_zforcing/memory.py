@@ -23,7 +23,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .build import build_objective
-from .config import ModelConfig
+from .config import LAYER_SIZES, ModelConfig
 from .emissions import emission_head
 
 # A size no tensor dimension reaches here (torch indexes with 64-bit integers; a weight matrix
@@ -194,8 +194,7 @@ def training_bytes(model_config: ModelConfig, *, guide: str, batch_size: int, st
                    dtype: torch.dtype = torch.float32) -> Tuple[int, int]:
     """(bytes of the parameters with their gradients and Adam's moments, bytes of the activations of
     one batch of ``batch_size`` x ``steps``) of a training run."""
-    for name in ("emb_dim", "rnn_dim", "z_dim", "mlp_dim", "mixtures", "nade_hidden", "made_hidden",
-                 "frame_rnn_hidden"):
+    for name in LAYER_SIZES + ("mixtures",):
         if getattr(model_config, name) >= MAX_DIMENSION:
             raise ValueError(f"{name} {getattr(model_config, name)} is beyond any tensor's size (2^31 per dimension)")
     size = torch.empty((), dtype=dtype).element_size()

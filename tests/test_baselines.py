@@ -195,7 +195,7 @@ def test_a_guide_that_does_not_fit_the_model_is_refused_by_name():
         make_guide("backward", model)
     with pytest.raises(ValueError, match="VRNN-I"):
         small_config(model="srnn", prior="standard")
-    with pytest.raises(ValueError, match="mixtures=3 needs the gmm or ar-gmm emission"):
+    with pytest.raises(ValueError, match="mixtures=3 needs the gmm, ar-gmm or ar-rnn emission"):
         small_config(mixtures=3)
 
 
