@@ -748,6 +748,29 @@ def test_a_signal_during_evaluate_or_sample_is_one_line_and_its_exit_code(tmp_pa
     assert f"stopped by {signame} before it finished" in one_line(got, err, expected_code=code)
 
 
+SIGNALLED_WHILE_LOADING = '''
+import os, signal, sys
+import torch
+from pyro_zforcing.cli.main import main
+read = torch.load
+def load(*args, **kwargs):
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # arrives while the checkpoint is being read
+    return read(*args, **kwargs)
+torch.load = load
+sys.exit(main(sys.argv[2:]))
+'''
+
+
+@pytest.mark.parametrize("signame,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_while_a_checkpoint_is_read_is_a_stop_not_a_corrupt_file(tmp_path, trained, signame, code):
+    # load_checkpoint turns torch's many read errors into one CheckpointError; a stop request raised
+    # by the signal handler inside torch.load must pass through it as a stop
+    got, err = python(SIGNALLED_WHILE_LOADING, signame, "evaluate", "--checkpoint", str(trained), "--quiet",
+                      "--out", str(tmp_path), sigint_ignored=True)
+    line = one_line(got, err, expected_code=code)
+    assert f"stopped by {signame} before it finished" in line and "corrupt" not in line
+
+
 SIGNALLED_WHILE_STARTING = '''
 import os, signal, sys
 import pyro_zforcing.cli as cli

@@ -18,8 +18,13 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Interrupted(Exception):
-    """Training stopped on a signal after saving; ``exit_code`` is 128 + the signal number."""
+class Interrupted(BaseException):
+    """Stopped on a signal; ``exit_code`` is 128 + the signal number.
+
+    A stop request, not an error: like ``KeyboardInterrupt`` it derives from ``BaseException``,
+    so that an ``except Exception`` which rewords failures (an unreadable checkpoint, a damaged
+    data file) cannot turn a signal that arrived inside it into that failure.
+    """
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
